@@ -1,0 +1,64 @@
+"""Errors raised by the task engine. The API maps them to 400/404/409."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+def _flatten(errors: Any, prefix: str = "") -> str:
+    """{'payload': {'to': ['bad']}} -> 'payload.to: bad' for logs and CLI messages."""
+    if isinstance(errors, dict):
+        return "; ".join(_flatten(v, f"{prefix}.{k}" if prefix else str(k))
+                         for k, v in errors.items())
+    if isinstance(errors, (list, tuple)):
+        return f"{prefix}: {' '.join(map(str, errors))}" if prefix else " ".join(map(str, errors))
+    return f"{prefix}: {errors}" if prefix else str(errors)
+
+
+class TaskServiceError(Exception):
+    """Base class for every error of the Task Service."""
+
+
+class InvalidTask(TaskServiceError):
+    """A task submitted for enqueue is not valid; `errors` maps field -> messages."""
+
+    def __init__(self, errors: dict[str, Any] | str):
+        if isinstance(errors, str):
+            errors = {"non_field_errors": [errors]}
+        self.errors = errors
+        super().__init__(_flatten(errors))
+
+
+class UnknownTaskType(InvalidTask):
+    """The task's type names no registered plugin."""
+
+    def __init__(self, type_name: str, known: list[str]):
+        self.type_name = type_name
+        self.known = known
+        super().__init__(
+            {"type": [f"Unknown task type {type_name!r}. Known types: {', '.join(known)}."]}
+        )
+
+
+class TaskNotFound(TaskServiceError):
+    """No task has that id."""
+
+    def __init__(self, task_id):
+        self.task_id = task_id
+        super().__init__(f"Task {task_id} not found.")
+
+
+class InvalidTransition(TaskServiceError):
+    """The task's current status does not allow the requested change."""
+
+    def __init__(self, task_id: int, status: str, action: str):
+        self.task_id = task_id
+        self.status = status
+        self.action = action
+        super().__init__(f"Cannot {action} task {task_id}: it is {status}.")
+
+
+class PluginConfigurationError(ImproperlyConfigured):
+    """A plugin named in settings or an entry point cannot be loaded."""

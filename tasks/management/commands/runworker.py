@@ -1,0 +1,39 @@
+"""manage.py runworker: claim and run tasks until SIGTERM/SIGINT."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from tasks.worker import Worker
+
+
+class Command(BaseCommand):
+    help = "Run a Task Service worker: claims due tasks and runs them through their plugins."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--concurrency", "-c", type=int, default=None,
+                            help="Tasks run at once (default TASKS_WORKER_CONCURRENCY).")
+        parser.add_argument("--queues", "-q", default="",
+                            help="Comma-separated queues to serve (default: every queue).")
+        parser.add_argument("--batch", action="store_true",
+                            help="Exit once nothing is due and nothing is running.")
+        parser.add_argument("--max-tasks", type=int, default=None,
+                            help="Exit after claiming this many tasks (and finishing them).")
+        parser.add_argument("--no-listen", action="store_true",
+                            help="Poll only, no LISTEN (e.g. behind PgBouncer transaction "
+                                 "pooling); same as TASKS_WORKER_LISTEN=0.")
+        parser.add_argument("--worker-id", default=None, help="Worker id (default host:pid:random).")
+
+    def handle(self, *args, **options):
+        if options["concurrency"] is not None and options["concurrency"] < 1:
+            raise CommandError("--concurrency must be at least 1")
+        if options["max_tasks"] is not None and options["max_tasks"] < 1:
+            raise CommandError("--max-tasks must be at least 1")
+        queues = [q.strip() for q in options["queues"].split(",") if q.strip()]
+        worker = Worker(
+            concurrency=options["concurrency"],
+            queues=queues,
+            batch=options["batch"],
+            max_tasks=options["max_tasks"],
+            listen=False if options["no_listen"] else None,
+            worker_id=options["worker_id"],
+        )
+        worker.run()

@@ -1,0 +1,125 @@
+"""The task engine's tables. Only tasks/queue.py changes a task's state."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models.functions import Now
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
+FINISHED_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+
+class Event(models.TextChoices):
+    TASK_QUEUED = "task_queued"
+    TASK_STARTED = "task_started"
+    TASK_SUCCEEDED = "task_succeeded"
+    RETRY_SCHEDULED = "retry_scheduled"
+    TASK_FAILED = "task_failed"
+    CANCEL_REQUESTED = "cancel_requested"
+    TASK_CANCELLED = "task_cancelled"
+    LEASE_EXPIRED = "lease_expired"
+    TASK_REQUEUED = "task_requeued"
+    TASK_RELEASED = "task_released"
+
+
+class Task(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=255)
+    type = models.CharField(max_length=100)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    payload = models.JSONField(default=dict, blank=True)
+    priority = models.IntegerField(default=0)
+    queue = models.CharField(max_length=100, default="default")
+    run_at = models.DateTimeField(db_default=Now())
+    retry_count = models.IntegerField(default=0)
+    max_retries = models.IntegerField(default=3)
+    timeout_seconds = models.IntegerField(default=300)
+    # Runs started so far, never reset: with locked_by it fences a completion to its run.
+    attempts = models.IntegerField(default=0)
+    locked_by = models.CharField(max_length=255, null=True, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    result = models.JSONField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "tasks"
+        indexes = [
+            models.Index(fields=["type", "status"], name="idx_type_status"),
+            models.Index(fields=["created_at"], name="idx_created_at"),
+            models.Index(fields=["status", "created_at"], name="idx_status_created_at"),
+            models.Index(fields=["queue", "status"], name="idx_queue_status"),
+            # Serves the claim: only due-able rows, in claim order.
+            models.Index(
+                models.F("priority").desc(),
+                "run_at",
+                "id",
+                name="idx_claim",
+                condition=models.Q(status__in=["queued", "retrying"]),
+            ),
+            # Serves the reconciler and heartbeats: running rows by lease.
+            models.Index(
+                fields=["locked_until"],
+                name="idx_running_lease",
+                condition=models.Q(status="running"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.id} {self.name} ({self.type}, {self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+
+class TaskHistory(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="history")
+    status = models.CharField(max_length=16, choices=Status.choices)
+    event_type = models.CharField(max_length=32, choices=Event.choices)
+    attempt = models.IntegerField(default=0)
+    worker_id = models.CharField(max_length=255, blank=True, default="")
+    details = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "task_history"
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["task", "created_at"], name="idx_task_id_created_at")]
+        verbose_name_plural = "task history"
+
+    def __str__(self) -> str:
+        return f"{self.event_type} #{self.task_id} attempt {self.attempt}"
+
+
+class Worker(models.Model):
+    id = models.CharField(max_length=255, primary_key=True)  # host:pid:suffix
+    hostname = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    queues = models.JSONField(default=list, blank=True)  # [] means every queue
+    concurrency = models.IntegerField()
+    started_at = models.DateTimeField(db_default=Now())
+    last_seen = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "task_workers"
+        ordering = ["started_at"]
+
+    def __str__(self) -> str:
+        return self.id

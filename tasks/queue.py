@@ -1,0 +1,816 @@
+"""The queue: the one module that changes a task's state.
+
+Every transition writes exactly one TaskHistory row and sends a NOTIFY on CHANNEL, in the
+same transaction as the change, so an event always means a committed change. Transitions
+state the status they expect (`WHERE status = 'running' AND locked_by = %s AND attempts
+= %s`); a worker whose lease was taken over gets "0 rows", never someone else's task.
+
+The hot paths (enqueue, claim, complete, fail) are single SQL statements: the update, the
+history insert and the NOTIFY ride in data-modifying CTEs, so in autocommit mode each one
+is its own transaction and costs one round trip for a whole batch of tasks. The rarer
+transitions a person asks for (cancel, retry) lock the row and use the ORM.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from plugins import registry
+from plugins.base import PayloadError
+from tasks.backoff import backoff_delay
+from tasks.conf import engine
+from tasks.exceptions import InvalidTask, InvalidTransition, TaskNotFound, UnknownTaskType
+from tasks.models import Event, Status, Task, TaskHistory
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "taskservice"
+# Events that mean "there may be work to claim now".
+WAKE_EVENTS = frozenset(
+    {Event.TASK_QUEUED, Event.TASK_REQUEUED, Event.TASK_RELEASED, Event.LEASE_EXPIRED}
+)
+NOTIFY_MAX_IDS = 100  # a NOTIFY payload is at most 8000 bytes: send ids, not payloads
+QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+
+TASK_COLUMNS = [f.column for f in Task._meta.concrete_fields]
+_COLS = ", ".join(TASK_COLUMNS)
+_JSON_COLUMNS = {"payload", "result"}
+
+
+# --- results -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    """What a worker needs to run one claimed task."""
+
+    id: int
+    name: str
+    type: str
+    payload: dict
+    queue: str
+    priority: int
+    attempt: int  # the task's `attempts` after this claim: fences the completion
+    retry_count: int
+    max_retries: int
+    timeout_seconds: int
+
+
+@dataclass
+class Outcome:
+    """How one run ended, as reported by a worker to complete/fail/finish_cancelled."""
+
+    task_id: int
+    attempt: int
+    result: Any = None
+    error: str = ""
+    retry_count: int = 0  # as claimed; the backoff grows with it
+    extra: dict = field(default_factory=dict)
+
+
+def _loads(value):
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _task_from_row(row: Sequence) -> Task:
+    values = [
+        _loads(v) if col in _JSON_COLUMNS else v for col, v in zip(TASK_COLUMNS, row, strict=True)
+    ]
+    return Task.from_db("default", [f.attname for f in Task._meta.concrete_fields], values)
+
+
+def _notify_sql(event_sql: str, source: str, extra_sql: str = "") -> str:
+    """A CTE that sends one NOTIFY summarising the rows of CTE `source` (none if empty)."""
+    return f"""
+    note AS (
+        SELECT pg_notify('{CHANNEL}', json_build_object(
+            'event', {event_sql},
+            'count', (SELECT count(*) FROM {source}),
+            'ids', (SELECT coalesce(json_agg(id), '[]') FROM
+                      (SELECT id FROM {source} ORDER BY id LIMIT {NOTIFY_MAX_IDS}) s)
+            {extra_sql}
+        )::text) AS sent
+        WHERE EXISTS (SELECT 1 FROM {source})
+    )"""
+
+
+def notify(event: str, ids: Iterable[int], **extra: Any) -> None:
+    """Send one event on CHANNEL inside the current transaction."""
+    ids = list(ids)
+    payload = {"event": str(event), "count": len(ids), "ids": ids[:NOTIFY_MAX_IDS], **extra}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, json.dumps(payload)])
+
+
+# --- enqueue -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    name: str
+    type: str
+    payload_json: str
+    priority: int
+    queue: str
+    run_at: datetime.datetime | None
+    max_retries: int
+    timeout_seconds: int
+    idempotency_key: str | None
+
+
+def _int_in(errors: dict, name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors[name] = [f"Must be an integer from {low} to {high}."]
+        return 0
+    if not low <= value <= high:
+        errors[name] = [f"Must be between {low} and {high}, got {value}."]
+    return value
+
+
+def prepare(
+    *,
+    name: str,
+    type: str,  # noqa: A002 - the public field is called type
+    payload: dict | None = None,
+    priority: int = 0,
+    queue: str = "default",
+    run_at: datetime.datetime | None = None,
+    max_retries: int | None = None,
+    timeout_seconds: int | None = None,
+    idempotency_key: str | None = None,
+) -> _Prepared:
+    """Validate one task before anything is written; raise InvalidTask naming each field."""
+    cfg = engine()
+    errors: dict[str, list[str]] = {}
+    if not isinstance(name, str) or not name.strip():
+        errors["name"] = ["Required: a non-empty string."]
+    elif len(name) > 255:
+        errors["name"] = ["At most 255 characters."]
+    payload = {} if payload is None else payload
+    payload_json = "{}"
+    if not isinstance(type, str) or not type:
+        errors["type"] = ["Required: the name of a registered task type."]
+    else:
+        try:
+            plugin = registry.get(type)
+        except UnknownTaskType as exc:
+            errors.update(exc.errors)
+        else:
+            if not isinstance(payload, dict):
+                errors["payload"] = ["Must be a JSON object."]
+            else:
+                try:
+                    payload = plugin.validate(payload)
+                except PayloadError as exc:
+                    errors["payload"] = exc.errors  # the plugin's own field errors
+                else:
+                    try:
+                        payload_json = json.dumps(payload, separators=(",", ":"),
+                                                  allow_nan=False)
+                    except (TypeError, ValueError) as exc:
+                        errors["payload"] = [f"Must be JSON-serialisable: {exc}."]
+                    else:
+                        if len(payload_json.encode()) > cfg.MAX_PAYLOAD_BYTES:
+                            errors["payload"] = [
+                                f"Too large: {len(payload_json.encode())} bytes; the limit is "
+                                f"{cfg.MAX_PAYLOAD_BYTES} bytes."
+                            ]
+                        elif "\\u0000" in payload_json:
+                            errors["payload"] = ["Must not contain NUL characters."]
+    priority = _int_in(errors, "priority", priority, cfg.MIN_PRIORITY, cfg.MAX_PRIORITY)
+    max_retries = cfg.DEFAULT_MAX_RETRIES if max_retries is None else max_retries
+    max_retries = _int_in(errors, "max_retries", max_retries, 0, cfg.MAX_RETRIES_LIMIT)
+    timeout_seconds = cfg.DEFAULT_TIMEOUT if timeout_seconds is None else timeout_seconds
+    timeout_seconds = _int_in(errors, "timeout_seconds", timeout_seconds, 1, cfg.MAX_TIMEOUT)
+    if not isinstance(queue, str) or not QUEUE_NAME_RE.match(queue):
+        errors["queue"] = ["Must be 1-100 characters of letters, digits, '_', '-', '.', ':'."]
+    if run_at is not None:
+        if not isinstance(run_at, datetime.datetime):
+            errors["run_at"] = ["Must be a datetime."]
+        elif timezone.is_naive(run_at):
+            errors["run_at"] = ["Must include a time zone."]
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 255
+    ):
+        errors["idempotency_key"] = ["Must be a string of 1 to 255 characters."]
+    if errors:
+        raise InvalidTask(errors)
+    return _Prepared(name, type, payload_json, priority, queue, run_at, max_retries,
+                     timeout_seconds, idempotency_key)
+
+
+_INSERT_ONE = f"""
+WITH ins AS (
+    INSERT INTO tasks (name, type, status, payload, priority, queue, run_at, retry_count,
+                       max_retries, timeout_seconds, attempts, last_error, idempotency_key,
+                       created_at, updated_at)
+    VALUES (%s, %s, 'queued', %s::jsonb, %s, %s, coalesce(%s, now()), 0, %s, %s, 0, '', %s,
+            now(), now())
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING {_COLS}
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, 'queued', 'task_queued', 0, '', '', now() FROM ins
+)
+SELECT ins.*, pg_notify('{CHANNEL}', json_build_object(
+    'event', 'task_queued', 'count', 1, 'ids', json_build_array(ins.id),
+    'queue', ins.queue, 'type', ins.type)::text)
+FROM ins
+"""
+
+
+def enqueue(**spec: Any) -> Task:
+    """Validate and store one task; returns it with `was_created` set.
+
+    Keyword-only fields: name, type, payload, priority, queue, run_at, max_retries,
+    timeout_seconds, idempotency_key. Inside a caller's transaction the task exists,
+    and workers are woken, only if that transaction commits. An idempotency key that
+    exists returns the existing task (was_created False) and writes nothing.
+    """
+    p = prepare(**spec)
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_ONE, [p.name, p.type, p.payload_json, p.priority, p.queue,
+                                     p.run_at, p.max_retries, p.timeout_seconds,
+                                     p.idempotency_key])
+        row = cursor.fetchone()
+        if row is not None:
+            task = _task_from_row(row[: len(TASK_COLUMNS)])
+            task.was_created = True
+            return task
+        cursor.execute(f"SELECT {_COLS} FROM tasks WHERE idempotency_key = %s",
+                       [p.idempotency_key])
+        task = _task_from_row(cursor.fetchone())
+        task.was_created = False
+        return task
+
+
+_INSERT_MANY = f"""
+WITH src AS (
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::text[],
+                         %s::timestamptz[], %s::int[], %s::int[], %s::text[])
+           WITH ORDINALITY AS s(name, type, payload, priority, queue, run_at, max_retries,
+                                timeout_seconds, idempotency_key, ord)
+), ins AS (
+    INSERT INTO tasks (name, type, status, payload, priority, queue, run_at, retry_count,
+                       max_retries, timeout_seconds, attempts, last_error, idempotency_key,
+                       created_at, updated_at)
+    SELECT name, type, 'queued', payload::jsonb, priority, queue, coalesce(run_at, now()), 0,
+           max_retries, timeout_seconds, 0, '', idempotency_key, now(), now()
+    FROM src ORDER BY ord
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING {_COLS}
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, 'queued', 'task_queued', 0, '', '', now() FROM ins
+), {_notify_sql("'task_queued'", "ins")}
+SELECT ins.* FROM ins LEFT JOIN note ON true
+"""
+
+
+def enqueue_many(specs: Iterable[dict[str, Any]]) -> list[Task]:
+    """Validate every task, then store them all in one statement; same order as given.
+
+    One invalid task rejects the batch: InvalidTask.errors maps each bad index to its
+    field errors, and nothing is written.
+    """
+    prepared: list[_Prepared] = []
+    errors: dict[str, Any] = {}
+    for index, spec in enumerate(specs):
+        try:
+            if not isinstance(spec, dict):
+                raise InvalidTask("Each task must be an object.")
+            prepared.append(prepare(**spec))
+        except InvalidTask as exc:
+            errors[str(index)] = exc.errors
+        except TypeError as exc:  # unknown keyword
+            errors[str(index)] = {"non_field_errors": [str(exc)]}
+    if errors:
+        raise InvalidTask(errors)
+    if not prepared:
+        return []
+    columns = list(zip(*[
+        (p.name, p.type, p.payload_json, p.priority, p.queue, p.run_at, p.max_retries,
+         p.timeout_seconds, p.idempotency_key) for p in prepared
+    ], strict=True))
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_MANY, [list(c) for c in columns])
+        inserted = sorted((_task_from_row(r) for r in cursor.fetchall()), key=lambda t: t.id)
+        inserted_keys = {t.idempotency_key for t in inserted if t.idempotency_key}
+        existing: dict[str, Task] = {}
+        wanted = {p.idempotency_key for p in prepared if p.idempotency_key} - inserted_keys
+        if wanted:
+            cursor.execute(f"SELECT {_COLS} FROM tasks WHERE idempotency_key = ANY(%s)",
+                           [list(wanted)])
+            existing = {t.idempotency_key: t for t in map(_task_from_row, cursor.fetchall())}
+    # Inserted rows come back in input order (ids rise with ORDER BY ord); walk both.
+    result: list[Task] = []
+    rows = iter(inserted)
+    seen_keys: dict[str, Task] = {}
+    for p in prepared:
+        key = p.idempotency_key
+        if key and key in seen_keys:
+            task = seen_keys[key]
+        elif key and key not in inserted_keys:
+            task = existing[key]
+            task.was_created = False
+        else:
+            task = next(rows)
+            task.was_created = True
+        if key:
+            seen_keys[key] = task
+        result.append(task)
+    return result
+
+
+# --- worker side: claim, heartbeat, complete, fail -----------------------------------
+
+_CLAIM = f"""
+WITH picked AS MATERIALIZED (
+    SELECT id FROM tasks
+    WHERE status IN ('queued', 'retrying') AND run_at <= now() {{queue_filter}}
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE tasks t
+    SET status = 'running', locked_by = %(worker)s,
+        locked_until = now() + make_interval(secs => %(lease)s),
+        attempts = t.attempts + 1, started_at = now(), updated_at = now(),
+        cancel_requested_at = NULL
+    FROM picked WHERE t.id = picked.id
+    RETURNING t.id, t.name, t.type, t.payload, t.queue, t.priority, t.attempts,
+              t.retry_count, t.max_retries, t.timeout_seconds
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, 'running', 'task_started', attempts, %(worker)s, '', now() FROM claimed
+), {_notify_sql("'task_started'", "claimed", ", 'worker', %(worker)s::text")}
+SELECT claimed.* FROM claimed LEFT JOIN note ON true
+ORDER BY claimed.priority DESC, claimed.id
+"""
+_CLAIM_ALL = _CLAIM.replace("{queue_filter}", "")
+_CLAIM_QUEUES = _CLAIM.replace("{queue_filter}", "AND queue = ANY(%(queues)s)")
+
+
+def claim(*, worker_id: str, limit: int, queues: Sequence[str] | None = None,
+          lease_seconds: float | None = None) -> list[ClaimedTask]:
+    """Claim up to `limit` due tasks, highest priority first, FIFO within a priority.
+
+    One statement: `FOR UPDATE SKIP LOCKED` means two workers never hold the same task.
+    """
+    if limit <= 0:
+        return []
+    lease = engine().LEASE_SECONDS if lease_seconds is None else lease_seconds
+    params = {"limit": limit, "worker": worker_id, "lease": lease, "queues": list(queues or [])}
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_QUEUES if queues else _CLAIM_ALL, params)
+        rows = cursor.fetchall()
+    return [
+        ClaimedTask(id=r[0], name=r[1], type=r[2], payload=_loads(r[3]), queue=r[4],
+                    priority=r[5], attempt=r[6], retry_count=r[7], max_retries=r[8],
+                    timeout_seconds=r[9])
+        for r in rows
+    ]
+
+
+def next_due_in(queues: Sequence[str] | None = None) -> float | None:
+    """Seconds until the next queued/retrying task becomes due (None if there is none)."""
+    sql = ("SELECT extract(epoch FROM min(run_at) - now()) FROM tasks "
+           "WHERE status IN ('queued', 'retrying')")
+    params: list[Any] = []
+    if queues:
+        sql += " AND queue = ANY(%s)"
+        params.append(list(queues))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        value = cursor.fetchone()[0]
+    return None if value is None else max(0.0, float(value))
+
+
+_HEARTBEAT = """
+WITH renewed AS (
+    UPDATE tasks SET locked_until = now() + make_interval(secs => %(lease)s)
+    WHERE status = 'running' AND locked_by = %(worker)s
+    RETURNING id, cancel_requested_at IS NOT NULL AS cancel
+), seen AS (
+    UPDATE task_workers SET last_seen = now() WHERE id = %(worker)s RETURNING id
+)
+SELECT id, cancel, (SELECT count(*) FROM seen) FROM renewed
+UNION ALL
+SELECT NULL, NULL, (SELECT count(*) FROM seen) WHERE NOT EXISTS (SELECT 1 FROM renewed)
+"""
+
+
+@dataclass
+class HeartbeatResult:
+    held: set[int]  # ids the database says this worker holds
+    cancel_requested: set[int]
+    registered: bool  # False when the worker row was expired (e.g. after an outage)
+
+
+def heartbeat(*, worker_id: str, lease_seconds: float | None = None) -> HeartbeatResult:
+    """Renew the leases of this worker's running tasks and its own last_seen.
+
+    Not a state change, so no history row: the lease is bookkeeping.
+    """
+    lease = engine().LEASE_SECONDS if lease_seconds is None else lease_seconds
+    with connection.cursor() as cursor:
+        cursor.execute(_HEARTBEAT, {"lease": lease, "worker": worker_id})
+        rows = cursor.fetchall()
+    held = {r[0] for r in rows if r[0] is not None}
+    cancel = {r[0] for r in rows if r[1]}
+    registered = bool(rows and rows[0][2])
+    return HeartbeatResult(held=held, cancel_requested=cancel, registered=registered)
+
+
+def cancel_requested_ids(*, worker_id: str) -> set[int]:
+    """Running tasks of this worker that somebody asked to cancel (polling fallback)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM tasks WHERE status = 'running' AND locked_by = %s "
+                       "AND cancel_requested_at IS NOT NULL", [worker_id])
+        return {r[0] for r in cursor.fetchall()}
+
+
+def _input_cte(extra_columns: str, extra_types: str) -> str:
+    return (f"input AS (SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]"
+            f"{extra_types}) AS i(id, attempt{extra_columns}))")
+
+
+_FENCE = "t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s " \
+         "AND t.attempts = i.attempt"
+
+_COMPLETE = f"""
+WITH {_input_cte(", result", ", %(results)s::text[]")},
+done AS (
+    UPDATE tasks t
+    SET status = 'succeeded', result = i.result::jsonb, finished_at = now(),
+        updated_at = now(), locked_by = NULL, locked_until = NULL
+    FROM input i WHERE {_FENCE}
+    RETURNING t.id, t.attempts
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, 'succeeded', 'task_succeeded', attempts, %(worker)s, '', now() FROM done
+), {_notify_sql("'task_succeeded'", "done", ", 'worker', %(worker)s::text")}
+SELECT done.id FROM done LEFT JOIN note ON true
+"""
+
+
+def _result_json(value: Any) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
+    except (TypeError, ValueError):
+        return json.dumps(repr(value))
+
+
+def complete(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
+    """Mark runs succeeded (fenced); returns the ids applied. Missing ids lost their lease."""
+    if not outcomes:
+        return set()
+    params = {
+        "worker": worker_id,
+        "ids": [o.task_id for o in outcomes],
+        "attempts": [o.attempt for o in outcomes],
+        "results": [_result_json(o.result) for o in outcomes],
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_COMPLETE, params)
+        applied = {r[0] for r in cursor.fetchall()}
+    _log_lost(worker_id, outcomes, applied, "complete")
+    return applied
+
+
+_FAIL = f"""
+WITH {_input_cte(", error, delay", ", %(errors)s::text[], %(delays)s::float8[]")},
+upd AS (
+    UPDATE tasks t
+    SET status = CASE WHEN t.retry_count < t.max_retries THEN 'retrying' ELSE 'failed' END,
+        retry_count = CASE WHEN t.retry_count < t.max_retries
+                           THEN t.retry_count + 1 ELSE t.retry_count END,
+        run_at = CASE WHEN t.retry_count < t.max_retries
+                      THEN now() + make_interval(secs => i.delay) ELSE t.run_at END,
+        finished_at = CASE WHEN t.retry_count < t.max_retries THEN NULL ELSE now() END,
+        last_error = i.error, updated_at = now(), locked_by = NULL, locked_until = NULL
+    FROM input i WHERE {_FENCE}
+    RETURNING t.id, t.status, t.attempts, t.retry_count, t.max_retries, i.delay, i.error
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, status,
+           CASE status WHEN 'retrying' THEN 'retry_scheduled' ELSE 'task_failed' END,
+           attempts, %(worker)s,
+           CASE status WHEN 'retrying'
+                THEN format('retry %%s of %%s in %%ss: %%s', retry_count, max_retries,
+                            round(delay::numeric, 1), left(error, 4000))
+                ELSE format('failed after %%s attempts: %%s', attempts, left(error, 4000))
+           END,
+           now()
+    FROM upd
+), note_retry AS (
+    SELECT pg_notify('{CHANNEL}', json_build_object(
+        'event', 'retry_scheduled', 'count', count(*), 'worker', %(worker)s::text,
+        'ids', (array_agg(id ORDER BY id))[1:{NOTIFY_MAX_IDS}])::text) AS sent
+    FROM upd WHERE status = 'retrying' HAVING count(*) > 0
+), note_failed AS (
+    SELECT pg_notify('{CHANNEL}', json_build_object(
+        'event', 'task_failed', 'count', count(*), 'worker', %(worker)s::text,
+        'ids', (array_agg(id ORDER BY id))[1:{NOTIFY_MAX_IDS}])::text) AS sent
+    FROM upd WHERE status = 'failed' HAVING count(*) > 0
+)
+SELECT upd.id, upd.status FROM upd
+LEFT JOIN note_retry ON true LEFT JOIN note_failed ON true
+"""
+
+
+def fail(*, worker_id: str, outcomes: Sequence[Outcome], rand=None) -> dict[int, str]:
+    """A run raised or timed out: schedule a retry with backoff, or fail for good.
+
+    Returns {task id: new status} for the runs applied (fenced like complete).
+    """
+    if not outcomes:
+        return {}
+    cfg = engine()
+    kwargs = {"rand": rand} if rand else {}
+    params = {
+        "worker": worker_id,
+        "ids": [o.task_id for o in outcomes],
+        "attempts": [o.attempt for o in outcomes],
+        "errors": [(o.error or "error").replace("\x00", "") for o in outcomes],
+        "delays": [backoff_delay(o.retry_count, base=cfg.BACKOFF_BASE, cap=cfg.BACKOFF_CAP,
+                                 **kwargs) for o in outcomes],
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_FAIL, params)
+        applied = dict(cursor.fetchall())
+    _log_lost(worker_id, outcomes, set(applied), "fail")
+    return applied
+
+
+def _finish_by_worker(sql_status: str, event: str, *, worker_id: str,
+                      outcomes: Sequence[Outcome], queued: bool) -> set[int]:
+    """Shared statement for a worker ending runs as cancelled, or releasing them."""
+    sql = f"""
+    WITH {_input_cte(", details", ", %(details)s::text[]")},
+    upd AS (
+        UPDATE tasks t
+        SET status = '{sql_status}', updated_at = now(), locked_by = NULL,
+            locked_until = NULL,
+            finished_at = {"NULL" if queued else "now()"},
+            cancel_requested_at = {"NULL" if queued else "t.cancel_requested_at"}
+        FROM input i WHERE {_FENCE}
+        RETURNING t.id, t.attempts, i.details
+    ), hist AS (
+        INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                                  created_at)
+        SELECT id, '{sql_status}', '{event}', attempts, %(worker)s, details, now() FROM upd
+    ), {_notify_sql(f"'{event}'", "upd", ", 'worker', %(worker)s::text")}
+    SELECT upd.id FROM upd LEFT JOIN note ON true
+    """
+    if not outcomes:
+        return set()
+    params = {"worker": worker_id, "ids": [o.task_id for o in outcomes],
+              "attempts": [o.attempt for o in outcomes],
+              "details": [o.error for o in outcomes]}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        applied = {r[0] for r in cursor.fetchall()}
+    _log_lost(worker_id, outcomes, applied, event)
+    return applied
+
+
+def finish_cancelled(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
+    """The worker stopped runs that were cancelled: they end `cancelled`."""
+    return _finish_by_worker(Status.CANCELLED, Event.TASK_CANCELLED, worker_id=worker_id,
+                             outcomes=outcomes, queued=False)
+
+
+def release(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
+    """A stopping worker hands unfinished runs back to the queue, due at once."""
+    return _finish_by_worker(Status.QUEUED, Event.TASK_RELEASED, worker_id=worker_id,
+                             outcomes=outcomes, queued=True)
+
+
+def _log_lost(worker_id, outcomes, applied, action) -> None:
+    lost = [o.task_id for o in outcomes if o.task_id not in applied]
+    if lost:
+        logger.warning("lease lost before %s: tasks %s are no longer held by %s", action,
+                       lost[:20], worker_id,
+                       extra={"action": "lease_lost", "task_ids": lost, "worker": worker_id})
+
+
+# --- the reconciler ------------------------------------------------------------------
+
+RECONCILE_LOCK_KEY = 0x7461736B  # "task": one reconciler at a time across all workers
+
+_RECONCILE = f"""
+WITH expired AS MATERIALIZED (
+    SELECT id, locked_by, locked_until FROM tasks
+    WHERE status = 'running' AND locked_until < now()
+    ORDER BY locked_until LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE tasks t
+    SET status = CASE WHEN t.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                      WHEN t.retry_count < t.max_retries THEN 'retrying'
+                      ELSE 'failed' END,
+        retry_count = CASE WHEN t.cancel_requested_at IS NULL
+                            AND t.retry_count < t.max_retries
+                           THEN t.retry_count + 1 ELSE t.retry_count END,
+        run_at = now(),
+        finished_at = CASE WHEN t.cancel_requested_at IS NULL
+                            AND t.retry_count < t.max_retries THEN NULL ELSE now() END,
+        last_error = format('worker %%s lost: lease expired at %%s', e.locked_by,
+                            e.locked_until),
+        updated_at = now(), locked_by = NULL, locked_until = NULL
+    FROM expired e WHERE t.id = e.id
+    RETURNING t.id, t.status, t.attempts, t.last_error, e.locked_by
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, status, 'lease_expired', attempts, coalesce(locked_by, ''),
+           last_error || CASE status WHEN 'retrying' THEN '; requeued'
+                                     WHEN 'cancelled' THEN '; cancelled as requested'
+                                     ELSE '; no retries left' END,
+           now()
+    FROM upd
+), {_notify_sql("'lease_expired'", "upd")}
+SELECT upd.id, upd.status FROM upd LEFT JOIN note ON true
+"""
+
+
+def reconcile(*, limit: int = 1000, worker_timeout: float | None = None) -> dict[int, str] | None:
+    """Recover tasks whose lease expired (worker lost) and forget silent workers.
+
+    Runs under a transaction-level advisory lock so one reconciler works at a time;
+    returns None when another holds it, else {task id: new status}.
+    """
+    cfg = engine()
+    if worker_timeout is None:
+        worker_timeout = max(cfg.LEASE_SECONDS, 3 * cfg.HEARTBEAT_INTERVAL)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [RECONCILE_LOCK_KEY])
+        if not cursor.fetchone()[0]:
+            return None
+        cursor.execute(_RECONCILE, {"limit": limit})
+        recovered = dict(cursor.fetchall())
+        cursor.execute("DELETE FROM task_workers WHERE last_seen < now() - "
+                       "make_interval(secs => %s)", [worker_timeout])
+    if recovered:
+        logger.warning("reconciler recovered %d task(s) with expired leases", len(recovered),
+                       extra={"action": "reconcile", "task_ids": list(recovered)[:100]})
+    return recovered
+
+
+# --- workers' own rows ---------------------------------------------------------------
+
+
+def register_worker(*, worker_id: str, hostname: str, pid: int, queues: Sequence[str],
+                    concurrency: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """INSERT INTO task_workers (id, hostname, pid, queues, concurrency, started_at,
+                                         last_seen)
+               VALUES (%s, %s, %s, %s::jsonb, %s, now(), now())
+               ON CONFLICT (id) DO UPDATE SET last_seen = now()""",
+            [worker_id, hostname, pid, json.dumps(list(queues)), concurrency])
+        cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, json.dumps(
+            {"event": "worker_online", "worker": worker_id, "count": 0, "ids": []})])
+
+
+def unregister_worker(*, worker_id: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM task_workers WHERE id = %s", [worker_id])
+        cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, json.dumps(
+            {"event": "worker_offline", "worker": worker_id, "count": 0, "ids": []})])
+
+
+# --- transitions a person asks for ---------------------------------------------------
+
+
+def _locked(task_id: int) -> Task:
+    try:
+        return Task.objects.select_for_update().get(pk=task_id)
+    except (Task.DoesNotExist, ValueError, TypeError):
+        raise TaskNotFound(task_id) from None
+
+
+def _record(task: Task, event: str, *, details: str = "", worker_id: str = "") -> None:
+    TaskHistory.objects.create(task=task, status=task.status, event_type=event,
+                               attempt=task.attempts, worker_id=worker_id, details=details)
+
+
+def _save(task: Task, **changes: Any) -> None:
+    changes["updated_at"] = timezone.now()
+    for name, value in changes.items():
+        setattr(task, name, value)
+    Task.objects.filter(pk=task.pk).update(**changes)
+
+
+def _cancel_locked(task: Task, reason: str) -> str:
+    """Cancel one locked task; returns the event written. Raises InvalidTransition."""
+    details = reason or "cancelled"
+    if task.status in (Status.QUEUED, Status.RETRYING):
+        _save(task, status=Status.CANCELLED, finished_at=timezone.now(),
+              cancel_requested_at=timezone.now())
+        _record(task, Event.TASK_CANCELLED, details=details)
+        return Event.TASK_CANCELLED
+    if task.status == Status.RUNNING:
+        if task.cancel_requested_at is None:
+            _save(task, cancel_requested_at=timezone.now())
+            _record(task, Event.CANCEL_REQUESTED, details=details,
+                    worker_id=task.locked_by or "")
+        return Event.CANCEL_REQUESTED
+    raise InvalidTransition(task.pk, task.status, "cancel")
+
+
+@transaction.atomic
+def cancel(task_id: int, *, reason: str = "") -> Task:
+    """Cancel a task. Queued or retrying: cancelled now. Running: the worker is told
+    (cancel_requested) and ends it `cancelled` within seconds. Finished: InvalidTransition.
+    """
+    task = _locked(task_id)
+    event = _cancel_locked(task, reason)
+    notify(event, [task.pk], worker=task.locked_by or "")
+    return task
+
+
+def _retry_locked(task: Task, reason: str) -> None:
+    if task.status not in (Status.FAILED, Status.CANCELLED):
+        raise InvalidTransition(task.pk, task.status, "retry")
+    _save(task, status=Status.QUEUED, retry_count=0, run_at=timezone.now(), finished_at=None,
+          cancel_requested_at=None, locked_by=None, locked_until=None, result=None)
+    _record(task, Event.TASK_REQUEUED, details=reason or "requeued by a person")
+
+
+@transaction.atomic
+def retry(task_id: int, *, reason: str = "") -> Task:
+    """A person re-runs a failed or cancelled task: back to `queued`, retries reset."""
+    task = _locked(task_id)
+    _retry_locked(task, reason)
+    notify(Event.TASK_REQUEUED, [task.pk])
+    return task
+
+
+@dataclass
+class BulkResult:
+    """What a bulk action did: ids changed, and ids skipped with the reason."""
+
+    done: list[int] = field(default_factory=list)
+    skipped: dict[int, str] = field(default_factory=dict)
+
+
+def _bulk(task_ids: Iterable[int], apply, reason: str) -> tuple[BulkResult, dict]:
+    result = BulkResult()
+    events: dict[str, list[int]] = {}
+    with transaction.atomic():
+        tasks = {t.pk: t for t in Task.objects.select_for_update().filter(pk__in=list(task_ids))
+                 .order_by("pk")}
+        for task_id in task_ids:
+            task = tasks.get(task_id)
+            if task is None:
+                result.skipped[task_id] = "not found"
+                continue
+            try:
+                event = apply(task, reason)
+            except InvalidTransition:
+                result.skipped[task_id] = f"already {task.status}"
+                continue
+            result.done.append(task_id)
+            events.setdefault(event, []).append(task_id)
+        for event, ids in events.items():
+            notify(event, ids)  # one NOTIFY per kind of change, not one per task
+    return result, events
+
+
+def cancel_many(task_ids: Iterable[int], *, reason: str = "") -> BulkResult:
+    """Cancel many tasks in one transaction; finished ones are skipped with the reason."""
+    return _bulk(list(task_ids), _cancel_locked, reason)[0]
+
+
+def retry_many(task_ids: Iterable[int], *, reason: str = "") -> BulkResult:
+    """Requeue many failed/cancelled tasks in one transaction; others are skipped."""
+
+    def apply(task, why):
+        _retry_locked(task, why)
+        return Event.TASK_REQUEUED
+
+    return _bulk(list(task_ids), apply, reason)[0]
+
+
+def get(task_id: Any) -> Task:
+    """The task with that id, or TaskNotFound."""
+    try:
+        return Task.objects.get(pk=int(task_id))
+    except (Task.DoesNotExist, ValueError, TypeError, OverflowError):
+        raise TaskNotFound(task_id) from None

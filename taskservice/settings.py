@@ -1,0 +1,162 @@
+"""Task Service settings. Every environment variable is read here and nowhere else."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from taskservice.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_json,
+    env_list,
+    env_str,
+    parse_database_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("TASKS_DATA_DIR", str(BASE_DIR / ".data")))
+
+DEBUG = env_bool("DEBUG", False)
+TESTING = "pytest" in sys.modules or env_bool("TASKS_TESTING", False)
+
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if DEBUG or TESTING:
+        SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
+    else:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set SECRET_KEY in the environment, or DEBUG=1 for local "
+            "development."
+        )
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+if DEBUG or TESTING:
+    ALLOWED_HOSTS += ["127.0.0.1", "localhost", "testserver", "[::1]"]
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    # daphne first: its runserver serves websockets. tasks before channels: both ship a
+    # `runworker` command and Django takes the first app's.
+    "daphne",
+    "tasks",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "channels",
+    "django_extensions",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "taskservice.urls"
+WSGI_APPLICATION = "taskservice.wsgi.application"
+ASGI_APPLICATION = "taskservice.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: DATABASE_URL, or the embedded PostgreSQL started on first use.
+_database_url = env_str("DATABASE_URL")
+if not _database_url:
+    from taskservice.embedded import database_url as _embedded_url
+
+    _database_url = _embedded_url(DATA_DIR)
+DATABASES = {"default": parse_database_url(_database_url)}
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+_mail_backend = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+_mail_options = {}
+if _mail_backend.endswith("smtp.EmailBackend"):
+    _mail_options = {
+        "host": env_str("EMAIL_HOST", "localhost"),
+        "port": env_int("EMAIL_PORT", 25, minimum=1),
+        "username": env_str("EMAIL_HOST_USER"),
+        "password": env_str("EMAIL_HOST_PASSWORD"),
+        "use_tls": env_bool("EMAIL_USE_TLS", False),
+    }
+MAILERS = {"default": {"BACKEND": _mail_backend, "OPTIONS": _mail_options}}
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "tasks@localhost")
+
+# The engine's own settings; tasks.conf reads them through one typed object.
+TASKS_ENGINE = {
+    "CONCURRENCY": env_int("TASKS_WORKER_CONCURRENCY", 10, minimum=1),
+    "POLL_INTERVAL": env_float("TASKS_POLL_INTERVAL", 1.0, minimum=0.01),
+    "LEASE_SECONDS": env_float("TASKS_LEASE_SECONDS", 30.0, minimum=1.0),
+    "HEARTBEAT_INTERVAL": env_float("TASKS_HEARTBEAT_INTERVAL", 10.0, minimum=0.1),
+    "RECONCILE_INTERVAL": env_float("TASKS_RECONCILE_INTERVAL", 5.0, minimum=0.1),
+    "DEFAULT_TIMEOUT": env_int("TASKS_DEFAULT_TIMEOUT", 300, minimum=1),
+    "DEFAULT_MAX_RETRIES": env_int("TASKS_DEFAULT_MAX_RETRIES", 3, minimum=0),
+    "BACKOFF_BASE": env_float("TASKS_BACKOFF_BASE", 1.0, minimum=0.0),
+    "BACKOFF_CAP": env_float("TASKS_BACKOFF_CAP", 3600.0, minimum=0.0),
+    "WORKER_LISTEN": env_bool("TASKS_WORKER_LISTEN", True),
+    "SHUTDOWN_GRACE": env_float("TASKS_SHUTDOWN_GRACE", 25.0, minimum=0.0),
+    "MAX_PAYLOAD_BYTES": env_int("TASKS_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1024),
+    "PLUGINS": env_json("TASKS_PLUGINS", {}),
+}
+if not isinstance(TASKS_ENGINE["PLUGINS"], dict):
+    raise ImproperlyConfigured("TASKS_PLUGINS must be a JSON object of type name -> options")
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "tasks": {"level": LOG_LEVEL, "propagate": True},
+        "plugins": {"level": LOG_LEVEL, "propagate": True},
+    },
+}

@@ -1,0 +1,48 @@
+"""Plugins used only by the tests; registered in-process by conftest and in worker
+subprocesses through TASKS_PLUGINS (the same path a deployment would use)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from plugins.base import Plugin
+
+
+class CountRuns(Plugin):
+    """Appends 'task_id attempt' to $COUNT_FILE on every run (O_APPEND: atomic lines)."""
+
+    def run(self, payload, ctx):
+        path = os.environ["COUNT_FILE"]
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{ctx.task_id} {ctx.attempt}\n".encode())
+        finally:
+            os.close(fd)
+        if payload.get("sleep"):
+            ctx.sleep(float(payload["sleep"]))
+        return {"ran": ctx.task_id}
+
+
+class Block(Plugin):
+    """Sleeps `seconds` ignoring cancellation: a plugin that never returns in time."""
+
+    supports_cancel = False
+
+    def run(self, payload, ctx):
+        time.sleep(float(payload.get("seconds", 3600)))
+        return "woke"
+
+
+class Boom(Plugin):
+    """Always raises."""
+
+    def run(self, payload, ctx):
+        raise RuntimeError(payload.get("message", "boom"))
+
+
+TEST_PLUGINS = {
+    "count": {"plugin": "tests.support.plugins.CountRuns"},
+    "block": {"plugin": "tests.support.plugins.Block"},
+    "boom": {"plugin": "tests.support.plugins.Boom"},
+}
