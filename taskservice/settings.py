@@ -160,3 +160,11 @@ LOGGING = {
         "plugins": {"level": LOG_LEVEL, "propagate": True},
     },
 }
+
+# --- REST API (issue 3: API and CLI) ---
+
+# --- Live dashboard (issue 4: admin, websocket relay) ---
+
+# --- Production (issue 5: deployment, metrics, logging) ---
+
+# --- django.tasks backend (issue 6) ---

@@ -5,5 +5,8 @@ from tasks import views
 
 urlpatterns = [
     re_path(r"^health/?$", views.health, name="health"),
+    # --- REST API (issue 3) ---
+    # --- Live dashboard (issue 4) ---
+    # --- Production: metrics (issue 5) ---
     path("admin/", admin.site.urls),
 ]
