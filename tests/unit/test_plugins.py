@@ -1,0 +1,177 @@
+"""Payload validation of the built-in plugins: good payloads are cleaned, bad ones are
+rejected with errors keyed by the payload field at fault."""
+
+from __future__ import annotations
+
+import pytest
+
+from plugins.base import PayloadError
+from plugins.email import MAX_RECIPIENTS, SendEmail
+from plugins.query import RunQuery
+from plugins.simulate import Simulate
+from tasks import queue
+from tasks.exceptions import InvalidTask
+
+
+def errors_of(plugin, payload) -> dict[str, list[str]]:
+    with pytest.raises(PayloadError) as excinfo:
+        plugin.validate(payload)
+    return excinfo.value.errors
+
+
+# --- send_email ----------------------------------------------------------------------
+
+
+def test_send_email_accepts_one_address_and_normalises_to_a_list():
+    cleaned = SendEmail().validate({"to": "ada@example.com", "subject": "Hi", "body": ""})
+    assert cleaned == {"to": ["ada@example.com"], "subject": "Hi", "body": ""}
+
+
+def test_send_email_accepts_a_list_of_addresses():
+    payload = {"to": ["a@example.com", "b@example.org"], "subject": "Hi", "body": "text"}
+    assert SendEmail().validate(payload)["to"] == ["a@example.com", "b@example.org"]
+
+
+@pytest.mark.parametrize("to", [None, [], 5, {"a": "b"}])
+def test_send_email_requires_recipients(to):
+    payload = {"subject": "Hi", "body": "x"} if to is None else {"to": to, "subject": "Hi",
+                                                                   "body": "x"}
+    errors = errors_of(SendEmail(), payload)
+    assert list(errors) == ["to"]
+    assert "Required" in errors["to"][0]
+
+
+def test_send_email_rejects_an_empty_address():
+    errors = errors_of(SendEmail(), {"to": "", "subject": "Hi", "body": "x"})
+    assert list(errors) == ["to"]
+
+
+def test_send_email_names_each_invalid_address():
+    errors = errors_of(SendEmail(), {"to": ["ok@example.com", "not-an-address", 7],
+                                     "subject": "Hi", "body": "x"})
+    assert list(errors) == ["to"]
+    assert "not-an-address" in errors["to"][0]
+    assert "7" in errors["to"][0]
+    assert "ok@example.com" not in errors["to"][0]
+
+
+def test_send_email_limits_recipients():
+    to = [f"u{i}@example.com" for i in range(MAX_RECIPIENTS + 1)]
+    errors = errors_of(SendEmail(), {"to": to, "subject": "Hi", "body": "x"})
+    assert errors["to"] == [f"At most {MAX_RECIPIENTS} recipients."]
+
+
+@pytest.mark.parametrize(
+    "payload, field, fragment",
+    [
+        ({"to": "a@example.com", "body": "x"}, "subject", "Required"),
+        ({"to": "a@example.com", "subject": "   ", "body": "x"}, "subject", "Required"),
+        ({"to": "a@example.com", "subject": "a\nBcc: x@evil", "body": "x"}, "subject",
+         "one line"),
+        ({"to": "a@example.com", "subject": "Hi"}, "body", "Required"),
+        ({"to": "a@example.com", "subject": "Hi", "body": 12}, "body", "Required"),
+    ],
+)
+def test_send_email_field_errors(payload, field, fragment):
+    errors = errors_of(SendEmail(), payload)
+    assert list(errors) == [field]
+    assert fragment in errors[field][0]
+
+
+def test_send_email_reports_every_bad_field_at_once():
+    errors = errors_of(SendEmail(), {"to": "nope", "subject": 3, "body": None})
+    assert set(errors) == {"to", "subject", "body"}
+
+
+def test_payload_must_be_an_object():
+    errors = errors_of(SendEmail(), ["to", "subject"])
+    assert errors == {"payload": ["Payload must be a JSON object."]}
+
+
+# --- run_query -----------------------------------------------------------------------
+
+
+def test_run_query_accepts_one_statement_and_strips_the_semicolon():
+    cleaned = RunQuery().validate({"sql": "  SELECT 1;  ", "params": [1]})
+    assert cleaned["sql"] == "SELECT 1"
+    assert cleaned["params"] == [1]
+
+
+def test_run_query_accepts_query_as_an_alias_of_sql():
+    assert RunQuery().validate({"query": "SELECT %(x)s", "params": {"x": 1}})["sql"] == (
+        "SELECT %(x)s"
+    )
+
+
+@pytest.mark.parametrize(
+    "payload, field, fragment",
+    [
+        ({}, "sql", "Required"),
+        ({"sql": "   "}, "sql", "Required"),
+        ({"sql": 42}, "sql", "Required"),
+        ({"sql": "SELECT 1; DROP TABLE tasks"}, "sql", "Only one statement"),
+        ({"sql": "SELECT 1", "params": "1"}, "params", "list or an object"),
+        ({"sql": "SELECT 1", "database": "nowhere"}, "database", "'nowhere'"),
+        ({"sql": "SELECT 1", "max_rows": -1}, "max_rows", "0 to 10000"),
+        ({"sql": "SELECT 1", "max_rows": 10001}, "max_rows", "0 to 10000"),
+        ({"sql": "SELECT 1", "max_rows": True}, "max_rows", "0 to 10000"),
+        ({"sql": "SELECT 1", "max_rows": "5"}, "max_rows", "0 to 10000"),
+    ],
+)
+def test_run_query_field_errors(payload, field, fragment):
+    errors = errors_of(RunQuery(), payload)
+    assert list(errors) == [field]
+    assert fragment in errors[field][0]
+
+
+# --- simulate ------------------------------------------------------------------------
+
+
+def test_simulate_accepts_its_fields_and_ignores_unknown_ones():
+    payload = {"duration": 0.5, "failure_rate": 1, "timeout_rate": 0.0,
+               "to": "anything", "sql": "whatever"}
+    assert Simulate().validate(payload) == payload
+    assert Simulate().validate({}) == {}
+
+
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({"duration": -1}, "duration"),
+        ({"duration": "3"}, "duration"),
+        ({"duration": True}, "duration"),
+        ({"duration": 86401}, "duration"),
+        ({"failure_rate": 1.5}, "failure_rate"),
+        ({"failure_rate": -0.1}, "failure_rate"),
+        ({"failure_rate": "0.5"}, "failure_rate"),
+        ({"timeout_rate": 2}, "timeout_rate"),
+        ({"timeout_rate": None}, "timeout_rate"),
+    ],
+)
+def test_simulate_field_errors(payload, field):
+    errors = errors_of(Simulate(), payload)
+    assert list(errors) == [field]
+
+
+def test_simulate_rejects_bad_options():
+    with pytest.raises(PayloadError) as excinfo:
+        Simulate(failure_rate=3)
+    assert list(excinfo.value.errors) == ["failure_rate"]
+
+
+# --- the errors reach enqueue's InvalidTask under "payload" ---------------------------
+
+
+def test_enqueue_validation_nests_the_plugin_field_errors():
+    with pytest.raises(InvalidTask) as excinfo:
+        queue.prepare(name="mail", type="send_email", payload={"to": "nope", "subject": "Hi",
+                                                                "body": "x"})
+    assert set(excinfo.value.errors) == {"payload"}
+    assert "nope" in excinfo.value.errors["payload"]["to"][0]
+    assert "payload.to" in str(excinfo.value)
+
+
+def test_enqueue_validation_stores_the_cleaned_payload():
+    prepared = queue.prepare(name="mail", type="send_email",
+                             payload={"to": "a@example.com", "subject": "Hi", "body": "x"})
+    assert '"to":["a@example.com"]' in prepared.payload_json
