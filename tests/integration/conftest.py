@@ -1,0 +1,72 @@
+"""Helpers for the in-process integration tests of the queue engine (real PostgreSQL)."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from tasks import queue
+from tasks.models import Task, TaskHistory
+
+WORKER = "host-a:101:aaaa"
+OTHER_WORKER = "host-b:202:bbbb"
+
+
+def enqueue(**spec: Any) -> Task:
+    """queue.enqueue with a name and the session's `count` test type by default."""
+    spec.setdefault("name", "job")
+    spec.setdefault("type", "count")
+    return queue.enqueue(**spec)
+
+
+def events(task_id: int) -> list[str]:
+    return list(TaskHistory.objects.filter(task_id=task_id).order_by("id")
+                .values_list("event_type", flat=True))
+
+
+def last_history(task_id: int) -> TaskHistory:
+    return TaskHistory.objects.filter(task_id=task_id).order_by("-id").first()
+
+
+def db_now() -> datetime.datetime:
+    """The database's now(): in a `db` test every statement shares one transaction, so
+    this is the same instant the queue's SQL used."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        return cursor.fetchone()[0]
+
+
+def sql(statement: str, params: list | None = None) -> None:
+    """Direct SQL to set up a situation (e.g. a lease in the past); never used to assert."""
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params or [])
+
+
+def expire_lease(task_id: int) -> None:
+    sql("UPDATE tasks SET locked_until = now() - interval '1 minute' WHERE id = %s", [task_id])
+
+
+def make_due(task_id: int) -> None:
+    sql("UPDATE tasks SET run_at = now() - interval '1 second' WHERE id = %s", [task_id])
+
+
+def outcome(claimed: queue.ClaimedTask, **kwargs: Any) -> queue.Outcome:
+    return queue.Outcome(task_id=claimed.id, attempt=claimed.attempt,
+                         retry_count=claimed.retry_count, **kwargs)
+
+
+def claim_ids(worker: str = WORKER, limit: int = 100, **kwargs: Any) -> list[int]:
+    return [c.id for c in queue.claim(worker_id=worker, limit=limit, **kwargs)]
+
+
+@pytest.fixture
+def counts():
+    """Snapshot of (tasks, history rows) to prove that nothing was written."""
+
+    def take() -> tuple[int, int]:
+        return Task.objects.count(), TaskHistory.objects.count()
+
+    return take
