@@ -162,6 +162,42 @@ LOGGING = {
 }
 
 # --- REST API (issue 3: API and CLI) ---
+INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar", "tasks.api"]
+# Anonymous API access is an operator's explicit choice; `check --deploy` warns about it.
+TASKS_API_ALLOW_ANONYMOUS = env_bool("TASKS_API_ALLOW_ANONYMOUS", False)
+# The largest request body; kept well above one task's payload limit so an oversized
+# payload meets the queue's own error (naming TASKS_MAX_PAYLOAD_BYTES), and bigger bodies
+# get a 413 naming this limit.
+TASKS_API_MAX_BODY_BYTES = max(
+    env_int("TASKS_API_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024),
+    2 * TASKS_ENGINE["MAX_PAYLOAD_BYTES"] + 64 * 1024,
+)
+DATA_UPLOAD_MAX_MEMORY_SIZE = TASKS_API_MAX_BODY_BYTES
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["tasks.api.permissions.ApiAccess"],
+    "DEFAULT_PARSER_CLASSES": ["tasks.api.parsers.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "tasks.api.pagination.TaskPagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "tasks.api.exceptions.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Task Service API",
+    "DESCRIPTION": "Submit, watch and steer tasks. Authenticate with `Authorization: Token <key>`.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["tasks.api.permissions.ApiAccess"],
+    # Swagger UI from the sidecar package: no CDN at run time.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
 
 # --- Live dashboard (issue 4: admin, websocket relay) ---
 

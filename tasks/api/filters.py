@@ -1,0 +1,52 @@
+"""Task list filters (django-filter), shared by the API and the local CLI."""
+
+from __future__ import annotations
+
+import django_filters as filters
+from django import forms
+from django.db.models import Q, QuerySet
+
+from tasks.models import Status, Task
+
+ORDERING_FIELDS = ("id", "created_at", "updated_at", "run_at", "priority", "name", "status",
+                   "type", "queue", "finished_at")
+
+
+class CommaMultipleChoiceField(forms.MultipleChoiceField):
+    """Accepts `status=a&status=b` and `status=a,b` alike."""
+
+    def to_python(self, value):
+        values = super().to_python(value)
+        return [part.strip() for item in values for part in item.split(",") if part.strip()]
+
+
+class StatusFilter(filters.MultipleChoiceFilter):
+    field_class = CommaMultipleChoiceField
+
+
+class IntegerFilter(filters.NumberFilter):
+    field_class = forms.IntegerField
+
+
+class TaskFilter(filters.FilterSet):
+    status = StatusFilter(choices=Status.choices, help_text="One or several statuses.")
+    type = filters.CharFilter(field_name="type", help_text="Task type.")
+    queue = filters.CharFilter(field_name="queue", help_text="Queue name.")
+    priority = IntegerFilter(field_name="priority", min_value=-(2**31), max_value=2**31 - 1)
+    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    q = filters.CharFilter(method="search", help_text="Search in names (and the exact id).")
+    ordering = filters.OrderingFilter(fields=ORDERING_FIELDS)
+
+    class Meta:
+        model = Task
+        fields = ["status", "type", "queue", "priority"]
+
+    def search(self, queryset: QuerySet[Task], name: str, value: str) -> QuerySet[Task]:
+        value = value.strip()
+        if not value:
+            return queryset
+        match = Q(name__icontains=value)
+        if value.isdigit() and int(value) < 2**63:
+            match |= Q(pk=int(value))
+        return queryset.filter(match)

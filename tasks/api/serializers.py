@@ -1,0 +1,110 @@
+"""Shapes of the API's JSON. Parsing only: the rules live in tasks.queue.prepare."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from tasks.models import Task, TaskHistory
+
+TASK_FIELDS = [
+    "id", "name", "type", "payload", "status", "priority", "queue", "retry_count",
+    "max_retries", "last_error", "timeout_seconds", "run_at", "result", "locked_by",
+    "idempotency_key", "attempts", "created_at", "updated_at", "started_at", "finished_at",
+]
+CREATE_FIELDS = ["name", "type", "payload", "priority", "queue", "run_at", "max_retries",
+                 "timeout_seconds", "idempotency_key"]
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    payload = serializers.JSONField(read_only=True)
+    result = serializers.JSONField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Task
+        fields = TASK_FIELDS
+        read_only_fields = TASK_FIELDS
+
+
+class TaskCreateSerializer(serializers.Serializer):
+    """One task to enqueue. Every field is optional here so that tasks.queue reports
+    missing or out-of-range values with the same messages as the CLI and Python."""
+
+    name = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False,
+                                 help_text="Required. A label for people, up to 255 characters.")
+    type = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False,
+                                 help_text="Required. A registered task type, e.g. send_email.")
+    payload = serializers.JSONField(required=False, allow_null=True,
+                                    help_text="A JSON object the type's plugin validates.")
+    priority = serializers.IntegerField(required=False,
+                                        help_text="Higher runs first; -1000 to 1000.")
+    queue = serializers.CharField(required=False, trim_whitespace=False,
+                                  help_text="Queue name (default 'default').")
+    run_at = serializers.DateTimeField(required=False, allow_null=True,
+                                       help_text="Do not run before this time.")
+    max_retries = serializers.IntegerField(required=False, allow_null=True)
+    timeout_seconds = serializers.IntegerField(required=False, allow_null=True)
+    idempotency_key = serializers.CharField(required=False, allow_null=True,
+                                            trim_whitespace=False)
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Expected a JSON object (one task) or an array of them."]}
+            )
+        unknown = sorted(set(data) - set(CREATE_FIELDS))
+        values = super().to_internal_value(data)
+        if unknown:
+            raise serializers.ValidationError(
+                {name: [f"Unknown field. Known fields: {', '.join(CREATE_FIELDS)}."]
+                 for name in unknown}
+            )
+        return values
+
+    def enqueue_spec(self) -> dict[str, Any]:
+        """Keyword arguments for tasks.queue.enqueue: what the client sent, parsed."""
+        spec = {k: v for k, v in self.validated_data.items() if v is not None}
+        spec.setdefault("name", None)  # absent: the queue names the missing field
+        spec.setdefault("type", None)
+        return spec
+
+
+class TaskHistorySerializer(serializers.ModelSerializer):
+    task_id = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = TaskHistory
+        fields = ["id", "task_id", "status", "event_type", "attempt", "worker_id", "details",
+                  "created_at"]
+        read_only_fields = fields
+
+
+class CountsField(serializers.DictField):
+    child = serializers.IntegerField()
+
+
+class StatsSerializer(serializers.Serializer):
+    """Documents /api/stats (the data comes from tasks.selectors.stats)."""
+
+    total_tasks = serializers.IntegerField()
+    queued_tasks = serializers.IntegerField()
+    running_tasks = serializers.IntegerField()
+    retrying_tasks = serializers.IntegerField()
+    succeeded_tasks = serializers.IntegerField()
+    failed_tasks = serializers.IntegerField()
+    cancelled_tasks = serializers.IntegerField()
+    avg_retry_count = serializers.FloatField()
+    tasks_with_retries = serializers.IntegerField()
+    by_type = CountsField(help_text="Tasks per type.")
+    by_queue = CountsField(help_text="Tasks per queue.")
+    workers_online = serializers.IntegerField()
+    finished_last_minute = serializers.IntegerField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class ConflictSerializer(ErrorSerializer):
+    status = serializers.CharField()

@@ -1,0 +1,155 @@
+"""API views: declarative viewsets; writes call tasks.queue, reads tasks.selectors."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tasks import queue, selectors
+from tasks.api.filters import TaskFilter
+from tasks.api.serializers import (
+    ConflictSerializer,
+    ErrorSerializer,
+    StatsSerializer,
+    TaskCreateSerializer,
+    TaskHistorySerializer,
+    TaskSerializer,
+)
+from tasks.exceptions import InvalidTask
+from tasks.models import Task
+
+MAX_BULK = 1000  # tasks per bulk request; larger batches go in several requests
+
+_ERRORS = {
+    401: OpenApiResponse(ErrorSerializer, description="Not authenticated."),
+    403: OpenApiResponse(ErrorSerializer, description="Not allowed."),
+}
+_NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="No task has that id.")}
+_BAD_REQUEST = {400: OpenApiResponse(OpenApiTypes.OBJECT,
+                                     description="Field -> messages, naming each problem.")}
+_BODY_ERRORS = {
+    **_BAD_REQUEST,
+    413: OpenApiResponse(ErrorSerializer, description="Request body over the limit."),
+    415: OpenApiResponse(ErrorSerializer, description="Not application/json."),
+}
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List tasks", responses={200: TaskSerializer(many=True),
+                                                        **_BAD_REQUEST, **_NOT_FOUND,
+                                                        **_ERRORS}),
+    retrieve=extend_schema(summary="Get one task",
+                           responses={200: TaskSerializer, **_NOT_FOUND, **_ERRORS}),
+)
+class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Tasks: create (one or many), list with filters, get, history, cancel, retry."""
+
+    queryset = Task.objects.none()  # replaced per request by selectors.tasks()
+    # Any segment reaches the view, so a malformed id is a JSON 404 from selectors.task_id.
+    lookup_value_regex = "[^/]+"
+    serializer_class = TaskSerializer
+    filterset_class = TaskFilter
+
+    def get_queryset(self):
+        return selectors.tasks()
+
+    def get_object(self) -> Task:
+        return selectors.task(self.kwargs["pk"])
+
+    @extend_schema(
+        summary="Create a task (an object) or many (an array, in one transaction)",
+        request=TaskCreateSerializer,
+        responses={201: TaskSerializer,
+                   200: OpenApiResponse(TaskSerializer,
+                                        description="The idempotency key exists: that task."),
+                   **_BODY_ERRORS, **_ERRORS},
+    )
+    def create(self, request: Request) -> Response:
+        data = request.data
+        if isinstance(data, list):
+            return self._create_many(data)
+        serializer = TaskCreateSerializer(data=data)
+        serializer.is_valid(raise_exception=True)
+        task = queue.enqueue(**serializer.enqueue_spec())
+        return Response(TaskSerializer(task).data,
+                        status=status.HTTP_201_CREATED if task.was_created else status.HTTP_200_OK)
+
+    def _create_many(self, items: list) -> Response:
+        if not items:
+            raise ValidationError({"non_field_errors": ["Expected at least one task."]})
+        if len(items) > MAX_BULK:
+            raise ValidationError({"non_field_errors": [
+                f"At most {MAX_BULK} tasks per request, got {len(items)}."]})
+        specs, errors = {}, {}
+        for index, item in enumerate(items):
+            serializer = TaskCreateSerializer(data=item)
+            if serializer.is_valid():
+                specs[str(index)] = serializer.enqueue_spec()
+            else:
+                errors[str(index)] = serializer.errors
+        if errors:
+            # Report every bad task at once: the queue's rules for the ones that parsed.
+            for index, spec in specs.items():
+                try:
+                    queue.prepare(**spec)
+                except InvalidTask as exc:
+                    errors[index] = exc.errors
+            raise ValidationError(dict(sorted(errors.items(), key=lambda kv: int(kv[0]))))
+        with transaction.atomic():
+            created = queue.enqueue_many(list(specs.values()))
+        any_new = any(task.was_created for task in created)
+        return Response(TaskSerializer(created, many=True).data,
+                        status=status.HTTP_201_CREATED if any_new else status.HTTP_200_OK)
+
+    @extend_schema(summary="A task's history, oldest first", filters=False,
+                   responses={200: TaskHistorySerializer(many=True), **_NOT_FOUND, **_ERRORS})
+    @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
+    def history(self, request: Request, pk: str) -> Response:
+        return Response(TaskHistorySerializer(selectors.history(pk), many=True).data)
+
+    @extend_schema(summary="Cancel a task", request=None, filters=False,
+                   responses={200: TaskSerializer, **_NOT_FOUND, **_ERRORS,
+                              409: OpenApiResponse(ConflictSerializer,
+                                                   description="Already finished.")})
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def cancel(self, request: Request, pk: str) -> Response:
+        task = queue.cancel(selectors.task_id(pk), reason=f"cancelled by {_who(request)}")
+        return Response(TaskSerializer(task).data)
+
+    @extend_schema(summary="Retry a failed or cancelled task", request=None, filters=False,
+                   responses={200: TaskSerializer, **_NOT_FOUND, **_ERRORS,
+                              409: OpenApiResponse(ConflictSerializer,
+                                                   description="Not failed or cancelled.")})
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def retry(self, request: Request, pk: str) -> Response:
+        task = queue.retry(selectors.task_id(pk), reason=f"requeued by {_who(request)}")
+        return Response(TaskSerializer(task).data)
+
+
+def _who(request: Request) -> str:
+    user = request.user
+    return f"{user.get_username()} via the API" if user.is_authenticated else "the API"
+
+
+class StatsView(APIView):
+    """Counts per status, type and queue; retries; workers online; recent throughput."""
+
+    @extend_schema(summary="Service statistics", responses={200: StatsSerializer, **_ERRORS})
+    def get(self, request: Request) -> Response:
+        return Response(selectors.stats())
+
+
+@extend_schema(exclude=True)
+@api_view(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+@permission_classes([AllowAny])
+def not_found(request: Request, *args, **kwargs) -> Response:
+    """Unknown /api/ paths answer in JSON like the rest of the API."""
+    raise NotFound(f"No API endpoint at {request.path}.")

@@ -1,0 +1,93 @@
+"""Read queries: every list, count and summary the API, CLI and dashboard show.
+
+Writes live in tasks/queue.py; this module only reads, so it may use the ORM freely.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from django.db.models import Avg, Count, Q, QuerySet
+from django.utils import timezone
+
+from tasks.conf import engine
+from tasks.exceptions import TaskNotFound
+from tasks.models import FINISHED_STATUSES, Status, Task, TaskHistory, Worker
+
+MAX_ID = 2**63 - 1  # bigint: a larger id cannot exist, and must not reach the database
+
+
+def tasks() -> QuerySet[Task]:
+    """Every task, newest first: the base of lists and filters."""
+    return Task.objects.order_by("-created_at", "-id")
+
+
+def task_id(value: Any) -> int:
+    """A task id from user input (URL, CLI), or TaskNotFound: never a ValueError."""
+    text = str(value).strip()
+    if not text.isascii() or not text.isdigit() or not 0 < int(text) <= MAX_ID:
+        raise TaskNotFound(value)
+    return int(text)
+
+
+def task(value: Any) -> Task:
+    """The task with that id, or TaskNotFound."""
+    try:
+        return Task.objects.get(pk=task_id(value))
+    except Task.DoesNotExist:
+        raise TaskNotFound(value) from None
+
+
+def history(value: Any) -> list[TaskHistory]:
+    """A task's history rows, oldest first; TaskNotFound if the task does not exist."""
+    pk = task_id(value)
+    rows = list(TaskHistory.objects.filter(task_id=pk).order_by("created_at", "id"))
+    if not rows and not Task.objects.filter(pk=pk).exists():
+        raise TaskNotFound(value)
+    return rows
+
+
+def status_counts(queryset: QuerySet[Task] | None = None) -> dict[str, int]:
+    """Tasks per status, every status present (zero when none)."""
+    qs = Task.objects.all() if queryset is None else queryset
+    counts = dict(qs.order_by().values_list("status").annotate(n=Count("id")))
+    return {status: counts.get(status, 0) for status in Status.values}
+
+
+def workers_online() -> QuerySet[Worker]:
+    """Workers whose heartbeat is recent: the same window the reconciler uses."""
+    cfg = engine()
+    window = max(cfg.LEASE_SECONDS, 3 * cfg.HEARTBEAT_INTERVAL)
+    return Worker.objects.filter(last_seen__gte=timezone.now() - datetime.timedelta(seconds=window))
+
+
+def stats() -> dict[str, Any]:
+    """The service at a glance, as served by /api/stats and shown on the dashboard.
+
+    Keys: total_tasks, <status>_tasks for each status, avg_retry_count,
+    tasks_with_retries, by_type and by_queue ({name: count}), workers_online,
+    finished_last_minute.
+    """
+    by_status = status_counts()
+    totals = Task.objects.aggregate(
+        avg_retry_count=Avg("retry_count"),
+        tasks_with_retries=Count("id", filter=Q(retry_count__gt=0)),
+    )
+    since = timezone.now() - datetime.timedelta(minutes=1)
+    result: dict[str, Any] = {"total_tasks": sum(by_status.values())}
+    result.update({f"{status}_tasks": count for status, count in by_status.items()})
+    result["avg_retry_count"] = round(float(totals["avg_retry_count"] or 0.0), 3)
+    result["tasks_with_retries"] = totals["tasks_with_retries"]
+    result["by_type"] = _counts_by("type")
+    result["by_queue"] = _counts_by("queue")
+    result["workers_online"] = workers_online().count()
+    result["finished_last_minute"] = Task.objects.filter(
+        status__in=FINISHED_STATUSES, finished_at__gte=since
+    ).count()
+    return result
+
+
+def _counts_by(column: str) -> dict[str, int]:
+    rows = Task.objects.order_by(column).values_list(column).annotate(n=Count("id"))
+    return dict(rows)
