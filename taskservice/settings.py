@@ -204,3 +204,11 @@ SPECTACULAR_SETTINGS = {
 # --- Production (issue 5: deployment, metrics, logging) ---
 
 # --- django.tasks backend (issue 6) ---
+# `@task` functions (django.tasks) enqueue into the engine; see tasks/backends.py.
+TASKS = {
+    "default": {
+        "BACKEND": "tasks.backends.TaskServiceBackend",
+        "QUEUES": env_list("TASKS_DJANGO_QUEUES", ["default"]),
+        "OPTIONS": {},  # MAX_RETRIES / TIMEOUT; the engine's defaults apply without them
+    }
+}
