@@ -202,6 +202,59 @@ SPECTACULAR_SETTINGS = {
 # --- Live dashboard (issue 4: admin, websocket relay) ---
 
 # --- Production (issue 5: deployment, metrics, logging) ---
+# Secure by default when DEBUG is off; the test run keeps plain HTTP (test client, live
+# servers) and turns each of these on only where a test asks for it.
+_SECURE = not DEBUG and not TESTING
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", _SECURE)
+# Probes and Prometheus talk plain HTTP to the pod, inside the cluster.
+SECURE_REDIRECT_EXEMPT = [r"^health/?$", r"^metrics/?$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", _SECURE)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", _SECURE)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if _SECURE else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", _SECURE)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", _SECURE)
+SECURE_CONTENT_TYPE_NOSNIFF = env_bool("SECURE_CONTENT_TYPE_NOSNIFF", True)
+# Behind a TLS-terminating proxy: the header it sets, e.g. X-Forwarded-Proto (value https).
+# Only set it when the proxy overwrites that header, or clients could claim HTTPS.
+_proxy_header = env_str("SECURE_PROXY_SSL_HEADER").strip()
+if _proxy_header:
+    _name, _, _value = _proxy_header.partition(":")
+    SECURE_PROXY_SSL_HEADER = (
+        "HTTP_" + _name.strip().upper().replace("-", "_"), _value.strip() or "https"
+    )
+# Kubernetes probes and scrapes use the pod's IP as Host; the chart passes it (downward API).
+_pod_ip = env_str("POD_IP").strip()
+if _pod_ip:
+    ALLOWED_HOSTS.append(_pod_ip)
+
+# Static files: collected at image build, served by WhiteNoise from every web process.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+)
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(STATIC_ROOT)))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Hashed names need collectstatic first: production does it at build; development
+    # and tests serve straight from the app folders instead.
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
+        if DEBUG or TESTING
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG or TESTING
+WHITENOISE_AUTOREFRESH = DEBUG or TESTING
+
+# /metrics: open unless a token is set (then `Authorization: Bearer <token>`).
+TASKS_METRICS_TOKEN = env_str("TASKS_METRICS_TOKEN")
+
+# Logs: JSON lines on stdout in production, plain text for people at a terminal.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json").strip().lower()
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'json' or 'plain', got {LOG_FORMAT!r}")
+LOGGING["formatters"]["json"] = {"()": "taskservice.logging.JsonFormatter"}
+LOGGING["handlers"]["console"].update(formatter=LOG_FORMAT, stream="ext://sys.stdout")
 
 # --- django.tasks backend (issue 6) ---
 # `@task` functions (django.tasks) enqueue into the engine; see tasks/backends.py.

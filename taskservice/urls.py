@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from tasks import views
+from tasks.metrics import metrics_view
 
 urlpatterns = [
     re_path(r"^health/?$", views.health, name="health"),
@@ -9,5 +10,6 @@ urlpatterns = [
     path("api/", include("tasks.api.urls")),
     # --- Live dashboard (issue 4) ---
     # --- Production: metrics (issue 5) ---
+    re_path(r"^metrics/?$", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
 ]
