@@ -28,6 +28,7 @@ failed run (and one for a cancellation), `worker_ids` one per run started (so
 from __future__ import annotations
 
 import builtins
+import datetime
 import json
 import re
 from dataclasses import dataclass, replace
@@ -80,8 +81,10 @@ class TaskServiceTask(Task):
     timeout: int | None = None  # seconds
     idempotency_key: str | None = None
 
-    def using(self, *, priority=None, queue_name=None, run_after=None, backend=None,
-              max_retries=None, timeout=None, idempotency_key=None) -> TaskServiceTask:
+    def using(self, *, priority: int | None = None, queue_name: str | None = None,
+              run_after: datetime.datetime | None = None, backend: str | None = None,
+              max_retries: int | None = None, timeout: int | None = None,
+              idempotency_key: str | None = None) -> TaskServiceTask:
         """The framework's `using`, plus max_retries, timeout and idempotency_key."""
         # Explicit base call: zero-argument super() does not work in slots dataclasses.
         task = Task.using(self, priority=priority, queue_name=queue_name,
@@ -179,17 +182,20 @@ def _task_error(error: str) -> TaskError:
 
 def _errors(row, history: list[tuple]) -> list[TaskError]:
     errors: list[tuple[str, TaskError]] = []
+    reason = ""
     for event, _worker, details, _at in history:
-        if event in ("retry_scheduled", "task_failed"):
+        if event == "cancel_requested":
+            reason = details  # why a person cancelled the running task
+        elif event in ("retry_scheduled", "task_failed"):
             text = _DETAIL_PREFIX.sub("", details, count=1)
             errors.append((text, _task_error(text)))
         elif event == "lease_expired":
             errors.append((details, TaskError(exception_class_path=f"{__name__}.WorkerLost",
                                               traceback=details)))
         elif event == "task_cancelled":
-            errors.append((details, TaskError(
-                exception_class_path="plugins.base.TaskCancelled",
-                traceback=details or "cancelled")))
+            text = f"{reason}: {details}" if reason and reason != details else details
+            errors.append((details, TaskError(exception_class_path="plugins.base.TaskCancelled",
+                                              traceback=text or "cancelled")))
     # History keeps the first 4000 characters of each error; last_error keeps the whole
     # latest one, whose end (the failing line) matters most.
     if errors and row.last_error and row.last_error.startswith(errors[-1][0]):
@@ -222,7 +228,7 @@ def build_result(row, *, task: Task, backend: str, history: list[tuple]) -> Task
 
 
 _HISTORY_EVENTS = ("task_started", "retry_scheduled", "task_failed", "lease_expired",
-                   "task_cancelled")
+                   "cancel_requested", "task_cancelled")
 
 
 def read_history(task_id: int) -> list[tuple]:

@@ -123,6 +123,7 @@ def test_cancellation_and_timeout_read_as_failed(worker_factory, tmp_path):
     assert running.status == TaskResultStatus.FAILED
     assert running.worker_ids == [worker_id]
     assert running.errors[-1].exception_class is TaskCancelled
+    assert running.errors[-1].traceback == "stop it: cancelled while running"
     assert f"finished {running.id} FAILED plugins.base.TaskCancelled" in \
         _lines(tmp_path, "signals")
     # Cancelled before it ran: failed, never started.

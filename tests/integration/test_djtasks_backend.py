@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import transaction
 from django.tasks import TaskResultStatus, task, task_backends
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist, TaskResultMismatch
@@ -123,6 +124,13 @@ def test_an_idempotency_key_returns_the_existing_task(enqueued,
     assert Task.objects.count() == 1
     assert len(enqueued) == 1  # only the enqueue that stored something
     assert app.add.get_result(first.id).task.idempotency_key == "order-42"
+
+
+def test_the_async_api_enqueues_and_reads_too():
+    result = async_to_sync(app.add.aenqueue)(4, 5)
+    assert _row(result).payload["args"] == [4, 5]
+    read = async_to_sync(app.add.aget_result)(result.id)
+    assert (read.id, read.status) == (result.id, TaskResultStatus.READY)
 
 
 # --- get_result: our states, read as the framework's ----------------------------------
