@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+
 import django_filters as filters
 from django import forms
 from django.db.models import Q, QuerySet
+from django_filters.fields import IsoDateTimeField
 
 from tasks.models import Status, Task
 
@@ -20,6 +23,24 @@ class CommaMultipleChoiceField(forms.MultipleChoiceField):
         return [part.strip() for item in values for part in item.split(",") if part.strip()]
 
 
+class UtcDateTimeField(IsoDateTimeField):
+    """An ISO 8601 datetime, sent to PostgreSQL in UTC: it rejects offsets beyond ±15:59,
+    and an offset can push a datetime out of Python's range."""
+
+    def clean(self, value):
+        value = super().clean(value)
+        if value is None:
+            return None
+        try:
+            return value.astimezone(datetime.UTC)
+        except OverflowError:
+            raise forms.ValidationError("Date and time out of range.", code="overflow") from None
+
+
+class UtcDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
+
+
 class StatusFilter(filters.MultipleChoiceFilter):
     field_class = CommaMultipleChoiceField
 
@@ -33,8 +54,8 @@ class TaskFilter(filters.FilterSet):
     type = filters.CharFilter(field_name="type", help_text="Task type.")
     queue = filters.CharFilter(field_name="queue", help_text="Queue name.")
     priority = IntegerFilter(field_name="priority", min_value=-(2**31), max_value=2**31 - 1)
-    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
     q = filters.CharFilter(method="search", help_text="Search in names (and the exact id).")
     ordering = filters.OrderingFilter(fields=ORDERING_FIELDS)
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.exceptions import NotFound, ValidationError
@@ -40,6 +45,9 @@ _BODY_ERRORS = {
     413: OpenApiResponse(ErrorSerializer, description="Request body over the limit."),
     415: OpenApiResponse(ErrorSerializer, description="Not application/json."),
 }
+_ONE_OR_MANY = PolymorphicProxySerializer(
+    component_name="TaskOneOrMany", resource_type_field_name=None, many=False,
+    serializers=[TaskSerializer, TaskSerializer(many=True)])
 
 
 @extend_schema_view(
@@ -66,9 +74,11 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
     @extend_schema(
         summary="Create a task (an object) or many (an array, in one transaction)",
-        request=TaskCreateSerializer,
-        responses={201: TaskSerializer,
-                   200: OpenApiResponse(TaskSerializer,
+        request=PolymorphicProxySerializer(
+            component_name="TaskCreateOneOrMany", resource_type_field_name=None, many=False,
+            serializers=[TaskCreateSerializer, TaskCreateSerializer(many=True)]),
+        responses={201: _ONE_OR_MANY,
+                   200: OpenApiResponse(_ONE_OR_MANY,
                                         description="The idempotency key exists: that task."),
                    **_BODY_ERRORS, **_ERRORS},
     )

@@ -242,8 +242,9 @@ def test_a_wrong_content_type_is_415(api):
     ("get", "/api/tasks/1/cancel"), ("post", "/api/stats"),
 ])
 def test_unsupported_methods_are_405(api, method, url):
-    TaskFactory(id=1)
-    response = getattr(api, method)(url, content_type="application/json")
+    task = TaskFactory()
+    response = getattr(api, method)(url.replace("/1", f"/{task.pk}"),
+                                    content_type="application/json")
     assert response.status_code == 405
     assert "not allowed" in response.json()["detail"]
 
