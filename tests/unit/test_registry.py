@@ -10,7 +10,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from plugins import registry
-from plugins.base import Plugin
+from plugins.base import PayloadError, Plugin
 from plugins.query import RunQuery
 from plugins.simulate import Noop, Simulate
 from tasks.exceptions import InvalidTask, PluginConfigurationError, UnknownTaskType
@@ -133,7 +133,7 @@ def test_bad_option_names_are_rejected_naming_the_type():
     assert "colour" in str(excinfo.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=True, raises=PayloadError, reason=(
     "BUG: plugins/registry.py _instantiate only converts TypeError from a plugin's "
     "__init__; Simulate(failure_rate=2) raises plugins.base.PayloadError, which escapes "
     "as a non-configuration error"))
@@ -143,7 +143,7 @@ def test_bad_option_values_are_a_configuration_error():
                        use_entry_points=False)
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
     "BUG: plugins/registry.py _instantiate only converts TypeError; RunQuery(max_rows='x') "
     "raises ValueError from int(), not PluginConfigurationError"))
 def test_bad_option_type_is_a_configuration_error():
@@ -199,7 +199,7 @@ def _install_dist(root, name: str, entry_points: str, module_source: str | None 
 
 
 THIRD_PARTY = """
-    from plugins.base import Plugin
+    from plugins.base import PayloadError, Plugin
 
     class Greet(Plugin):
         description = "Says hello"
