@@ -1031,3 +1031,41 @@ def test_concurrent_enqueues_with_one_idempotency_key_make_one_task():
     assert sorted(created) == [False, False, False, True]
     assert Task.objects.count() == 1
     assert TaskHistory.objects.count() == 1
+
+
+# --- next_due_in (how long an idle worker may sleep) ----------------------------------
+
+
+def test_next_due_in():
+    assert queue.next_due_in() is None
+    later = enqueue(queue="a", run_at=db_now() + datetime.timedelta(seconds=60))
+    assert queue.next_due_in() == pytest.approx(60.0)
+    assert queue.next_due_in(["a"]) == pytest.approx(60.0)
+    assert queue.next_due_in(["b"]) is None
+    enqueue(queue="b", run_at=db_now() - datetime.timedelta(seconds=5))
+    assert queue.next_due_in() == 0.0  # overdue counts as due now, never negative
+    assert queue.next_due_in(["b"]) == 0.0
+    claim_ids(queues=["b"])
+    assert queue.next_due_in() == pytest.approx(60.0)  # running tasks are not waiting
+    assert fresh(later).status == Status.QUEUED
+
+
+def test_enqueue_many_returns_stored_tasks():
+    tasks = queue.enqueue_many([
+        {"name": "a", "type": "send_email", "payload": {"to": "x@example.com", "subject": "s",
+                                                        "body": "b"}},
+        {"name": "b", "type": "count", "queue": "q", "priority": 3, "max_retries": 0,
+         "timeout_seconds": 9},
+    ])
+    assert tasks[0].payload == {"to": ["x@example.com"], "subject": "s", "body": "b"}
+    stored = fresh(tasks[1])
+    assert (stored.queue, stored.priority, stored.max_retries, stored.timeout_seconds,
+            stored.status) == ("q", 3, 0, 9, Status.QUEUED)
+    assert (tasks[1].queue, tasks[1].priority, tasks[1].status) == ("q", 3, Status.QUEUED)
+
+
+def test_deleting_a_task_deletes_its_history():
+    task = enqueue()
+    claim_one()
+    Task.objects.filter(pk=task.pk).delete()
+    assert not TaskHistory.objects.exists()

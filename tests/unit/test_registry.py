@@ -252,6 +252,16 @@ def test_entry_point_plugins_reach_the_loaded_registry(tmp_path, monkeypatch, re
     assert registry.get("greet_live").run({}, None) == "hello world"
 
 
+def test_entry_point_that_is_not_a_plugin_names_the_type(tmp_path, monkeypatch):
+    _install_dist(tmp_path, "acme_not_plugin", """
+        [taskservice.plugins]
+        notplugin = acme_not_plugin:VALUE
+        """, "VALUE = 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginConfigurationError, match="'notplugin' is not a Plugin class"):
+        registry.build({})
+
+
 def test_broken_entry_point_names_itself(tmp_path, monkeypatch):
     _install_dist(tmp_path, "acme_broken", """
         [taskservice.plugins]
