@@ -15,6 +15,7 @@ from django.db import transaction
 
 from tasks import queue
 from tasks.events import connect_kwargs
+from tasks.exceptions import InvalidTask
 from tasks.models import Task
 from tests.integration.conftest import WORKER, enqueue, expire_lease, outcome
 
@@ -83,7 +84,7 @@ def test_an_existing_idempotency_key_or_an_invalid_task_sends_nothing(listener):
     listener.until_sentinel()
     again = enqueue(idempotency_key="once")
     assert again.was_created is False
-    with pytest.raises(Exception, match="name"):
+    with pytest.raises(InvalidTask, match="name"):
         enqueue(name="")
     assert listener.until_sentinel() == []
 
