@@ -16,13 +16,14 @@ from django.utils import timezone
 
 from plugins.base import TaskCancelled
 from tasks import queue
-from tasks.backends import TaskServiceBackend, TaskServiceTask, exception_path
+from tasks.backends import TaskServiceBackend, TaskServiceTask, WorkerLost, exception_path
 from tasks.conf import engine
 from tasks.exceptions import InvalidTask as EngineInvalidTask
 from tasks.models import Task, TaskHistory
 from tasks.worker import format_error
 from tests.djtasks_app import tasks as app
 from tests.djtasks_app.tasks import DjTaskError
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -200,6 +201,18 @@ def test_a_cancelled_task_reads_as_failed_with_the_reason():
     [error] = result.errors
     assert error.exception_class is TaskCancelled
     assert "not needed any more" in error.traceback
+
+
+@pytest.mark.django_db(transaction=True)  # the reconciler compares leases with now()
+def test_a_lost_worker_reads_as_a_worker_lost_error():
+    result = app.add.enqueue(1, 2)
+    queue.claim(worker_id="w-gone", limit=1, lease_seconds=0.01)
+    assert wait_until(queue.reconcile, timeout=5) == {int(result.id): "retrying"}
+    result.refresh()
+    assert result.status == TaskResultStatus.READY and result.worker_ids == ["w-gone"]
+    [error] = result.errors
+    assert error.exception_class is WorkerLost
+    assert "worker w-gone lost" in error.traceback
 
 
 def test_exception_path_names_builtins_and_engine_texts():
