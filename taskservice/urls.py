@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from tasks import views
+from tasks.admin import dashboard_view
 from tasks.metrics import metrics_view
 
 urlpatterns = [
@@ -9,6 +10,7 @@ urlpatterns = [
     # --- REST API (issue 3) ---
     path("api/", include("tasks.api.urls")),
     # --- Live dashboard (issue 4) ---
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="tasks-dashboard"),
     # --- Production: metrics (issue 5) ---
     re_path(r"^metrics/?$", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),

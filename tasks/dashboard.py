@@ -1,0 +1,173 @@
+"""The live dashboard's data: read-only queries sized for a million-row task table.
+
+Every query here is bounded by something small (a status, the last hour of history, the
+workers online), never by the size of the whole table, except the counts per status,
+which use the (status, created_at) index. The websocket relay calls `snapshot()` at most
+a few times a second per process, shared by all its clients.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+
+from plugins import registry
+from tasks.conf import engine
+from tasks.models import Status, TaskHistory, Worker
+
+THROUGHPUT_MINUTES = 60
+RECENT_FAILURES = 10
+RECENT_EVENTS = 30
+ERROR_PREVIEW = 300  # characters of an error shown on the dashboard
+
+# The last history row older than the window, found by walking the primary key backwards:
+# history ids grow with time, so everything after it is the window, and the cost of the
+# window queries follows the last hour's volume, not the table's size.
+_WINDOW_START = """
+SELECT coalesce((SELECT id FROM task_history WHERE created_at < %(since)s
+                 ORDER BY id DESC LIMIT 1), 0)
+"""
+
+_THROUGHPUT = """
+SELECT date_trunc('minute', created_at) AS minute,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status = 'failed') AS failed
+FROM task_history
+WHERE id > %(start)s AND created_at >= %(since)s
+  AND event_type IN ('task_succeeded', 'task_failed', 'lease_expired')
+  AND status IN ('succeeded', 'failed')
+GROUP BY 1 ORDER BY 1
+"""
+
+_RECENT_FAILURES = """
+SELECT h.task_id, h.created_at, t.name, t.type, t.queue, t.attempts, t.last_error
+FROM task_history h JOIN tasks t ON t.id = h.task_id
+WHERE h.id > %(start)s AND h.status = 'failed'
+  AND h.event_type IN ('task_failed', 'lease_expired')
+ORDER BY h.id DESC LIMIT %(limit)s
+"""
+
+_QUEUE_DEPTH = """
+SELECT queue, type, count(*) AS waiting,
+       count(*) FILTER (WHERE run_at <= now()) AS due
+FROM tasks WHERE status IN ('queued', 'retrying')
+GROUP BY queue, type ORDER BY queue, type
+"""
+
+# A loose index scan: one index probe per distinct value instead of reading every row.
+_DISTINCT = """
+WITH RECURSIVE v AS (
+    (SELECT {col} AS value FROM tasks ORDER BY {col} LIMIT 1)
+    UNION ALL
+    SELECT (SELECT {col} FROM tasks WHERE {col} > v.value ORDER BY {col} LIMIT 1)
+    FROM v WHERE v.value IS NOT NULL
+)
+SELECT value FROM v WHERE value IS NOT NULL
+"""
+
+
+def _rows(sql: str, params: dict | None = None) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params or {})
+        return cursor.fetchall()
+
+
+def distinct_values(column: str, limit: int = 500) -> list[str]:
+    """Distinct `queue` or `type` values present in the table (indexed loose scan)."""
+    if column not in ("queue", "type"):
+        raise ValueError(f"no distinct index scan for column {column!r}")
+    with connection.cursor() as cursor:
+        cursor.execute(_DISTINCT.format(col=column) + f" LIMIT {int(limit)}")
+        return [r[0] for r in cursor.fetchall()]
+
+
+def status_counts() -> dict[str, int]:
+    counts = dict.fromkeys(Status.values, 0)
+    counts.update(_rows("SELECT status, count(*) FROM tasks GROUP BY status"))
+    return counts
+
+
+def queue_depth() -> list[dict[str, Any]]:
+    return [{"queue": q, "type": t, "waiting": waiting, "due": due}
+            for q, t, waiting, due in _rows(_QUEUE_DEPTH)]
+
+
+def window_start(since: datetime.datetime) -> int:
+    return _rows(_WINDOW_START, {"since": since})[0][0]
+
+
+def throughput(now: datetime.datetime, start_id: int,
+               minutes: int = THROUGHPUT_MINUTES) -> list[dict[str, Any]]:
+    """Succeeded and failed tasks per minute, oldest first, one entry per minute."""
+    first = now.replace(second=0, microsecond=0) - datetime.timedelta(minutes=minutes - 1)
+    found = {m: (s, f) for m, s, f in _rows(_THROUGHPUT, {"start": start_id, "since": first})}
+    series = []
+    for i in range(minutes):
+        minute = first + datetime.timedelta(minutes=i)
+        succeeded, failed = found.get(minute, (0, 0))
+        series.append({"minute": minute.isoformat(), "succeeded": succeeded, "failed": failed})
+    return series
+
+
+def recent_failures(start_id: int, limit: int = RECENT_FAILURES) -> list[dict[str, Any]]:
+    failures = []
+    for task_id, at, name, type_, queue, attempts, error in _rows(
+            _RECENT_FAILURES, {"start": start_id, "limit": limit}):
+        failures.append({
+            "id": task_id, "at": at.isoformat(), "name": name, "type": type_, "queue": queue,
+            "attempts": attempts, "error": (error or "")[:ERROR_PREVIEW],
+            "url": reverse("admin:tasks_task_change", args=[task_id]),
+        })
+    return failures
+
+
+def workers_online(now: datetime.datetime | None = None) -> list[dict[str, Any]]:
+    """Registered workers with their running task counts; `online` if seen recently."""
+    now = now or timezone.now()
+    cfg = engine()
+    stale_after = max(cfg.LEASE_SECONDS, 3 * cfg.HEARTBEAT_INTERVAL)
+    running = dict(_rows("SELECT locked_by, count(*) FROM tasks WHERE status = 'running' "
+                         "GROUP BY locked_by"))
+    workers = []
+    for w in Worker.objects.order_by("started_at"):
+        workers.append({
+            "id": w.id, "host": w.hostname, "pid": w.pid, "queues": w.queues or ["*"],
+            "concurrency": w.concurrency, "running": running.get(w.id, 0),
+            "last_seen": w.last_seen.isoformat(),
+            "online": (now - w.last_seen).total_seconds() <= stale_after,
+        })
+    return workers
+
+
+def recent_events(limit: int = RECENT_EVENTS) -> list[dict[str, Any]]:
+    """The latest history rows, newest first, shaped like live feed entries."""
+    rows = TaskHistory.objects.order_by("-id").values(
+        "task_id", "event_type", "status", "worker_id", "details", "created_at")[:limit]
+    return [{"event": r["event_type"], "ids": [r["task_id"]], "count": 1,
+             "worker": r["worker_id"], "details": r["details"][:ERROR_PREVIEW],
+             "at": r["created_at"].isoformat()} for r in rows]
+
+
+def snapshot(*, include_throughput: bool = True) -> dict[str, Any]:
+    """Everything the dashboard shows, as JSON-ready data."""
+    now = timezone.now()
+    start_id = window_start(now - datetime.timedelta(minutes=THROUGHPUT_MINUTES))
+    data: dict[str, Any] = {
+        "at": now.isoformat(),
+        "counts": status_counts(),
+        "queues": queue_depth(),
+        "failures": recent_failures(start_id),
+        "workers": workers_online(now),
+    }
+    if include_throughput:
+        data["throughput"] = throughput(now, start_id)
+    return data
+
+
+def page_context() -> dict[str, Any]:
+    """The first render of the page: the snapshot plus history and the known types."""
+    return {"snapshot": snapshot(), "events": recent_events(), "types": registry.types()}
