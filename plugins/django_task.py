@@ -3,7 +3,8 @@
 The payload is what `tasks.backends.TaskServiceBackend.enqueue` stores:
 `{"func": "pkg.mod.name", "args": [...], "kwargs": {...}, "takes_context": bool}`.
 Only objects decorated with @task can run (a module-level django.tasks Task at that
-path), never an arbitrary callable, so the API cannot name any function to call.
+path), never an arbitrary callable, and enqueue accepts only modules already imported by
+the enqueuing process, so the API cannot name any function to call or module to import.
 
 The run sends the framework's `task_started` and `task_finished` signals with a
 TaskResult describing this run; a function that takes context gets a ServiceTaskContext,
@@ -73,7 +74,7 @@ class DjangoTaskPlugin(Plugin):
             errors["payload"] = f"Unknown fields: {', '.join(sorted(unknown))}."
         task = None
         try:
-            task = backends.load_task(payload.get("func"))
+            task = backends.load_task(payload.get("func"), loaded_only=True)
         except ValueError as exc:
             errors["func"] = str(exc)
         args, kwargs = payload.get("args", []), payload.get("kwargs", {})

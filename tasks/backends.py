@@ -31,6 +31,7 @@ import builtins
 import datetime
 import json
 import re
+import sys
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -98,10 +99,19 @@ class TaskServiceTask(Task):
 # --- helpers shared with plugins.django_task ----------------------------------------
 
 
-def load_task(path: str) -> Task:
-    """The framework Task object at dotted `path`; ValueError naming the problem."""
+def load_task(path: str, *, loaded_only: bool = False) -> Task:
+    """The framework Task object at dotted `path`; ValueError naming the problem.
+
+    `loaded_only` refuses modules this process has not imported, so a payload from the
+    API cannot make the service import (and run the top level of) an arbitrary module.
+    """
     if not isinstance(path, str) or "." not in path:
         raise ValueError(f"{path!r} is not a dotted path to a @task function.")
+    module = path.rpartition(".")[0]
+    if loaded_only and module not in sys.modules:
+        raise ValueError(f"Module {module!r} is not loaded in this process: enqueue "
+                         "django_task tasks with the @task's .enqueue() from code that "
+                         "imports it.")
     try:
         obj = import_string(path)
     except ImportError as exc:

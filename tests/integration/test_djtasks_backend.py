@@ -4,6 +4,7 @@ states read back through get_result, and bad input refused with nothing stored."
 from __future__ import annotations
 
 import datetime
+import sys
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -295,7 +296,8 @@ def test_bad_extras_are_refused():
 def test_the_plugin_runs_only_task_objects_even_through_the_engine():
     """The API can enqueue `django_task` directly: the func must be a @task object."""
     for func, message in (("os.system", "not a django.tasks Task"),
-                          ("no.such.module.fn", "Cannot import"),
+                          ("no.such.module.fn", "is not loaded in this process"),
+                          ("antigravity.fly", "is not loaded in this process"),
                           ("tests.djtasks_app.tasks.plain", "not a django.tasks Task")):
         with pytest.raises(EngineInvalidTask, match=message):
             queue.enqueue(name="x", type="django_task",
@@ -304,6 +306,7 @@ def test_the_plugin_runs_only_task_objects_even_through_the_engine():
         queue.enqueue(name="x", type="django_task", payload={
             "func": "tests.djtasks_app.tasks.add", "args": [1, 2], "takes_context": True})
     assert Task.objects.count() == 0 and TaskHistory.objects.count() == 0
+    assert "antigravity" not in sys.modules
 
 
 def test_system_checks_name_bad_options():
