@@ -11,7 +11,7 @@ from django.dispatch import receiver
 
 @dataclass(frozen=True)
 class EngineSettings:
-    CONCURRENCY: int = 10
+    CONCURRENCY: int = 32
     POLL_INTERVAL: float = 1.0
     LEASE_SECONDS: float = 30.0
     HEARTBEAT_INTERVAL: float = 10.0

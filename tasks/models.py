@@ -50,7 +50,7 @@ class Task(models.Model):
     locked_until = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     result = models.JSONField(null=True, blank=True)
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(db_default=Now())
@@ -59,11 +59,18 @@ class Task(models.Model):
 
     class Meta:
         db_table = "tasks"
+        constraints = [
+            # Partial: tasks without a key (most) cost no index entry on insert.
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="uniq_idempotency_key",
+            ),
+        ]
         indexes = [
             models.Index(fields=["type", "status"], name="idx_type_status"),
             models.Index(fields=["created_at"], name="idx_created_at"),
             models.Index(fields=["status", "created_at"], name="idx_status_created_at"),
-            models.Index(fields=["queue", "status"], name="idx_queue_status"),
             # Serves the claim: only due-able rows, in claim order.
             models.Index(
                 models.F("priority").desc(),

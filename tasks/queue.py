@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -42,6 +43,7 @@ NOTIFY_MAX_IDS = 100  # a NOTIFY payload is at most 8000 bytes: send ids, not pa
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 TASK_COLUMNS = [f.column for f in Task._meta.concrete_fields]
+_ATTNAMES = [f.attname for f in Task._meta.concrete_fields]
 _COLS = ", ".join(TASK_COLUMNS)
 _JSON_COLUMNS = {"payload", "result"}
 
@@ -85,7 +87,7 @@ def _task_from_row(row: Sequence) -> Task:
     values = [
         _loads(v) if col in _JSON_COLUMNS else v for col, v in zip(TASK_COLUMNS, row, strict=True)
     ]
-    return Task.from_db("default", [f.attname for f in Task._meta.concrete_fields], values)
+    return Task.from_db("default", _ATTNAMES, values)
 
 
 def _notify_sql(event_sql: str, source: str, extra_sql: str = "") -> str:
@@ -103,6 +105,30 @@ def _notify_sql(event_sql: str, source: str, extra_sql: str = "") -> str:
     )"""
 
 
+def _server_cursor():
+    """A cursor that binds parameters server-side: big arrays travel as binary values
+    instead of being formatted into the SQL text (Django's psycopg default)."""
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
+def _new_task(task_id: int, p: _Prepared, created_at, run_at) -> Task:
+    """The Task just inserted from `p`, built without reading the row back."""
+    values = {
+        "id": task_id, "name": p.name, "type": p.type, "status": Status.QUEUED,
+        "payload": p.payload, "priority": p.priority, "queue": p.queue, "run_at": run_at,
+        "retry_count": 0, "max_retries": p.max_retries, "timeout_seconds": p.timeout_seconds,
+        "attempts": 0, "locked_by": None, "locked_until": None, "last_error": "",
+        "result": None, "idempotency_key": p.idempotency_key, "cancel_requested_at": None,
+        "created_at": created_at, "updated_at": created_at, "started_at": None,
+        "finished_at": None,
+    }
+    # from_db with every field in order takes Django's fast positional __init__ path.
+    task = Task.from_db("default", _ATTNAMES, [values[name] for name in _ATTNAMES])
+    task.was_created = True
+    return task
+
+
 def notify(event: str, ids: Iterable[int], **extra: Any) -> None:
     """Send one event on CHANNEL inside the current transaction."""
     ids = list(ids)
@@ -118,6 +144,7 @@ def notify(event: str, ids: Iterable[int], **extra: Any) -> None:
 class _Prepared:
     name: str
     type: str
+    payload: dict
     payload_json: str
     priority: int
     queue: str
@@ -204,7 +231,7 @@ def prepare(
         errors["idempotency_key"] = ["Must be a string of 1 to 255 characters."]
     if errors:
         raise InvalidTask(errors)
-    return _Prepared(name, type, payload_json, priority, queue, run_at, max_retries,
+    return _Prepared(name, type, payload, payload_json, priority, queue, run_at, max_retries,
                      timeout_seconds, idempotency_key)
 
 
@@ -215,7 +242,7 @@ WITH ins AS (
                        created_at, updated_at)
     VALUES (%s, %s, 'queued', %s::jsonb, %s, %s, coalesce(%s, now()), 0, %s, %s, 0, '', %s,
             now(), now())
-    ON CONFLICT (idempotency_key) DO NOTHING
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {_COLS}
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
@@ -267,8 +294,8 @@ WITH src AS (
     SELECT name, type, 'queued', payload::jsonb, priority, queue, coalesce(run_at, now()), 0,
            max_retries, timeout_seconds, 0, '', idempotency_key, now(), now()
     FROM src ORDER BY ord
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING {_COLS}
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, idempotency_key, created_at, run_at
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
                               created_at)
@@ -303,19 +330,20 @@ def enqueue_many(specs: Iterable[dict[str, Any]]) -> list[Task]:
         (p.name, p.type, p.payload_json, p.priority, p.queue, p.run_at, p.max_retries,
          p.timeout_seconds, p.idempotency_key) for p in prepared
     ], strict=True))
-    with connection.cursor() as cursor:
+    with _server_cursor() as cursor:
         cursor.execute(_INSERT_MANY, [list(c) for c in columns])
-        inserted = sorted((_task_from_row(r) for r in cursor.fetchall()), key=lambda t: t.id)
-        inserted_keys = {t.idempotency_key for t in inserted if t.idempotency_key}
-        existing: dict[str, Task] = {}
-        wanted = {p.idempotency_key for p in prepared if p.idempotency_key} - inserted_keys
-        if wanted:
+        returned = cursor.fetchall()
+    inserted_keys = {r[1] for r in returned if r[1]}
+    wanted = {p.idempotency_key for p in prepared if p.idempotency_key} - inserted_keys
+    existing: dict[str, Task] = {}
+    if wanted:
+        with connection.cursor() as cursor:
             cursor.execute(f"SELECT {_COLS} FROM tasks WHERE idempotency_key = ANY(%s)",
                            [list(wanted)])
             existing = {t.idempotency_key: t for t in map(_task_from_row, cursor.fetchall())}
-    # Inserted rows come back in input order (ids rise with ORDER BY ord); walk both.
+    inserted = iter(sorted(returned))
+    # Ids rise in input order (INSERT ... SELECT ... ORDER BY ord): walk both in step.
     result: list[Task] = []
-    rows = iter(inserted)
     seen_keys: dict[str, Task] = {}
     for p in prepared:
         key = p.idempotency_key
@@ -325,8 +353,8 @@ def enqueue_many(specs: Iterable[dict[str, Any]]) -> list[Task]:
             task = existing[key]
             task.was_created = False
         else:
-            task = next(rows)
-            task.was_created = True
+            task_id, _key, created_at, run_at = next(inserted)
+            task = _new_task(task_id, p, created_at, run_at)
         if key:
             seen_keys[key] = task
         result.append(task)

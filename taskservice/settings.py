@@ -38,10 +38,13 @@ if DEBUG or TESTING:
     ALLOWED_HOSTS += ["127.0.0.1", "localhost", "testserver", "[::1]"]
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
+# A worker process never serves HTTP; daphne's app would load Twisted (~25 MB of RSS).
+IS_WORKER = sys.argv[1:2] == ["runworker"]
+
 INSTALLED_APPS = [
     # daphne first: its runserver serves websockets. tasks before channels: both ship a
     # `runworker` command and Django takes the first app's.
-    "daphne",
+    *([] if IS_WORKER else ["daphne"]),
     "tasks",
     "django.contrib.admin",
     "django.contrib.auth",
@@ -127,7 +130,7 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "tasks@localhost")
 
 # The engine's own settings; tasks.conf reads them through one typed object.
 TASKS_ENGINE = {
-    "CONCURRENCY": env_int("TASKS_WORKER_CONCURRENCY", 10, minimum=1),
+    "CONCURRENCY": env_int("TASKS_WORKER_CONCURRENCY", 32, minimum=1),
     "POLL_INTERVAL": env_float("TASKS_POLL_INTERVAL", 1.0, minimum=0.01),
     "LEASE_SECONDS": env_float("TASKS_LEASE_SECONDS", 30.0, minimum=1.0),
     "HEARTBEAT_INTERVAL": env_float("TASKS_HEARTBEAT_INTERVAL", 10.0, minimum=0.1),

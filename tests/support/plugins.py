@@ -10,7 +10,10 @@ from plugins.base import Plugin
 
 
 class CountRuns(Plugin):
-    """Appends 'task_id attempt' to $COUNT_FILE on every run (O_APPEND: atomic lines)."""
+    """Appends 'task_id attempt' to $COUNT_FILE on every run (O_APPEND: atomic lines).
+
+    Payload: `sleep` seconds (cancellable), only on attempt `only_attempt` if given.
+    """
 
     def run(self, payload, ctx):
         path = os.environ["COUNT_FILE"]
@@ -19,7 +22,8 @@ class CountRuns(Plugin):
             os.write(fd, f"{ctx.task_id} {ctx.attempt}\n".encode())
         finally:
             os.close(fd)
-        if payload.get("sleep"):
+        only = payload.get("only_attempt")
+        if payload.get("sleep") and (only is None or only == ctx.attempt):
             ctx.sleep(float(payload["sleep"]))
         return {"ran": ctx.task_id}
 
