@@ -46,7 +46,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.postgresql.enabled }}
 {{- $auth := .Values.postgresql.auth }}
 {{- $password := required "postgresql.auth.password is required with postgresql.enabled" $auth.password }}
-{{- printf "postgresql://%s:%s@%s-postgresql:5432/%s" $auth.username ($password | urlquery) .Release.Name $auth.database }}
+{{- printf "postgresql://%s:%s@%s-postgresql:5432/%s" $auth.username ($password | urlquery | replace "+" "%20") .Release.Name $auth.database }}
 {{- else }}
 {{- required "secret.DATABASE_URL is required (or existingSecret, or postgresql.enabled)" .Values.secret.DATABASE_URL }}
 {{- end }}
