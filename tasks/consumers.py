@@ -1,0 +1,200 @@
+"""Websocket consumers of the live admin: staff only, fed by this process's relay.
+
+Close codes for refused connections (sent after accepting, so browsers can see them):
+4401 not logged in, 4403 logged in but not staff.
+
+Messages sent (JSON, `type` first):
+- `snapshot`: the dashboard's data (tasks.dashboard.snapshot); `throughput` only when
+  re-read (every THROUGHPUT_REFRESH seconds; clients add live events in between).
+- `events`: a coalesced batch: `events` (latest entries), `totals` (event -> tasks),
+  `dropped` (events only counted), `resync` (events may have been lost).
+- `tasks`: {id: status} for the task ids a list page watches (`{"watch": [ids]}`).
+- `error`: a message the client sent was not understood, or the connection is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import weakref
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from tasks import dashboard
+from tasks.models import Task
+from tasks.relay import Batch, Subscription, relay
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+MAX_WATCHED = 500
+MIN_SNAPSHOT_INTERVAL = 0.5  # seconds; raised to 3x a slow snapshot's own duration
+THROUGHPUT_REFRESH = 10.0  # seconds between re-reads of the per-minute chart
+LISTEN_TIMEOUT = 5.0
+
+
+class _SharedSnapshot:
+    """One dashboard snapshot per relay flush per event loop, however many clients ask.
+
+    Snapshots are also spaced by at least MIN_SNAPSHOT_INTERVAL (or 3x the last one's
+    duration, so a slow database is not hammered by its own dashboard).
+    """
+
+    def __init__(self):
+        self._states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _state(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            state = {"lock": asyncio.Lock(), "value": None, "generation": -1,
+                     "started": float("-inf"), "duration": 0.0,
+                     "throughput_at": float("-inf")}
+            self._states[loop] = state
+        return state
+
+    async def get(self, generation: int) -> dict[str, Any]:
+        state = self._state()
+        loop = asyncio.get_running_loop()
+        async with state["lock"]:
+            if state["value"] is not None and state["generation"] >= generation:
+                return state["value"]
+            spacing = max(MIN_SNAPSHOT_INTERVAL, 3 * state["duration"])
+            wait = state["started"] + spacing - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            # Everything flushed so far was committed before this read starts.
+            covered = relay.generation
+            started = loop.time()
+            with_throughput = started - state["throughput_at"] >= THROUGHPUT_REFRESH
+            value = await database_sync_to_async(dashboard.snapshot)(
+                include_throughput=with_throughput)
+            state.update(value=value, generation=covered, started=started,
+                         duration=loop.time() - started)
+            if with_throughput:
+                state["throughput_at"] = started
+            return value
+
+
+shared_snapshot = _SharedSnapshot()
+
+
+def _dumps(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"), default=str)
+
+
+class StaffConsumer(AsyncWebsocketConsumer):
+    """Accepts staff only; subscribes to the relay and pumps its batches to `on_batch`."""
+
+    subscription: Subscription | None = None
+    pump: asyncio.Task | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        await self.accept()
+        if user is None or not user.is_authenticated:
+            await self.refuse(CLOSE_UNAUTHENTICATED, "Log in to the admin first.")
+            return
+        if not (user.is_active and user.is_staff):
+            await self.refuse(CLOSE_FORBIDDEN, "Staff only.")
+            return
+        self.subscription = await relay.subscribe()
+        if not await relay.wait_listening(LISTEN_TIMEOUT):
+            logger.warning("websocket relay is not listening yet; live events may lag",
+                           extra={"action": "relay_not_listening"})
+        await self.on_connected()
+        self.pump = asyncio.ensure_future(self._pump())
+
+    async def refuse(self, code: int, reason: str) -> None:
+        await self.send(_dumps({"type": "error", "code": code, "reason": reason}))
+        await self.close(code=code)
+
+    async def disconnect(self, code: int) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+        if self.subscription is not None:
+            relay.unsubscribe(self.subscription)
+            self.subscription = None
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                batch = await self.subscription.next()
+                await self.on_batch(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("websocket relay pump failed", extra={"action": "relay_error"})
+            await self.close(code=1011)
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        await self.send(_dumps(message))
+
+    async def on_connected(self) -> None:
+        """Send the first state, after LISTEN is active so nothing falls in between."""
+
+    async def on_batch(self, batch: Batch) -> None:
+        raise NotImplementedError
+
+
+class DashboardConsumer(StaffConsumer):
+    """The dashboard page: a snapshot on connect, then events + snapshot per batch."""
+
+    async def on_connected(self) -> None:
+        await self.send_json({"type": "snapshot",
+                              **await shared_snapshot.get(relay.generation)})
+
+    async def on_batch(self, batch: Batch) -> None:
+        await self.send_json({
+            "type": "events", "events": list(batch.events), "totals": batch.totals,
+            "dropped": batch.dropped, "resync": batch.resync,
+        })
+        await self.send_json({"type": "snapshot",
+                              **await shared_snapshot.get(batch.generation)})
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        # The dashboard only listens; say so rather than ignore the client silently.
+        await self.send_json({"type": "error", "reason": "This endpoint takes no messages."})
+
+
+class TaskListConsumer(StaffConsumer):
+    """The task list: the client says which task ids are on screen; gets their statuses."""
+
+    watched: frozenset[int] = frozenset()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        try:
+            message = json.loads(text_data or "")
+            ids = message["watch"]
+            if (not isinstance(ids, list) or len(ids) > MAX_WATCHED
+                    or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            await self.send_json({"type": "error", "reason": (
+                f'Expected {{"watch": [task ids]}} with at most {MAX_WATCHED} integer ids.')})
+            return
+        self.watched = frozenset(ids)
+        await self.send_statuses(self.watched)  # rows may have changed since the page loaded
+
+    async def on_batch(self, batch: Batch) -> None:
+        if not self.watched:
+            return
+        wanted = (self.watched if batch.resync or not batch.ids_complete
+                  else self.watched & batch.ids)
+        if wanted:
+            await self.send_statuses(wanted)
+
+    async def send_statuses(self, ids: frozenset[int]) -> None:
+        rows = await database_sync_to_async(_statuses)(ids)
+        await self.send_json({"type": "tasks", "tasks": rows})
+
+
+def _statuses(ids: frozenset[int]) -> dict[str, dict[str, Any]]:
+    tasks = Task.objects.filter(pk__in=list(ids)).values_list(
+        "id", "status", "retry_count", "max_retries")
+    return {str(pk): {"status": status, "retries": f"{retries}/{max_retries}"}
+            for pk, status, retries, max_retries in tasks}

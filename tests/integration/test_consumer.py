@@ -1,0 +1,212 @@
+"""The websocket endpoints through the real ASGI application (origin check, session auth,
+consumers) with Channels' WebsocketCommunicator; events are real NOTIFYs committed by
+another database connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from tasks import queue
+from tasks.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, MAX_WATCHED
+from tasks.relay import FLUSH_INTERVAL, relay
+from taskservice.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DASHBOARD = "/ws/tasks/dashboard/"
+TASK_LIST = "/ws/tasks/list/"
+
+
+@pytest.fixture(autouse=True)
+def _close_relay():
+    yield
+    relay.shutdown()  # the LISTEN connection must be gone before the database is flushed
+
+
+@pytest.fixture
+def login(client, django_user_model):
+    """Returns a session cookie header for a new user with the given flags."""
+
+    def make(username: str = "operator", **flags) -> bytes:
+        user = django_user_model.objects.create_user(username, password="pw-123456-x", **flags)
+        client.force_login(user)
+        return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+    return make
+
+
+def communicator(path: str, cookie: bytes | None = None,
+                 origin: bytes = b"http://testserver") -> WebsocketCommunicator:
+    headers = [(b"origin", origin)]
+    if cookie:
+        headers.append((b"cookie", cookie))
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+async def receive_until(comm: WebsocketCommunicator, kind: str, timeout: float = 5.0,
+                        where=lambda message: True) -> dict:
+    """The next message of type `kind` that satisfies `where`, skipping others."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        message = await comm.receive_json_from(timeout=max(0.01, end - loop.time()))
+        if message["type"] == kind and where(message):
+            return message
+
+
+enqueue = database_sync_to_async(queue.enqueue)  # committed by its own connection
+cancel = database_sync_to_async(queue.cancel)
+
+
+def test_staff_is_accepted_and_gets_a_snapshot(login):
+    cookie = login(is_staff=True)
+
+    async def scenario():
+        comm = communicator(DASHBOARD, cookie)
+        connected, _ = await comm.connect(timeout=5)
+        assert connected
+        snapshot = await comm.receive_json_from(timeout=5)
+        assert snapshot["type"] == "snapshot"
+        assert snapshot["counts"] == {"queued": 0, "running": 0, "retrying": 0,
+                                      "succeeded": 0, "failed": 0, "cancelled": 0}
+        assert len(snapshot["throughput"]) == 60
+        await comm.disconnect()
+
+    asyncio.run(scenario())
+    assert relay.subscriber_count == 0
+
+
+@pytest.mark.parametrize("path", [DASHBOARD, TASK_LIST])
+@pytest.mark.parametrize(("flags", "code"), [
+    (None, CLOSE_UNAUTHENTICATED),
+    ({}, CLOSE_FORBIDDEN),
+    ({"is_staff": True, "is_active": False}, CLOSE_UNAUTHENTICATED),  # inactive: no session
+])
+def test_anonymous_and_non_staff_are_closed_with_a_clear_code(login, path, flags, code):
+    cookie = None if flags is None else login(**flags)
+
+    async def scenario():
+        comm = communicator(path, cookie)
+        connected, _ = await comm.connect(timeout=5)
+        assert connected  # accepted only to say why it closes: browsers see the code
+        error = await comm.receive_json_from(timeout=5)
+        assert error["type"] == "error" and error["code"] == code
+        assert await comm.receive_output(timeout=5) == {"type": "websocket.close",
+                                                        "code": code}
+
+    asyncio.run(scenario())
+    assert relay.subscriber_count == 0
+
+
+def test_a_foreign_origin_is_refused_before_the_handshake(login):
+    cookie = login(is_staff=True)
+
+    async def scenario():
+        comm = communicator(DASHBOARD, cookie, origin=b"http://evil.example")
+        connected, _ = await comm.connect(timeout=5)
+        assert not connected
+
+    asyncio.run(scenario())
+
+
+def test_a_real_notify_from_another_connection_arrives_as_an_event(login):
+    cookie = login(is_staff=True)
+
+    async def scenario():
+        comm = communicator(DASHBOARD, cookie)
+        assert (await comm.connect(timeout=5))[0]
+        await receive_until(comm, "snapshot")  # sent once LISTEN is active
+        task = await enqueue(name="hello", type="noop", queue="mail")
+        events = await receive_until(comm, "events", timeout=3)
+        assert events["events"] == [{
+            "event": "task_queued", "count": 1, "ids": [task.pk], "queue": "mail",
+            "type": "noop", "at": events["events"][0]["at"]}]
+        assert events["totals"] == {"task_queued": 1} and events["dropped"] == 0
+        snapshot = await receive_until(comm, "snapshot", timeout=3)
+        assert snapshot["counts"]["queued"] == 1
+        assert snapshot["queues"] == [{"queue": "mail", "type": "noop", "waiting": 1,
+                                       "due": 1}]
+        await comm.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_task_list_gets_live_statuses_for_watched_tasks_only(login):
+    cookie = login(is_staff=True)
+
+    async def scenario():
+        watched = await enqueue(name="watched", type="noop")
+        other = await enqueue(name="other", type="noop")
+        comm = communicator(TASK_LIST, cookie)
+        assert (await comm.connect(timeout=5))[0]
+        await comm.send_json_to({"watch": [watched.pk]})
+        first = await receive_until(comm, "tasks")
+        assert first["tasks"] == {str(watched.pk): {"status": "queued", "retries": "0/3"}}
+
+        await cancel(other.pk)  # not on screen: nothing is sent
+        assert await comm.receive_nothing(timeout=4 * FLUSH_INTERVAL)
+        await cancel(watched.pk)
+        update = await receive_until(comm, "tasks", timeout=3)
+        assert update["tasks"] == {str(watched.pk): {"status": "cancelled",
+                                                     "retries": "0/3"}}
+        await comm.disconnect()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("text", ['{"watch": "all"}', "not json", '{"watch": [true]}',
+                                  json.dumps({"watch": [1] * (MAX_WATCHED + 1)})])
+def test_a_bad_watch_message_gets_a_clear_error(login, text):
+    cookie = login(is_staff=True)
+
+    async def scenario():
+        comm = communicator(TASK_LIST, cookie)
+        assert (await comm.connect(timeout=5))[0]
+        await comm.send_to(text_data=text)
+        error = await receive_until(comm, "error")
+        assert "watch" in error["reason"] and str(MAX_WATCHED) in error["reason"]
+        await comm.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_a_burst_of_notifies_is_coalesced_into_a_few_updates(login):
+    cookie = login(is_staff=True)
+    burst = 300
+
+    def enqueue_one_by_one():
+        for i in range(burst):  # one statement, one NOTIFY each
+            queue.enqueue(name=f"burst {i}", type="noop")
+
+    async def scenario():
+        comm = communicator(DASHBOARD, cookie)
+        assert (await comm.connect(timeout=5))[0]
+        await receive_until(comm, "snapshot")
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await database_sync_to_async(enqueue_one_by_one)()
+        elapsed = loop.time() - start
+        batches, total, feed, dropped = 0, 0, 0, 0
+        while total < burst:
+            events = await receive_until(comm, "events", timeout=5)
+            batches += 1
+            total += events["totals"].get("task_queued", 0)
+            dropped += events["dropped"]
+            feed += len(events["events"])
+            assert len(events["events"]) <= 50  # the feed is bounded
+        assert total == burst  # every event is accounted for ...
+        # ... in at most one batch per flush interval (plus the first, immediate one).
+        assert batches <= elapsed / FLUSH_INTERVAL + 3, (batches, elapsed)
+        assert batches < burst / 5
+        assert feed + dropped == burst  # shown in the feed, or summarised as dropped
+        snapshot = await receive_until(comm, "snapshot", timeout=5,
+                                       where=lambda s: s["counts"]["queued"] == burst)
+        assert snapshot["counts"]["queued"] == burst
+        await comm.disconnect()
+
+    asyncio.run(scenario())
