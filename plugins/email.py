@@ -23,7 +23,7 @@ class SendEmail(Plugin):
         if isinstance(to, str):
             to = [to]
         if not to or not isinstance(to, list):
-            errors["to"] = ["Required: an email address or a list of them."]
+            errors["to"] = ["Required: an email address or a non-empty list of them."]
         elif len(to) > MAX_RECIPIENTS:
             errors["to"] = [f"At most {MAX_RECIPIENTS} recipients."]
         else:
@@ -45,6 +45,14 @@ class SendEmail(Plugin):
         subject = payload.get("subject")
         if isinstance(subject, str) and ("\n" in subject or "\r" in subject):
             errors["subject"] = ["Must be one line."]
+        sender = payload.get("from")
+        if sender is not None:
+            try:
+                if not isinstance(sender, str) or "\n" in sender or "\r" in sender:
+                    raise ValidationError("not one line of text")
+                validate_email(sender)
+            except ValidationError:
+                errors["from"] = ["Must be a valid email address."]
         if errors:
             raise PayloadError(errors)
         return {**payload, "to": to}

@@ -34,7 +34,9 @@ class RunQuery(Plugin):
     def __init__(self, database: str = "default", max_rows: int = 100, **options):
         super().__init__(**options)
         self.database = database
-        self.max_rows = int(max_rows)
+        if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 0:
+            raise ValueError(f"max_rows must be a non-negative integer, got {max_rows!r}")
+        self.max_rows = max_rows
 
     def validate(self, payload: dict) -> dict:
         payload = super().validate(payload)
@@ -51,7 +53,8 @@ class RunQuery(Plugin):
         if alias not in connections.settings:
             errors["database"] = [f"Unknown database alias {alias!r}."]
         max_rows = payload.get("max_rows", self.max_rows)
-        if isinstance(max_rows, bool) or not isinstance(max_rows, int) or not 0 <= max_rows <= 10000:
+        if (isinstance(max_rows, bool) or not isinstance(max_rows, int)
+                or not 0 <= max_rows <= 10000):
             errors["max_rows"] = ["Must be an integer from 0 to 10000."]
         if errors:
             raise PayloadError(errors)

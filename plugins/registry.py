@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any
 
-from plugins.base import Plugin
+from plugins.base import PayloadError, Plugin
 from tasks.exceptions import PluginConfigurationError, UnknownTaskType
 
 logger = logging.getLogger(__name__)
@@ -48,13 +48,14 @@ def _instantiate(type_name: str, target: Any, options: dict[str, Any]) -> Plugin
     if isinstance(target, type) and issubclass(target, Plugin):
         try:
             plugin = target(**options)
-        except TypeError as exc:
+        except (TypeError, ValueError, PayloadError) as exc:
             raise PluginConfigurationError(f"Bad options for plugin {type_name!r}: {exc}") from exc
     elif callable(target):
         # A plain function run(payload, ctx) is a plugin too.
         plugin = _FunctionPlugin(target, **options)
     else:
-        raise PluginConfigurationError(f"Plugin for {type_name!r} is not a Plugin class: {target!r}")
+        raise PluginConfigurationError(
+            f"Plugin for {type_name!r} is not a Plugin class: {target!r}")
     plugin.name = type_name
     return plugin
 
@@ -101,7 +102,7 @@ def load(config: dict[str, Any] | None = None) -> None:
     if config is None:
         from django.conf import settings
 
-        config = settings.TASKS_ENGINE.get("PLUGINS", {})
+        config = getattr(settings, "TASKS_ENGINE", {}).get("PLUGINS", {})
     _plugins = MappingProxyType(build(config))
     logger.debug("plugins loaded: %s", ", ".join(sorted(_plugins)))
 

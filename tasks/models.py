@@ -46,11 +46,12 @@ class Task(models.Model):
     timeout_seconds = models.IntegerField(default=300)
     # Runs started so far, never reset: with locked_by it fences a completion to its run.
     attempts = models.IntegerField(default=0)
-    locked_by = models.CharField(max_length=255, null=True, blank=True)
+    locked_by = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL = unheld
     locked_until = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     result = models.JSONField(null=True, blank=True)
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # NULL, not "": the partial unique index must skip tasks without a key.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(db_default=Now())

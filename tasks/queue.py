@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 from django.db import connection, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from plugins import registry
@@ -182,6 +183,8 @@ def prepare(
         errors["name"] = ["Required: a non-empty string."]
     elif len(name) > 255:
         errors["name"] = ["At most 255 characters."]
+    elif "\x00" in name:
+        errors["name"] = ["Must not contain NUL characters."]
     payload = {} if payload is None else payload
     payload_json = "{}"
     if not isinstance(type, str) or not type:
@@ -211,7 +214,7 @@ def prepare(
                                 f"Too large: {len(payload_json.encode())} bytes; the limit is "
                                 f"{cfg.MAX_PAYLOAD_BYTES} bytes."
                             ]
-                        elif "\\u0000" in payload_json:
+                        elif _has_nul(payload_json):
                             errors["payload"] = ["Must not contain NUL characters."]
     priority = _int_in(errors, "priority", priority, cfg.MIN_PRIORITY, cfg.MAX_PRIORITY)
     max_retries = cfg.DEFAULT_MAX_RETRIES if max_retries is None else max_retries
@@ -229,6 +232,8 @@ def prepare(
         not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 255
     ):
         errors["idempotency_key"] = ["Must be a string of 1 to 255 characters."]
+    elif idempotency_key is not None and "\x00" in idempotency_key:
+        errors["idempotency_key"] = ["Must not contain NUL characters."]
     if errors:
         raise InvalidTask(errors)
     return _Prepared(name, type, payload, payload_json, priority, queue, run_at, max_retries,
@@ -495,11 +500,21 @@ SELECT done.id FROM done LEFT JOIN note ON true
 """
 
 
+# A JSON-escaped NUL (\u0000 not itself escaped): jsonb refuses it.
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _has_nul(text: str) -> bool:
+    return "\\u0000" in text and _JSON_NUL.search(text) is not None
+
+
 def _result_json(value: Any) -> str:
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
     except (TypeError, ValueError):
-        return json.dumps(repr(value))
+        text = json.dumps(repr(value))
+    # A plugin's NUL would make the whole batch fail; keep the rest of the result.
+    return _JSON_NUL.sub(lambda m: m.group(1) + "\\ufffd", text) if _has_nul(text) else text
 
 
 def complete(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
@@ -519,45 +534,52 @@ def complete(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
     return applied
 
 
+def _grouped_notify_sql(source: str, event_sql: str) -> str:
+    """A CTE sending one NOTIFY per kind of event among the rows of CTE `source`."""
+    return f"""
+    note AS (
+        SELECT pg_notify('{CHANNEL}', json_build_object(
+            'event', {event_sql}, 'count', count(*), 'worker', %(worker)s::text,
+            'ids', (array_agg(id ORDER BY id))[1:{NOTIFY_MAX_IDS}])::text) AS sent
+        FROM {source} GROUP BY {event_sql}
+    )"""
+
+
+# A run that ends in error is retried only if retries are left and nobody asked to cancel.
+# History details keep the end of a long error: a traceback's last line names the error.
+_RETRY_OK = "(t.cancel_requested_at IS NULL AND t.retry_count < t.max_retries)"
+_EVENT_OF_STATUS = ("CASE status WHEN 'retrying' THEN 'retry_scheduled' "
+                    "WHEN 'cancelled' THEN 'task_cancelled' ELSE 'task_failed' END")
+
 _FAIL = f"""
 WITH {_input_cte(", error, delay", ", %(errors)s::text[], %(delays)s::float8[]")},
 upd AS (
     UPDATE tasks t
-    SET status = CASE WHEN t.retry_count < t.max_retries THEN 'retrying' ELSE 'failed' END,
-        retry_count = CASE WHEN t.retry_count < t.max_retries
-                           THEN t.retry_count + 1 ELSE t.retry_count END,
-        run_at = CASE WHEN t.retry_count < t.max_retries
-                      THEN now() + make_interval(secs => i.delay) ELSE t.run_at END,
-        finished_at = CASE WHEN t.retry_count < t.max_retries THEN NULL ELSE now() END,
+    SET status = CASE WHEN t.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                      WHEN t.retry_count < t.max_retries THEN 'retrying' ELSE 'failed' END,
+        retry_count = CASE WHEN {_RETRY_OK} THEN t.retry_count + 1 ELSE t.retry_count END,
+        run_at = CASE WHEN {_RETRY_OK} THEN now() + make_interval(secs => i.delay)
+                      ELSE t.run_at END,
+        finished_at = CASE WHEN {_RETRY_OK} THEN NULL ELSE now() END,
         last_error = i.error, updated_at = now(), locked_by = NULL, locked_until = NULL
     FROM input i WHERE {_FENCE}
     RETURNING t.id, t.status, t.attempts, t.retry_count, t.max_retries, i.delay, i.error
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
                               created_at)
-    SELECT id, status,
-           CASE status WHEN 'retrying' THEN 'retry_scheduled' ELSE 'task_failed' END,
-           attempts, %(worker)s,
+    SELECT id, status, {_EVENT_OF_STATUS}, attempts, %(worker)s,
            CASE status WHEN 'retrying'
                 THEN format('retry %%s of %%s in %%ss: %%s', retry_count, max_retries,
-                            round(delay::numeric, 1), left(error, 4000))
-                ELSE format('failed after %%s attempts: %%s', attempts, left(error, 4000))
+                            round(delay::numeric, 1), right(error, 4000))
+                WHEN 'cancelled'
+                THEN format('cancelled as requested; the run ended with: %%s',
+                            right(error, 4000))
+                ELSE format('failed after %%s attempts: %%s', attempts, right(error, 4000))
            END,
            now()
     FROM upd
-), note_retry AS (
-    SELECT pg_notify('{CHANNEL}', json_build_object(
-        'event', 'retry_scheduled', 'count', count(*), 'worker', %(worker)s::text,
-        'ids', (array_agg(id ORDER BY id))[1:{NOTIFY_MAX_IDS}])::text) AS sent
-    FROM upd WHERE status = 'retrying' HAVING count(*) > 0
-), note_failed AS (
-    SELECT pg_notify('{CHANNEL}', json_build_object(
-        'event', 'task_failed', 'count', count(*), 'worker', %(worker)s::text,
-        'ids', (array_agg(id ORDER BY id))[1:{NOTIFY_MAX_IDS}])::text) AS sent
-    FROM upd WHERE status = 'failed' HAVING count(*) > 0
-)
-SELECT upd.id, upd.status FROM upd
-LEFT JOIN note_retry ON true LEFT JOIN note_failed ON true
+), {_grouped_notify_sql("upd", _EVENT_OF_STATUS)}
+SELECT upd.id, upd.status FROM upd CROSS JOIN (SELECT count(*) FROM note) n
 """
 
 
@@ -585,48 +607,55 @@ def fail(*, worker_id: str, outcomes: Sequence[Outcome], rand=None) -> dict[int,
     return applied
 
 
-def _finish_by_worker(sql_status: str, event: str, *, worker_id: str,
-                      outcomes: Sequence[Outcome], queued: bool) -> set[int]:
-    """Shared statement for a worker ending runs as cancelled, or releasing them."""
+_FINISH_EVENT_SQL = "CASE status WHEN 'queued' THEN 'task_released' ELSE 'task_cancelled' END"
+
+
+def _finish_by_worker(status_sql: str, *, worker_id: str, outcomes: Sequence[Outcome],
+                      releasing: bool) -> set[int]:
+    """Shared statement for a worker ending runs as cancelled, or releasing them.
+
+    A released run goes back to `queued`, unless somebody asked to cancel it meanwhile.
+    """
     sql = f"""
     WITH {_input_cte(", details", ", %(details)s::text[]")},
     upd AS (
         UPDATE tasks t
-        SET status = '{sql_status}', updated_at = now(), locked_by = NULL,
+        SET status = {status_sql}, updated_at = now(), locked_by = NULL,
             locked_until = NULL,
-            finished_at = {"NULL" if queued else "now()"},
-            cancel_requested_at = {"NULL" if queued else "t.cancel_requested_at"}
+            finished_at = CASE WHEN {status_sql} = 'queued' THEN NULL ELSE now() END
         FROM input i WHERE {_FENCE}
-        RETURNING t.id, t.attempts, i.details
+        RETURNING t.id, t.status, t.attempts, i.details
     ), hist AS (
         INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
                                   created_at)
-        SELECT id, '{sql_status}', '{event}', attempts, %(worker)s, details, now() FROM upd
-    ), {_notify_sql(f"'{event}'", "upd", ", 'worker', %(worker)s::text")}
-    SELECT upd.id FROM upd LEFT JOIN note ON true
+        SELECT id, status, {_FINISH_EVENT_SQL}, attempts, %(worker)s, details, now() FROM upd
+    ), {_grouped_notify_sql("upd", _FINISH_EVENT_SQL)}
+    SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n
     """
     if not outcomes:
         return set()
     params = {"worker": worker_id, "ids": [o.task_id for o in outcomes],
               "attempts": [o.attempt for o in outcomes],
-              "details": [o.error for o in outcomes]}
+              "details": [o.error.replace("\x00", "") for o in outcomes]}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         applied = {r[0] for r in cursor.fetchall()}
-    _log_lost(worker_id, outcomes, applied, event)
+    _log_lost(worker_id, outcomes, applied, "release" if releasing else "cancel")
     return applied
 
 
 def finish_cancelled(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
     """The worker stopped runs that were cancelled: they end `cancelled`."""
-    return _finish_by_worker(Status.CANCELLED, Event.TASK_CANCELLED, worker_id=worker_id,
-                             outcomes=outcomes, queued=False)
+    return _finish_by_worker("'cancelled'", worker_id=worker_id, outcomes=outcomes,
+                             releasing=False)
 
 
 def release(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
-    """A stopping worker hands unfinished runs back to the queue, due at once."""
-    return _finish_by_worker(Status.QUEUED, Event.TASK_RELEASED, worker_id=worker_id,
-                             outcomes=outcomes, queued=True)
+    """A stopping worker hands unfinished runs back to the queue, due at once (or ends
+    them `cancelled` when a cancel was requested)."""
+    return _finish_by_worker(
+        "CASE WHEN t.cancel_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END",
+        worker_id=worker_id, outcomes=outcomes, releasing=True)
 
 
 def _log_lost(worker_id, outcomes, applied, action) -> None:
@@ -726,10 +755,13 @@ def unregister_worker(*, worker_id: str) -> None:
 # --- transitions a person asks for ---------------------------------------------------
 
 
-def _locked(task_id: int) -> Task:
+def _locked(task_id: Any) -> Task:
+    pk = parse_id(task_id)
+    if pk is None:
+        raise TaskNotFound(task_id)
     try:
-        return Task.objects.select_for_update().get(pk=task_id)
-    except (Task.DoesNotExist, ValueError, TypeError):
+        return Task.objects.select_for_update().get(pk=pk)
+    except Task.DoesNotExist:
         raise TaskNotFound(task_id) from None
 
 
@@ -738,24 +770,29 @@ def _record(task: Task, event: str, *, details: str = "", worker_id: str = "") -
                                attempt=task.attempts, worker_id=worker_id, details=details)
 
 
+NOW = object()  # in _save: the database's clock, like the SQL transitions use
+
+
 def _save(task: Task, **changes: Any) -> None:
-    changes["updated_at"] = timezone.now()
+    changes["updated_at"] = NOW
+    Task.objects.filter(pk=task.pk).update(
+        **{name: Now() if value is NOW else value for name, value in changes.items()})
     for name, value in changes.items():
-        setattr(task, name, value)
-    Task.objects.filter(pk=task.pk).update(**changes)
+        if value is not NOW:
+            setattr(task, name, value)
+    task.refresh_from_db(fields=[name for name, value in changes.items() if value is NOW])
 
 
 def _cancel_locked(task: Task, reason: str) -> str:
     """Cancel one locked task; returns the event written. Raises InvalidTransition."""
     details = reason or "cancelled"
     if task.status in (Status.QUEUED, Status.RETRYING):
-        _save(task, status=Status.CANCELLED, finished_at=timezone.now(),
-              cancel_requested_at=timezone.now())
+        _save(task, status=Status.CANCELLED, finished_at=NOW, cancel_requested_at=NOW)
         _record(task, Event.TASK_CANCELLED, details=details)
         return Event.TASK_CANCELLED
     if task.status == Status.RUNNING:
         if task.cancel_requested_at is None:
-            _save(task, cancel_requested_at=timezone.now())
+            _save(task, cancel_requested_at=NOW)
             _record(task, Event.CANCEL_REQUESTED, details=details,
                     worker_id=task.locked_by or "")
         return Event.CANCEL_REQUESTED
@@ -776,7 +813,7 @@ def cancel(task_id: int, *, reason: str = "") -> Task:
 def _retry_locked(task: Task, reason: str) -> None:
     if task.status not in (Status.FAILED, Status.CANCELLED):
         raise InvalidTransition(task.pk, task.status, "retry")
-    _save(task, status=Status.QUEUED, retry_count=0, run_at=timezone.now(), finished_at=None,
+    _save(task, status=Status.QUEUED, retry_count=0, run_at=NOW, finished_at=None,
           cancel_requested_at=None, locked_by=None, locked_until=None, result=None)
     _record(task, Event.TASK_REQUEUED, details=reason or "requeued by a person")
 
@@ -802,10 +839,11 @@ def _bulk(task_ids: Iterable[int], apply, reason: str) -> tuple[BulkResult, dict
     result = BulkResult()
     events: dict[str, list[int]] = {}
     with transaction.atomic():
-        tasks = {t.pk: t for t in Task.objects.select_for_update().filter(pk__in=list(task_ids))
-                 .order_by("pk")}
+        pks = {task_id: parse_id(task_id) for task_id in task_ids}
+        tasks = {t.pk: t for t in Task.objects.select_for_update()
+                 .filter(pk__in=[pk for pk in pks.values() if pk is not None]).order_by("pk")}
         for task_id in task_ids:
-            task = tasks.get(task_id)
+            task = tasks.get(pks[task_id])
             if task is None:
                 result.skipped[task_id] = "not found"
                 continue
@@ -836,9 +874,26 @@ def retry_many(task_ids: Iterable[int], *, reason: str = "") -> BulkResult:
     return _bulk(list(task_ids), apply, reason)[0]
 
 
+MAX_ID = 2**63 - 1
+
+
+def parse_id(task_id: Any) -> int | None:
+    """An id as given by a caller (int or decimal string), or None if it cannot be one."""
+    if isinstance(task_id, bool):
+        return None
+    if isinstance(task_id, str) and task_id.strip().isdigit():
+        task_id = int(task_id.strip())
+    if isinstance(task_id, int) and 0 < task_id <= MAX_ID:
+        return task_id
+    return None
+
+
 def get(task_id: Any) -> Task:
     """The task with that id, or TaskNotFound."""
+    pk = parse_id(task_id)
+    if pk is None:
+        raise TaskNotFound(task_id)
     try:
-        return Task.objects.get(pk=int(task_id))
-    except (Task.DoesNotExist, ValueError, TypeError, OverflowError):
+        return Task.objects.get(pk=pk)
+    except Task.DoesNotExist:
         raise TaskNotFound(task_id) from None

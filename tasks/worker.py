@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from django.db import Error as DatabaseError
-from django.db import close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from plugins import registry
 from plugins.base import TaskCancelled, TaskContext
@@ -72,10 +72,19 @@ class Job:
 
 def format_error(exc: BaseException) -> str:
     text = "".join(traceback.format_exception(exc)).strip()
-    head = f"{type(exc).__name__}: {exc}"
+    cls = type(exc)
+    name = cls.__qualname__
+    if cls.__module__ != "builtins":
+        name = f"{cls.__module__}.{name}"
+    head = f"{name}: {exc}"
     if len(text) > MAX_ERROR_CHARS:
         text = text[-MAX_ERROR_CHARS:]
     return f"{head}\n\n{text}" if text != head else head
+
+
+# Connection-level trouble (server gone, restarting, network): worth retrying. Other
+# database errors (bad data, constraint) would fail the same way again.
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 
 
 def with_db_retry(action: str, fn: Callable, *, stop: Callable[[], bool],
@@ -86,8 +95,8 @@ def with_db_retry(action: str, fn: Callable, *, stop: Callable[[], bool],
     while True:
         try:
             return fn()
-        except DatabaseError as exc:
-            logger.warning("database error during %s (%s: %s); retrying in %.1fs", action,
+        except TRANSIENT_DB_ERRORS as exc:
+            logger.warning("database unavailable during %s (%s: %s); retrying in %.1fs", action,
                            type(exc).__name__, str(exc).strip()[:200], delay,
                            extra={"action": "db_retry", "during": action})
             try:
@@ -378,15 +387,32 @@ class Worker:
         groups: dict[str, list[queue.Outcome]] = {}
         for kind, outcome in batch:
             groups.setdefault(kind, []).append(outcome)
-        writers = {OK: queue.complete, FAIL: queue.fail, CANCELLED: queue.finish_cancelled,
-                   RELEASE: queue.release}
         for kind, outcomes in groups.items():
+            self._write_group(kind, outcomes)
+
+    def _write_group(self, kind: str, outcomes: list[queue.Outcome]) -> None:
+        writer = {OK: queue.complete, FAIL: queue.fail, CANCELLED: queue.finish_cancelled,
+                  RELEASE: queue.release}[kind]
+        try:
             # Keep retrying through an outage: these outcomes exist nowhere else. If the
             # process dies first, the leases expire and the reconciler recovers the tasks.
             with_db_retry(f"write {kind}",
-                          lambda w=writers[kind], o=outcomes: w(worker_id=self.worker_id,
-                                                                outcomes=o),
+                          lambda: writer(worker_id=self.worker_id, outcomes=outcomes),
                           stop=lambda: False)
+        except DatabaseError as exc:
+            connection.close()
+            if len(outcomes) > 1:  # find the one the database refuses; write the rest
+                for outcome in outcomes:
+                    self._write_group(kind, [outcome])
+                return
+            outcome = outcomes[0]
+            logger.error("task %s: the database refused its %s outcome (%s)", outcome.task_id,
+                         kind, exc, extra={"action": "write_refused",
+                                           "task_id": outcome.task_id})
+            if kind == OK:  # e.g. a result jsonb cannot hold: fail the run instead
+                outcome.error = f"could not store the result: {type(exc).__name__}: {exc}"
+                self._write_group(FAIL, [outcome])
+            # Otherwise the lease expires and the reconciler settles the task.
 
     # --- housekeeping: heartbeat and reconcile ---------------------------------------
 

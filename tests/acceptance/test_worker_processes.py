@@ -204,7 +204,8 @@ def test_worker_survives_losing_its_database_connections(worker_factory, count_f
                    **FAST)
     done = 0
     for _ in range(6):  # cut every connection of the worker, again and again
-        wait_until(lambda: Task.objects.filter(status="succeeded").count() > done, timeout=30)
+        wait_until(lambda n=done: Task.objects.filter(status="succeeded").count() > n,
+                   timeout=30)
         done = Task.objects.filter(status="succeeded").count()
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "

@@ -565,10 +565,6 @@ def test_fail_strips_nul_characters_from_the_error():
     assert fresh(c.id).last_error == "badbyte"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: tasks/queue.py _FAIL ignores cancel_requested_at: a running task whose cancel "
-    "was requested and whose run then raises/times out is scheduled for retry (status "
-    "retrying) and runs again, instead of ending cancelled like reconcile() does"))
 def test_fail_of_a_task_with_a_requested_cancel_ends_cancelled():
     task = enqueue(max_retries=3)
     c = claim_one()
@@ -615,11 +611,6 @@ def test_release_puts_the_task_back_in_the_queue():
     assert (again.id, again.attempt) == (task.pk, 2)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: tasks/queue.py release() (_finish_by_worker with queued=True) puts a task whose "
-    "cancel was requested back to `queued` and clears cancel_requested_at, so a person's "
-    "cancel is lost when the worker shuts down and the task runs again; it should end "
-    "`cancelled`"))
 def test_release_of_a_task_with_a_requested_cancel_does_not_lose_the_cancel():
     task = enqueue()
     c = claim_one()
@@ -944,10 +935,6 @@ def test_history_tells_the_whole_story():
 # --- guards against input PostgreSQL cannot store -------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=DataError, reason=(
-    "BUG: tasks/queue.py prepare() does not reject NUL characters in name / "
-    "idempotency_key; the INSERT raises django.db.utils.DataError (a 500 at the API) "
-    "instead of InvalidTask naming the field"))
 @pytest.mark.parametrize("spec, field", [({"name": "a\x00b"}, "name"),
                                          ({"idempotency_key": "k\x00"}, "idempotency_key")])
 def test_enqueue_rejects_nul_characters_in_text_fields(spec, field, counts):
@@ -957,20 +944,11 @@ def test_enqueue_rejects_nul_characters_in_text_fields(spec, field, counts):
     assert counts() == (0, 0)
 
 
-@pytest.mark.xfail(strict=True, raises=InvalidTask, reason=(
-    "BUG: tasks/queue.py prepare() checks `'\\\\u0000' in payload_json`, so a payload "
-    "holding the literal text backslash-u0000 (no NUL at all) is rejected as containing "
-    "NUL characters"))
 def test_enqueue_accepts_the_literal_text_backslash_u0000():
     task = enqueue(payload={"text": "escape it as \\u0000 in JSON"})
     assert fresh(task).payload == {"text": "escape it as \\u0000 in JSON"}
 
 
-@pytest.mark.xfail(strict=True, raises=DataError, reason=(
-    "BUG: tasks/queue.py _result_json() keeps NUL characters, which jsonb refuses "
-    "(DataError: unsupported Unicode escape sequence); the whole complete() batch fails, "
-    "and the worker's completer (with_db_retry, stop=lambda: False) retries that batch "
-    "forever, so no later outcome of that worker is ever written"))
 def test_complete_with_a_result_containing_nul_still_completes():
     a, b = enqueue(), enqueue()
     ca, cb = queue.claim(worker_id=WORKER, limit=2)
@@ -981,10 +959,6 @@ def test_complete_with_a_result_containing_nul_still_completes():
     assert fresh(b).result == "fine"
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "BUG: tasks/queue.py _bulk() passes ids straight to filter(pk__in=...); a non-numeric "
-    "id makes cancel_many/retry_many raise ValueError (a 500) instead of reporting it "
-    "skipped as 'not found' like other unknown ids"))
 def test_cancel_many_reports_a_malformed_id_as_not_found():
     task = enqueue()
     result = queue.cancel_many([task.pk, "abc"])
@@ -992,9 +966,6 @@ def test_cancel_many_reports_a_malformed_id_as_not_found():
     assert result.skipped == {"abc": "not found"}
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=(
-    "BUG: tasks/queue.py get() uses int(task_id), which truncates a float: get(1.5) "
-    "returns task 1 instead of raising TaskNotFound for a non-integer id"))
 def test_get_of_a_fractional_id_is_not_found():
     task = enqueue()
     with pytest.raises(TaskNotFound):

@@ -133,19 +133,12 @@ def test_bad_option_names_are_rejected_naming_the_type():
     assert "colour" in str(excinfo.value)
 
 
-@pytest.mark.xfail(strict=True, raises=PayloadError, reason=(
-    "BUG: plugins/registry.py _instantiate only converts TypeError from a plugin's "
-    "__init__; Simulate(failure_rate=2) raises plugins.base.PayloadError, which escapes "
-    "as a non-configuration error"))
 def test_bad_option_values_are_a_configuration_error():
     with pytest.raises(PluginConfigurationError, match="failure_rate"):
         registry.build({"run_query": {"plugin": "simulate", "failure_rate": 2}},
                        use_entry_points=False)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "BUG: plugins/registry.py _instantiate only converts TypeError; RunQuery(max_rows='x') "
-    "raises ValueError from int(), not PluginConfigurationError"))
 def test_bad_option_type_is_a_configuration_error():
     with pytest.raises(PluginConfigurationError, match="max_rows"):
         registry.build({"run_query": {"max_rows": "lots"}}, use_entry_points=False)

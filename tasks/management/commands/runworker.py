@@ -20,7 +20,8 @@ class Command(BaseCommand):
         parser.add_argument("--no-listen", action="store_true",
                             help="Poll only, no LISTEN (e.g. behind PgBouncer transaction "
                                  "pooling); same as TASKS_WORKER_LISTEN=0.")
-        parser.add_argument("--worker-id", default=None, help="Worker id (default host:pid:random).")
+        parser.add_argument("--worker-id", default=None,
+                            help="Worker id (default host:pid:random).")
 
     def handle(self, *args, **options):
         if options["concurrency"] is not None and options["concurrency"] < 1:
