@@ -446,7 +446,9 @@ def test_subchart_database_and_existing_secret(helm):
     kinds = by_kind(render(helm, {"postgresql": {"enabled": True,
                                                  "auth": {"password": "p@ss word"}},
                                   "secret": {"SECRET_KEY": GOOD_KEY}}))
-    url = one(kinds, "Secret")["stringData"]["DATABASE_URL"]
+    secret = one(kinds, "Secret")["stringData"]
+    assert set(secret) == {"SECRET_KEY", "DATABASE_URL"}  # empty optional keys are left out
+    url = secret["DATABASE_URL"]
     assert url == "postgresql://tasks:p%40ss%20word@rel-postgresql:5432/tasks"
     job = one(kinds, "Job")
     # The database is part of this release: a plain Job per revision, not a pre-install hook.
@@ -456,6 +458,14 @@ def test_subchart_database_and_existing_secret(helm):
     assert "Secret" not in kinds
     container = one(kinds, "Deployment", "worker")["spec"]["template"]["spec"]["containers"][0]
     assert {"secretRef": {"name": "managed-env"}} in container["envFrom"]
+
+
+def test_optional_secret_keys_are_passed(helm):
+    kinds = by_kind(render(helm, {"secret": {**REQUIRED["secret"], "TASKS_METRICS_TOKEN": "t",
+                                             "EMAIL_HOST_PASSWORD": "pw"}}))
+    secret = one(kinds, "Secret")["stringData"]
+    assert secret["TASKS_METRICS_TOKEN"] == "t" and secret["EMAIL_HOST_PASSWORD"] == "pw"
+    assert set(secret) <= ALLOWED_ENV
 
 
 def test_missing_secrets_are_named(helm):
