@@ -45,15 +45,19 @@ def parse(payload: str) -> dict | None:
 class Listener(threading.Thread):
     """Calls `on_event(event_dict)` for each NOTIFY; reconnects with backoff.
 
-    `on_reconnect()` is called after a reconnect, because events sent while the
-    connection was down are lost: the caller should re-read the state it cares about.
+    `on_connect()` is called each time LISTEN is in place (the first time included):
+    events sent before that were not heard. `on_reconnect()` only after a reconnect,
+    because events sent while the connection was down are lost: the caller should
+    re-read the state it cares about.
     """
 
     def __init__(self, on_event: Callable[[dict], None], *,
+                 on_connect: Callable[[], None] | None = None,
                  on_reconnect: Callable[[], None] | None = None,
                  channel: str = CHANNEL, alias: str = "default", name: str = "listener"):
         super().__init__(name=name, daemon=True)
         self.on_event = on_event
+        self.on_connect = on_connect
         self.on_reconnect = on_reconnect
         self.channel = channel
         self.kwargs = connect_kwargs(alias)
@@ -72,6 +76,8 @@ class Listener(threading.Thread):
                     conn.execute(f'LISTEN "{self.channel}"')
                     self.connected.set()
                     delay = 0.2
+                    if self.on_connect:
+                        self.on_connect()
                     if not first and self.on_reconnect:
                         self.on_reconnect()
                     first = False

@@ -187,7 +187,8 @@ class Worker:
                                     daemon=True),
                    threading.Thread(target=self._monitor, name="monitor", daemon=True)]
         if self.listen:
-            self.listener = Listener(self._on_event, on_reconnect=self._hint_work)
+            # Once LISTEN is in place, claim: a task enqueued just before was not heard.
+            self.listener = Listener(self._on_event, on_connect=self._hint_work)
             threads.append(self.listener)
         for t in threads:
             t.start()

@@ -115,7 +115,9 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
-_mail_backend = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Console mail is for development; production sends through SMTP unless told otherwise.
+_mail_backend = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
+                        if DEBUG or TESTING else "django.core.mail.backends.smtp.EmailBackend")
 _mail_options = {}
 if _mail_backend.endswith("smtp.EmailBackend"):
     _mail_options = {
@@ -161,6 +163,9 @@ LOGGING = {
     "loggers": {
         "tasks": {"level": LOG_LEVEL, "propagate": True},
         "plugins": {"level": LOG_LEVEL, "propagate": True},
+        # Django's default config gives "django" a console handler of its own under
+        # DEBUG; through the root handler only, each line is printed once.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
     },
 }
 

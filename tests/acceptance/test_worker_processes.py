@@ -49,6 +49,14 @@ def running_on(task, worker_id: str) -> bool:
     return t.status == "running" and t.locked_by == worker_id
 
 
+def listening() -> bool:
+    """Some session of this database has run LISTEN (a worker's listener is in place)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                       "current_database() AND query LIKE 'LISTEN%%'")
+        return cursor.fetchone()[0] > 0
+
+
 def test_four_workers_drain_2000_tasks_each_exactly_once(worker_factory, count_file):
     tasks = queue.enqueue_many([{"name": f"n{i}", "type": "count"} for i in range(2000)])
     procs = [worker_factory("--concurrency", "8", COUNT_FILE=str(count_file))
@@ -173,8 +181,8 @@ def test_priority_order_then_fifo(worker_factory, count_file):
 
 def test_listen_wakes_the_worker_and_a_rolled_back_enqueue_leaves_nothing(worker_factory):
     # Poll every 60 s: anything picked up sooner was woken by NOTIFY.
-    proc = worker_factory("--worker-id", "w1", TASKS_POLL_INTERVAL="60")
-    wait_until(lambda: "started" in proc.log_path.read_text(), timeout=20)
+    worker_factory("--worker-id", "w1", TASKS_POLL_INTERVAL="60")
+    wait_until(listening, timeout=20, message="the worker never LISTENed")
     with pytest.raises(RuntimeError), transaction.atomic():
         queue.enqueue(name="never", type="simulate", payload={"duration": 0})
         raise RuntimeError("roll back")
@@ -182,6 +190,13 @@ def test_listen_wakes_the_worker_and_a_rolled_back_enqueue_leaves_nothing(worker
     task = queue.enqueue(name="now", type="simulate", payload={"duration": 0})
     wait_until(lambda: status(task) == "succeeded", timeout=5)
     assert Task.objects.count() == 1
+
+
+def test_a_task_enqueued_before_listen_is_in_place_is_not_missed(worker_factory):
+    # Enqueued before the worker starts; LISTEN comes up after the first claim attempt.
+    task = queue.enqueue(name="early", type="simulate", payload={"duration": 0})
+    worker_factory(TASKS_POLL_INTERVAL="60")
+    wait_until(lambda: status(task) == "succeeded", timeout=15)
 
 
 def test_deferred_task_runs_when_due(worker_factory):
