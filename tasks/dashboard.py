@@ -77,12 +77,40 @@ def _rows(sql: str, params: dict | None = None) -> list[tuple]:
 
 
 def distinct_values(column: str, limit: int = 500) -> list[str]:
-    """Distinct `queue` or `type` values present in the table (indexed loose scan)."""
-    if column not in ("queue", "type"):
+    """Distinct values of an indexed leading column (loose index scan): `type`."""
+    if column not in ("type",):
         raise ValueError(f"no distinct index scan for column {column!r}")
     with connection.cursor() as cursor:
         cursor.execute(_DISTINCT.format(col=column) + f" LIMIT {int(limit)}")
         return [r[0] for r in cursor.fetchall()]
+
+
+def estimated_rows(table: str = "tasks") -> int:
+    """The planner's row count for a table (-1 before its first ANALYZE)."""
+    return _rows("SELECT reltuples::bigint FROM pg_class WHERE oid = %(t)s::regclass",
+                 {"t": table})[0][0]
+
+
+SMALL_TABLE = 100_000  # rows below which reading every queue name is cheap
+
+
+def known_queues() -> list[str]:
+    """Queue names for the admin's filter without scanning a big table (queue has no index).
+
+    Small table: the exact distinct values. Large: the planner's most common values, plus
+    the queues of waiting tasks and of registered workers, which is what operators filter.
+    """
+    if estimated_rows() < SMALL_TABLE:
+        return [r[0] for r in _rows("SELECT DISTINCT queue FROM tasks ORDER BY 1")]
+    names = {r[0] for r in _rows(
+        "SELECT DISTINCT queue FROM tasks WHERE status IN ('queued', 'retrying')")}
+    common = _rows("SELECT most_common_vals::text::text[] FROM pg_stats "
+                   "WHERE tablename = 'tasks' AND attname = 'queue'")
+    if common and common[0][0]:
+        names.update(common[0][0])
+    for queues in Worker.objects.values_list("queues", flat=True):
+        names.update(q for q in queues or () if isinstance(q, str))
+    return sorted(names)
 
 
 def status_counts() -> dict[str, int]:

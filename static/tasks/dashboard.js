@@ -137,7 +137,8 @@
         chart.appendChild(rect);
       });
       if (i % 15 === 0 || i === n - 1) {
-        var tick = svg("text", {x: x, y: H - 4, "class": "chart-label"});
+        var tick = svg("text", {x: i === n - 1 ? W : x, y: H - 4, "class": "chart-label",
+                                "text-anchor": i === n - 1 ? "end" : "start"});
         tick.textContent = i === n - 1 ? "now" : time(p.minute).replace(/:\d\d(\s|$)/, "$1");
         chart.appendChild(tick);
       }

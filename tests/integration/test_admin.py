@@ -11,6 +11,7 @@ from django.contrib.messages import get_messages
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from tasks import queue
 from tasks.admin import EstimatedCountPaginator
@@ -72,7 +73,7 @@ def test_list_shows_columns_and_coloured_badges(admin_client):
     html = response.content.decode()
     headers = re.findall(r'<th scope="col" class="[^"]*column-(\w+)', html)
     assert headers == ["id", "name", "type", "status_display", "priority", "queue", "retries",
-                       "created_at", "run_time"]
+                       "created", "run_time"]
     assert f'class="task-status task-status-succeeded" data-task-id="{a.pk}"' in html
     assert f'class="task-status task-status-queued" data-task-id="{b.pk}"' in html
     assert f'data-task-retries="{a.pk}">0/2<' in html
@@ -380,3 +381,29 @@ def test_staff_without_change_permission_cannot_steer(client, django_user_model)
     assert messages_of(response) == ["You may not cancel or retry tasks."]
     task.refresh_from_db()
     assert task.status == Status.QUEUED
+
+
+def test_date_drill_down_links_come_from_the_index_and_filter(admin_client):
+    task = enqueue("dated")
+    created = timezone.localtime(task.created_at)
+    with CaptureQueriesContext(connection) as queries:
+        html = admin_client.get(CHANGELIST).content.decode()
+    assert not any("DISTINCT DATE_TRUNC" in q["sql"].upper() for q in queries.captured_queries)
+    assert "Filter by created at" in html
+    day_link = (f"?created_at__day={created.day}&amp;created_at__month={created.month}"
+                f"&amp;created_at__year={created.year}")
+    assert day_link in html  # one task: the drill-down starts at its month's days
+    response = admin_client.get(CHANGELIST + day_link.replace("&amp;", "&"))
+    assert row_ids(response) == [task.pk]
+    other_year = admin_client.get(CHANGELIST, {"created_at__year": created.year - 1})
+    assert row_ids(other_year) == []
+    assert admin_client.get(CHANGELIST, {"created_at__year": "abc"}).status_code in (200, 302)
+
+
+def test_a_number_searches_the_id_only(admin_client):
+    by_id = enqueue("first")
+    named = enqueue(f"report {by_id.pk}")
+    assert row_ids(admin_client.get(CHANGELIST, {"q": f"#{by_id.pk}"})) == [by_id.pk]
+    assert row_ids(admin_client.get(CHANGELIST, {"q": str(by_id.pk)})) == [by_id.pk]
+    assert row_ids(admin_client.get(CHANGELIST, {"q": f"report {by_id.pk}"})) == [named.pk]
+    assert row_ids(admin_client.get(CHANGELIST, {"q": "9" * 30})) == []

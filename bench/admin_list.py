@@ -1,0 +1,203 @@
+"""Time the admin task list and the dashboard on a large task table.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \
+        .venv/bin/python bench/admin_list.py --rows 1000000
+
+Works in its own database (`--db-name`, created on the server of DATABASE_URL and
+dropped at the end unless --keep), fills it with N tasks (and one history row each)
+spread over N*2 seconds of creation time, then times each admin page through Django's
+test client: median of --repeat runs, the number of SQL queries, and whether any of them
+was a COUNT. The last rows use Django's stock paginator (COUNT on every page, plus the
+full-table count) for comparison. Prints a table; changes nothing outside its database.
+
+The rows are written with one INSERT ... SELECT generate_series: benchmark fixture data,
+not a path tasks take in the service (that is tasks.queue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+FILL = """
+INSERT INTO tasks (name, type, status, payload, priority, queue, run_at, retry_count,
+                   max_retries, timeout_seconds, attempts, last_error, created_at,
+                   updated_at, started_at, finished_at)
+SELECT 'task ' || g,
+       (ARRAY['send_email', 'run_query', 'simulate', 'noop'])[1 + g %% 4],
+       s.status, jsonb_build_object('n', g), g %% 5,
+       (ARRAY['default', 'mail', 'reports'])[1 + g %% 3],
+       c.created, 0, 3, 300, 1,
+       CASE s.status WHEN 'failed' THEN 'RuntimeError: simulated' ELSE '' END,
+       c.created, c.created, c.created + interval '1 second',
+       CASE WHEN s.status IN ('succeeded', 'failed', 'cancelled')
+            THEN c.created + interval '2 seconds' END
+FROM generate_series(%(first)s, %(last)s) g,
+     LATERAL (SELECT now() - make_interval(secs => (%(total)s - g) * 2.0) AS created) c,
+     LATERAL (SELECT CASE WHEN g %% 100 < 85 THEN 'succeeded' WHEN g %% 100 < 90 THEN 'failed'
+                          WHEN g %% 100 < 93 THEN 'cancelled' WHEN g %% 100 < 98 THEN 'queued'
+                          WHEN g %% 100 < 99 THEN 'retrying' ELSE 'running' END AS status) s
+"""
+
+HISTORY = """
+INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details, created_at)
+SELECT id, status,
+       CASE status WHEN 'succeeded' THEN 'task_succeeded' WHEN 'failed' THEN 'task_failed'
+                   WHEN 'cancelled' THEN 'task_cancelled' WHEN 'running' THEN 'task_started'
+                   ELSE 'task_queued' END,
+       1, 'bench', '', coalesce(finished_at, created_at)
+FROM tasks WHERE id BETWEEN %(first)s AND %(last)s ORDER BY id
+"""
+
+
+def database_urls(base: str, name: str) -> tuple[str, str]:
+    parts = urlsplit(base)
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    return admin, urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--db-name", default="taskservice_bench_admin")
+    parser.add_argument("--slow", action="store_true", help="also print each page's slowest "
+                        "queries")
+    parser.add_argument("--keep", action="store_true", help="keep the database (and reuse "
+                        "its rows on the next run)")
+    args = parser.parse_args()
+    base = os.environ.get("DATABASE_URL")
+    if not base:
+        parser.error("set DATABASE_URL to a PostgreSQL server the benchmark may create a "
+                     "database on")
+
+    import psycopg
+
+    admin_url, bench_url = database_urls(base, args.db_name)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                              [args.db_name]).fetchone()
+        if exists and not args.keep:
+            conn.execute(f'DROP DATABASE "{args.db_name}" WITH (FORCE)')
+            exists = None
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{args.db_name}"')
+
+    os.environ["DATABASE_URL"] = bench_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taskservice.settings")
+    os.environ["DEBUG"] = "1"  # records queries; lets the test client in
+    import django
+
+    django.setup()
+    try:
+        run(args)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if not args.keep:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{args.db_name}" WITH (FORCE)')
+    return 0
+
+
+def run(args) -> None:
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.core.paginator import Paginator
+    from django.db import connection, reset_queries
+    from django.test import Client
+    from django.test.utils import override_settings
+
+    from tasks import dashboard
+    from tasks.admin import TaskAdmin
+    from tasks.models import Task
+
+    call_command("migrate", verbosity=0)
+    have = Task.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    if have < args.rows:
+        started = time.perf_counter()
+        step = 200_000
+        with connection.cursor() as cursor:
+            for first in range(have + 1, args.rows + 1, step):
+                last = min(args.rows, first + step - 1)
+                cursor.execute(FILL, {"first": first, "last": last, "total": args.rows})
+                cursor.execute(HISTORY, {"first": first, "last": last})
+                print(f"  filled {last:,} / {args.rows:,}", file=sys.stderr)
+            cursor.execute("VACUUM ANALYZE tasks")
+            cursor.execute("VACUUM ANALYZE task_history")
+        print(f"filled {args.rows:,} tasks in {time.perf_counter() - started:.1f}s",
+              file=sys.stderr)
+
+    User = get_user_model()
+    user = User.objects.filter(username="bench").first() or User.objects.create_superuser(
+        "bench", "bench@example.com", "bench-password-1")
+    client = Client()
+    client.force_login(user)
+    sample = Task.objects.order_by("-id").values_list("id", flat=True)[500]
+    today = Task.objects.order_by("-id").values_list("created_at", flat=True)[0]
+
+    url = "/admin/tasks/task/"
+    cases = [
+        ("list, page 1", url),
+        ("list, page 50", url + "?p=50"),
+        ("filter status=failed", url + "?status__exact=failed"),
+        ("filter status=queued", url + "?status__exact=queued"),
+        ("filter type=noop & queue=mail", url + "?type=noop&queue=mail"),
+        ("search by id", url + f"?q={sample}"),
+        ("search by name", url + "?q=task+12345"),
+        ("date hierarchy: a day", url + f"?created_at__year={today.year}"
+                                        f"&created_at__month={today.month}"
+                                        f"&created_at__day={today.day}"),
+        ("task page (change view)", f"/admin/tasks/task/{sample}/change/"),
+        ("dashboard page", "/admin/dashboard/"),
+    ]
+
+    def measure(path: str) -> tuple[float, int, bool, int]:
+        times = []
+        for _ in range(args.repeat):
+            reset_queries()
+            start = time.perf_counter()
+            response = client.get(path)
+            times.append((time.perf_counter() - start) * 1000)
+            assert response.status_code == 200, (path, response.status_code)
+        sqls = [q["sql"] for q in connection.queries]
+        if args.slow:
+            print(f"\n{path}", file=sys.stderr)
+            for q in sorted(connection.queries, key=lambda q: -float(q["time"]))[:3]:
+                print(f"  {float(q['time']) * 1000:8.1f} ms  {q['sql'][:300]}", file=sys.stderr)
+        counted = any("COUNT(" in s.upper() and "EXPLAIN" not in s for s in sqls)
+        return statistics.median(times), len(sqls), counted, response.status_code
+
+    rows = []
+    with override_settings(DEBUG=True):
+        for label, path in cases:
+            rows.append((label, *measure(path)))
+        snap = []
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            dashboard.snapshot()
+            snap.append((time.perf_counter() - start) * 1000)
+        rows.append(("dashboard snapshot (websocket)", statistics.median(snap), 0, False, 200))
+        # Django's stock paging for comparison: COUNT(*) for the page and the full count.
+        TaskAdmin.paginator, TaskAdmin.show_full_result_count = Paginator, True
+        for label, path in cases[:2]:
+            rows.append((f"{label} [stock paginator]", *measure(path)))
+
+    print(f"\nAdmin on {args.rows:,} tasks (median of {args.repeat}; ms)\n")
+    print(f"{'page':<44} {'median ms':>10} {'queries':>8} {'COUNT?':>7}")
+    print("-" * 72)
+    for label, ms, queries, counted, _ in rows:
+        print(f"{label:<44} {ms:>10.1f} {queries or '':>8} {'yes' if counted else 'no':>7}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
