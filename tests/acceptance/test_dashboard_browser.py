@@ -161,5 +161,23 @@ def test_dashboard_updates_live_and_survives_a_server_restart(
             expect(badge).to_have_class("task-status task-status-cancelled task-flash")
             assert page.evaluate("window.__notReloaded") is True
             page.screenshot(path=str(OUTPUT / "task-list.png"))
+
+            # The task page: Retry is offered for a cancelled task, and goes through.
+            page.click("#result_list a:text('after restart')")
+            page.click("#task-retry-button")
+            expect(page.locator("ul.messagelist")).to_contain_text("requeued")
+            expect(page.locator(".field-status_display .task-status")).to_have_text("queued")
+            expect(page.locator("#task-cancel-button")).to_be_visible()
+            page.screenshot(path=str(OUTPUT / "task-page.png"), full_page=True)
+
+            # The add form shows the plugin's payload errors on the field.
+            page.goto(f"{daphne.url}/admin/tasks/task/add/")
+            page.fill("#id_name", "by hand")
+            page.select_option("#id_type", "send_email")
+            page.fill("#id_payload", '{"to": "nobody", "subject": "hi", "body": ""}')
+            page.click("input[name=_save]")
+            expect(page.locator(".field-payload .errorlist")).to_contain_text(
+                "to: Not a valid email address: nobody.")
+            page.screenshot(path=str(OUTPUT / "add-task-errors.png"), full_page=True)
         finally:
             browser.close()
