@@ -23,6 +23,7 @@ class EngineSettings:
     WORKER_LISTEN: bool = True
     SHUTDOWN_GRACE: float = 25.0
     MAX_PAYLOAD_BYTES: int = 256 * 1024
+    DB_PREPARE: bool = True
 
     # Limits on what a task may ask for; enqueue rejects values outside them.
     MIN_PRIORITY: int = -1000

@@ -106,11 +106,24 @@ def _notify_sql(event_sql: str, source: str, extra_sql: str = "") -> str:
     )"""
 
 
-def _server_cursor():
-    """A cursor that binds parameters server-side: big arrays travel as binary values
-    instead of being formatted into the SQL text (Django's psycopg default)."""
+def _run(sql: str, params: Any) -> list[tuple]:
+    """Run one hot-path statement and return its rows.
+
+    Parameters are bound server-side and the statement is prepared once per connection:
+    Django's default cursor formats every parameter into the SQL text, so PostgreSQL would
+    parse and plan these CTEs again on every call (and big arrays would travel as text).
+    TASKS_DB_PREPARE=0 turns preparing off (PgBouncer in transaction pooling before 1.21).
+    """
     connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
+    conn = connection.connection
+    prepare = engine().DB_PREPARE
+    if prepare and conn.prepare_threshold is None:
+        # Django turns preparing off; only these server-binding cursors can use it (its own
+        # client-side cursors never prepare), so turning it back on changes nothing else.
+        conn.prepare_threshold = 5
+    with connection.wrap_database_errors, psycopg.Cursor(conn) as cursor:
+        cursor.execute(sql, params, prepare=prepare or False)
+        return cursor.fetchall() if cursor.description else []
 
 
 def _new_task(task_id: int, p: _Prepared, created_at, run_at) -> Task:
@@ -270,20 +283,18 @@ def enqueue(**spec: Any) -> Task:
     exists returns the existing task (was_created False) and writes nothing.
     """
     p = prepare(**spec)
+    rows = _run(_INSERT_ONE, [p.name, p.type, p.payload_json, p.priority, p.queue, p.run_at,
+                              p.max_retries, p.timeout_seconds, p.idempotency_key])
+    if rows:
+        task = _task_from_row(rows[0][: len(TASK_COLUMNS)])
+        task.was_created = True
+        return task
     with connection.cursor() as cursor:
-        cursor.execute(_INSERT_ONE, [p.name, p.type, p.payload_json, p.priority, p.queue,
-                                     p.run_at, p.max_retries, p.timeout_seconds,
-                                     p.idempotency_key])
-        row = cursor.fetchone()
-        if row is not None:
-            task = _task_from_row(row[: len(TASK_COLUMNS)])
-            task.was_created = True
-            return task
         cursor.execute(f"SELECT {_COLS} FROM tasks WHERE idempotency_key = %s",
                        [p.idempotency_key])
         task = _task_from_row(cursor.fetchone())
-        task.was_created = False
-        return task
+    task.was_created = False
+    return task
 
 
 _INSERT_MANY = f"""
@@ -335,9 +346,7 @@ def enqueue_many(specs: Iterable[dict[str, Any]]) -> list[Task]:
         (p.name, p.type, p.payload_json, p.priority, p.queue, p.run_at, p.max_retries,
          p.timeout_seconds, p.idempotency_key) for p in prepared
     ], strict=True))
-    with _server_cursor() as cursor:
-        cursor.execute(_INSERT_MANY, [list(c) for c in columns])
-        returned = cursor.fetchall()
+    returned = _run(_INSERT_MANY, [list(c) for c in columns])
     inserted_keys = {r[1] for r in returned if r[1]}
     wanted = {p.idempotency_key for p in prepared if p.idempotency_key} - inserted_keys
     existing: dict[str, Task] = {}
@@ -406,9 +415,7 @@ def claim(*, worker_id: str, limit: int, queues: Sequence[str] | None = None,
         return []
     lease = engine().LEASE_SECONDS if lease_seconds is None else lease_seconds
     params = {"limit": limit, "worker": worker_id, "lease": lease, "queues": list(queues or [])}
-    with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_QUEUES if queues else _CLAIM_ALL, params)
-        rows = cursor.fetchall()
+    rows = _run(_CLAIM_QUEUES if queues else _CLAIM_ALL, params)
     return [
         ClaimedTask(id=r[0], name=r[1], type=r[2], payload=_loads(r[3]), queue=r[4],
                     priority=r[5], attempt=r[6], retry_count=r[7], max_retries=r[8],
@@ -458,9 +465,7 @@ def heartbeat(*, worker_id: str, lease_seconds: float | None = None) -> Heartbea
     Not a state change, so no history row: the lease is bookkeeping.
     """
     lease = engine().LEASE_SECONDS if lease_seconds is None else lease_seconds
-    with connection.cursor() as cursor:
-        cursor.execute(_HEARTBEAT, {"lease": lease, "worker": worker_id})
-        rows = cursor.fetchall()
+    rows = _run(_HEARTBEAT, {"lease": lease, "worker": worker_id})
     held = {r[0] for r in rows if r[0] is not None}
     cancel = {r[0] for r in rows if r[1]}
     registered = bool(rows and rows[0][2])
@@ -527,9 +532,7 @@ def complete(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
         "attempts": [o.attempt for o in outcomes],
         "results": [_result_json(o.result) for o in outcomes],
     }
-    with connection.cursor() as cursor:
-        cursor.execute(_COMPLETE, params)
-        applied = {r[0] for r in cursor.fetchall()}
+    applied = {r[0] for r in _run(_COMPLETE, params)}
     _log_lost(worker_id, outcomes, applied, "complete")
     return applied
 
@@ -600,9 +603,7 @@ def fail(*, worker_id: str, outcomes: Sequence[Outcome], rand=None) -> dict[int,
         "delays": [backoff_delay(o.retry_count, base=cfg.BACKOFF_BASE, cap=cfg.BACKOFF_CAP,
                                  **kwargs) for o in outcomes],
     }
-    with connection.cursor() as cursor:
-        cursor.execute(_FAIL, params)
-        applied = dict(cursor.fetchall())
+    applied = dict(_run(_FAIL, params))
     _log_lost(worker_id, outcomes, set(applied), "fail")
     return applied
 
@@ -637,9 +638,7 @@ def _finish_by_worker(status_sql: str, *, worker_id: str, outcomes: Sequence[Out
     params = {"worker": worker_id, "ids": [o.task_id for o in outcomes],
               "attempts": [o.attempt for o in outcomes],
               "details": [o.error.replace("\x00", "") for o in outcomes]}
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        applied = {r[0] for r in cursor.fetchall()}
+    applied = {r[0] for r in _run(sql, params)}
     _log_lost(worker_id, outcomes, applied, "release" if releasing else "cancel")
     return applied
 

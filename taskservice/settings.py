@@ -142,6 +142,8 @@ TASKS_ENGINE = {
     "BACKOFF_BASE": env_float("TASKS_BACKOFF_BASE", 1.0, minimum=0.0),
     "BACKOFF_CAP": env_float("TASKS_BACKOFF_CAP", 3600.0, minimum=0.0),
     "WORKER_LISTEN": env_bool("TASKS_WORKER_LISTEN", True),
+    # Prepared hot-path statements; off for PgBouncer transaction pooling before 1.21.
+    "DB_PREPARE": env_bool("TASKS_DB_PREPARE", True),
     "SHUTDOWN_GRACE": env_float("TASKS_SHUTDOWN_GRACE", 25.0, minimum=0.0),
     "MAX_PAYLOAD_BYTES": env_int("TASKS_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1024),
     "PLUGINS": env_json("TASKS_PLUGINS", {}),
