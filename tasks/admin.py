@@ -504,8 +504,10 @@ class TaskAdmin(admin.ModelAdmin):
         return ids
 
     def _confirm(self, request, queryset, *, action: str, title: str, verb: str,
-                 plan) -> TemplateResponse:
+                 plan) -> TemplateResponse | None:
         """A confirmation page: what would be done and what skipped, before doing it."""
+        if self._selected_ids(request, queryset) is None:
+            return None  # too many: the list page says so
         tasks = list(queryset.order_by("pk")[:MAX_BULK])
         will, skip = [], []
         for task in tasks:

@@ -407,3 +407,19 @@ def test_a_number_searches_the_id_only(admin_client):
     assert row_ids(admin_client.get(CHANGELIST, {"q": str(by_id.pk)})) == [by_id.pk]
     assert row_ids(admin_client.get(CHANGELIST, {"q": f"report {by_id.pk}"})) == [named.pk]
     assert row_ids(admin_client.get(CHANGELIST, {"q": "9" * 30})) == []
+
+
+@pytest.mark.parametrize("action", ["cancel_selected", "retry_selected",
+                                    "delete_selected_finished"])
+def test_too_many_selected_is_refused_and_changes_nothing(admin_client, monkeypatch, action):
+    monkeypatch.setattr("tasks.admin.MAX_BULK", 2)
+    tasks = [enqueue(f"t{i}") for i in range(3)]
+    for task in tasks[:2]:
+        queue.cancel(task.pk)
+    before = dict(Task.objects.values_list("pk", "status"))
+    response = admin_client.post(CHANGELIST, {
+        "action": action, "_selected_action": [str(t.pk) for t in tasks],
+        "select_across": "1", "index": "0"}, follow=True)
+    assert messages_of(response) == [
+        "Select at most 2 tasks at a time (filter the list first). Nothing was changed."]
+    assert dict(Task.objects.values_list("pk", "status")) == before
