@@ -210,3 +210,42 @@ def test_a_burst_of_notifies_is_coalesced_into_a_few_updates(login):
         await comm.disconnect()
 
     asyncio.run(scenario())
+
+
+def _listen_backends() -> list[int]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND query LIKE 'LISTEN %%' AND pid <> pg_backend_pid()")
+        return [r[0] for r in cursor.fetchall()]
+
+
+def _terminate(pids: list[int]) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for pid in pids:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+def test_the_relay_reconnects_to_the_database_and_clients_resync(login):
+    cookie = login(is_staff=True)
+
+    async def scenario():
+        comm = communicator(DASHBOARD, cookie)
+        assert (await comm.connect(timeout=5))[0]
+        await receive_until(comm, "snapshot")
+        listening = await database_sync_to_async(_listen_backends)()
+        assert len(listening) == 1  # one LISTEN connection for the whole process
+        await database_sync_to_async(_terminate)(listening)  # the database drops it
+        resync = await receive_until(comm, "events", timeout=10, where=lambda m: m["resync"])
+        assert resync["events"] == []
+        await receive_until(comm, "snapshot")  # everything re-read
+        task = await enqueue(name="after the drop", type="noop")
+        events = await receive_until(comm, "events", timeout=3,
+                                     where=lambda m: m["totals"].get("task_queued"))
+        assert events["events"][0]["ids"] == [task.pk]
+        await comm.disconnect()
+
+    asyncio.run(scenario())
