@@ -216,10 +216,16 @@ class Worker:
                 if self._free_slots() <= 0:
                     self.cond.wait(self.cfg.POLL_INTERVAL)
                     continue
-                if not self.work_hint:
-                    self.cond.wait(self._idle_timeout())
+                idle = not self.work_hint
+            if idle:
+                # Computed outside the lock: it may query (and wait out) the database.
+                timeout = self._idle_timeout()
+                with self.cond:
+                    if not self.work_hint and not self.stopping:
+                        self.cond.wait(timeout)
                     self.work_hint = True  # a wake-up, or the poll fallback
-                    continue
+                continue
+            with self.cond:
                 # Busy queue: let a few slots free up so one statement claims several.
                 if self._free_slots() < batch_min and self.in_flight:
                     self.cond.wait_for(lambda: self._free_slots() >= batch_min or self.stopping,
