@@ -65,15 +65,20 @@ def test_worker_survives_a_database_restart(private_postgres, tmp_path):
 
     log = tmp_path / "worker.log"
     worker = processes.manage("runworker", "--concurrency", "4", env=env, log=log)
+
+    def tail() -> str:
+        return "worker log:\n" + "\n".join(log.read_text().splitlines()[-30:])
+
     try:
-        wait_until(lambda: count(url, "succeeded") >= 30, timeout=30)
+        wait_until(lambda: count(url, "succeeded") >= 30, timeout=60, message=tail())
         restart(down_for=2.0)
         wait_until(lambda: count(url, "succeeded") == N, timeout=90,
-                   message=f"not every task succeeded after the restart; see {log}")
-        assert worker.poll() is None, "the worker died with the database"
+                   message=f"not every task succeeded after the restart; {tail()}")
+        assert worker.poll() is None, f"the worker died with the database; {tail()}"
         assert count(url, "running") == 0
     finally:
         processes.stop(worker)
-    assert "database unavailable" in log.read_text() or "lost its connection" in log.read_text()
+    text = log.read_text()
+    assert "database unavailable" in text or "lost its connection" in text, tail()
     ran = Counter(int(line.split()[0]) for line in Path(runs_file).read_text().splitlines())
     assert len(ran) == N  # every task ran; a run whose completion was cut may run again
