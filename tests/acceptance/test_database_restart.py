@@ -70,10 +70,10 @@ def test_worker_survives_a_database_restart(private_postgres, tmp_path):
         return "worker log:\n" + "\n".join(log.read_text().splitlines()[-30:])
 
     try:
-        wait_until(lambda: count(url, "succeeded") >= 30, timeout=60, message=tail())
+        wait_until(lambda: count(url, "succeeded") >= 30, timeout=60, message=tail)
         restart(down_for=2.0)
         wait_until(lambda: count(url, "succeeded") == N, timeout=90,
-                   message=f"not every task succeeded after the restart; {tail()}")
+                   message=lambda: f"not every task succeeded after the restart; {tail()}")
         assert worker.poll() is None, f"the worker died with the database; {tail()}"
         assert count(url, "running") == 0
     finally:

@@ -66,11 +66,14 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30)
         return proc.wait(timeout=10)
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = ""):
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message=""):
+    """Poll until predicate() is truthy; `message` may be a callable, read on failure."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
+    if callable(message):
+        message = message()
     raise AssertionError(message or f"condition not met within {timeout}s")
