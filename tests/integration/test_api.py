@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 
 import pytest
 from django.core.management import call_command
@@ -423,6 +424,12 @@ def test_schema_and_docs_are_served_without_external_assets(api):
     assert "swagger-ui" in html
     assert "cdn" not in html.lower()
     assert "https://" not in html and "http://" not in html
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', html)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets), assets
+    for asset in assets:
+        response = api.get(asset)
+        assert response.status_code == 200, asset
+        b"".join(response.streaming_content if response.streaming else [response.content])
 
 
 def test_schema_needs_authentication(client):
