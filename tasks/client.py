@@ -130,6 +130,14 @@ class LocalClient:
         return _plain(TaskSerializer(task).data)
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # urllib then raises HTTPError with the 3xx status
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 class RemoteClient:
     """Talks to a Task Service's REST API at `address` with a token."""
 
@@ -180,7 +188,7 @@ class RemoteClient:
         request = urllib.request.Request(self.base + path, data=data, headers=headers,
                                          method=method)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+            with _OPENER.open(request, timeout=self.timeout) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             raise ClientError(self._error_message(exc)) from None
@@ -197,6 +205,10 @@ class RemoteClient:
             body = json.loads(exc.read() or b"null")
         except (json.JSONDecodeError, OSError):
             body = None
+        if 300 <= exc.code < 400:
+            # Followed blindly, a redirect turns a POST into a GET (a create into a list).
+            return (f"The server redirected to {exc.headers.get('Location')}: pass that "
+                    f"address (e.g. its https:// form) with --address.")
         if body is None:
             return f"HTTP {exc.code} {exc.reason}."
         return _one_line(body)

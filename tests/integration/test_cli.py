@@ -235,3 +235,11 @@ def test_remote_with_a_bad_token_or_no_server(live_server):
         task_cmd("status", "--address", live_server.url, "--token", "wrong")
     with pytest.raises(CommandError, match="Cannot reach http://127.0.0.1:9"):
         task_cmd("status", "--address", "http://127.0.0.1:9", "--token", "t")
+
+
+def test_remote_redirects_are_not_followed(live_server):
+    # /admin/... redirects anonymous requests to the login page. urllib would follow it
+    # (and turn a POST into a GET); the client names the new address instead.
+    address = f"{live_server.url}/admin"
+    with pytest.raises(CommandError, match="The server redirected to .*login.* --address"):
+        task_cmd("status", "--address", address, "--token", "t")

@@ -55,10 +55,11 @@ class Command(BaseCommand):
                             help="Seconds between progress lines (default 2).")
         parser.add_argument("--max-duration", type=float, default=2.0,
                             help="Longest simulated task, in seconds (default 2).")
-        parser.add_argument("--queue", default="default", help="Queue for the drill's tasks.")
+        parser.add_argument("--queue", dest="queue_name", default="default",
+                            help="Queue for the drill's tasks (default 'default').")
 
     def handle(self, *args, n: int, timeout: float, interval: float, max_duration: float,
-               queue: str, **options):
+               queue_name: str, **options):
         if not 1 <= n <= 100_000:
             raise CommandError("-n must be between 1 and 100000.")
         if timeout <= 0 or interval <= 0 or max_duration < 0:
@@ -66,9 +67,9 @@ class Command(BaseCommand):
                                "not negative.")
         run_id = uuid.uuid4().hex[:8]
         workers = selectors.workers_online().count()
-        ids = self._create(task_mix(n, max_duration=max_duration, queue_name=queue,
+        ids = self._create(task_mix(n, max_duration=max_duration, queue_name=queue_name,
                                     run_id=run_id))
-        self.stdout.write(f"end2end {run_id}: {n} tasks on queue {queue!r}; "
+        self.stdout.write(f"end2end {run_id}: {n} tasks on queue {queue_name!r}; "
                           f"{workers} worker(s) online.")
         if not workers:
             self.stdout.write("No worker is online: start one with `manage.py runworker`.")
