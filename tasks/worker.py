@@ -54,6 +54,8 @@ class Job:
     claimed_at: float
     cancel_deadline: float | None = None
     runner: threading.Thread | None = None
+    returned: bool = False  # the plugin call is over (whoever reported the outcome)
+    stuck_after: float = 0.0  # when ended early: the plugin must have returned by then
     _done: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -137,6 +139,7 @@ class Worker:
         self.pending_outcomes = 0  # reported but not yet written
         self.executors: set[threading.Thread] = set()
         self.abandoned: set[threading.Thread] = set()
+        self.ended_early: set[Job] = set()  # the monitor's: runs ended before the plugin
         self.listener: Listener | None = None
         self.side_threads: list[threading.Thread] = []
 
@@ -309,6 +312,7 @@ class Worker:
                 break
             job.runner = me
             kind, outcome = self._execute(job)
+            job.returned = True
             if job.finish():
                 self._report(job, kind, outcome)
             if me in self.abandoned:  # the monitor gave this run up and replaced us
@@ -352,22 +356,35 @@ class Worker:
             for job in jobs:
                 if now >= job.deadline:
                     job.ctx.cancel("timeout")
-                    self._abandon(job, FAIL, job.outcome(
+                    self._end_early(job, FAIL, job.outcome(
                         error=f"timed out after {job.task.timeout_seconds}s"))
                 elif job.cancel_deadline is not None and now >= job.cancel_deadline:
-                    self._abandon(job, CANCELLED, job.outcome(
+                    self._end_early(job, CANCELLED, job.outcome(
                         error=f"cancelled; the plugin did not stop within {CANCEL_GRACE:.0f}s"))
+            for job in [j for j in self.ended_early if now >= j.stuck_after]:
+                self.ended_early.discard(job)
+                if not job.returned and job.runner is not None:
+                    # Still inside the plugin a grace after its end: a fresh thread takes
+                    # its place, and this one exits whenever the plugin returns.
+                    self.abandoned.add(job.runner)
+                    self._start_executor()
+                    logger.warning("task %s: the plugin did not return; its thread is "
+                                   "abandoned", job.task.id,
+                                   extra={"action": "abandon", "task_id": job.task.id})
 
-    def _abandon(self, job: Job, kind: str, outcome: queue.Outcome) -> None:
-        """End a run whose plugin will not return in time; a fresh executor takes its slot."""
+    def _end_early(self, job: Job, kind: str, outcome: queue.Outcome) -> None:
+        """End a run at its deadline (or cancel grace) whether or not the plugin returns.
+
+        The task leaves `running` now; the plugin has been told (ctx.cancelled) and gets
+        CANCEL_GRACE more seconds to return before its thread is declared stuck.
+        """
         if not job.finish():
             return
-        if job.runner is not None:
-            self.abandoned.add(job.runner)
+        job.stuck_after = time.monotonic() + CANCEL_GRACE
+        self.ended_early.add(job)
         self._report(job, kind, outcome)
-        self._start_executor()
-        logger.warning("task %s: %s; its thread is abandoned", job.task.id, outcome.error,
-                       extra={"action": "abandon", "task_id": job.task.id})
+        logger.warning("task %s: %s", job.task.id, outcome.error,
+                       extra={"action": "end_early", "task_id": job.task.id})
 
     # --- the completer: write outcomes back in batches -------------------------------
 

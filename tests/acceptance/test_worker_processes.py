@@ -142,6 +142,19 @@ def test_timeout_retries_then_fails_even_if_the_plugin_never_returns(worker_fact
     after = queue.enqueue(name="after", type="simulate", payload={"duration": 0})
     wait_until(lambda: status(after) == "succeeded", timeout=15)
     assert proc.poll() is None
+    assert "its thread is abandoned" in proc.log_path.read_text()
+
+
+def test_a_plugin_that_stops_on_timeout_keeps_its_thread(worker_factory, count_file):
+    task = queue.enqueue(name="sleepy", type="count", payload={"sleep": 60},
+                         timeout_seconds=1, max_retries=0)
+    proc = worker_factory("--concurrency", "1", COUNT_FILE=str(count_file), **FAST)
+    wait_until(lambda: status(task) == "failed", timeout=15)
+    assert Task.objects.get(pk=task.pk).last_error == "timed out after 1s"
+    after = queue.enqueue(name="after", type="simulate", payload={"duration": 0})
+    wait_until(lambda: status(after) == "succeeded", timeout=15)
+    # ctx.sleep woke at the deadline, so the thread returned and was reused.
+    assert "abandoned" not in proc.log_path.read_text()
 
 
 @pytest.mark.parametrize("kind,payload", [
