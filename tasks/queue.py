@@ -123,7 +123,9 @@ def _run(sql: str, params: Any) -> list[tuple]:
         conn.prepare_threshold = 5
     with connection.wrap_database_errors, psycopg.Cursor(conn) as cursor:
         cursor.execute(sql, params, prepare=prepare or False)
-        return cursor.fetchall() if cursor.description else []
+        # Every hot-path statement returns rows (not checked via cursor.description,
+        # which builds a Column object per column on each call).
+        return cursor.fetchall()
 
 
 def _new_task(task_id: int, p: _Prepared, created_at, run_at) -> Task:
