@@ -77,7 +77,6 @@ class Outcome:
     result: Any = None
     error: str = ""
     retry_count: int = 0  # as claimed; the backoff grows with it
-    extra: dict = field(default_factory=dict)
 
 
 def _loads(value):

@@ -8,7 +8,7 @@ import threading
 import psycopg
 import pytest
 from django.conf import settings
-from django.db import DataError, connection, transaction
+from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 

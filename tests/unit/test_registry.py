@@ -10,7 +10,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from plugins import registry
-from plugins.base import PayloadError, Plugin
+from plugins.base import Plugin
 from plugins.query import RunQuery
 from plugins.simulate import Noop, Simulate
 from tasks.exceptions import InvalidTask, PluginConfigurationError, UnknownTaskType
