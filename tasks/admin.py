@@ -18,6 +18,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import ActionLocation
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Count, IntegerField, Max, Min, OuterRef, Subquery, Value
@@ -34,9 +35,9 @@ from django.utils.text import capfirst
 from django.views.decorators.http import require_POST
 
 from plugins import registry
-from tasks import dashboard, queue
-from tasks.exceptions import InvalidTask, InvalidTransition, TaskNotFound
-from tasks.models import FINISHED_STATUSES, Status, Task, TaskHistory, Worker
+from tasks import authz, dashboard, queue
+from tasks.exceptions import IdempotencyConflict, InvalidTask, InvalidTransition, TaskNotFound
+from tasks.models import FINISHED_STATUSES, Origin, Status, Task, TaskHistory, Worker
 
 MAX_BULK = 5000  # tasks one action may touch; beyond it, filter the list first
 SKIPPED_IDS_SHOWN = 10
@@ -253,9 +254,12 @@ class TaskAddForm(forms.ModelForm):
         fields = ["name", "type", "payload", "priority", "queue", "run_at", "max_retries",
                   "timeout_seconds", "idempotency_key"]
 
+    user: Any = None  # set per request by TaskAdmin.get_form: the types it may submit
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["type"].choices = [("", "---------")] + [(t, t) for t in registry.types()]
+        allowed = [t for t in registry.types() if authz.may_enqueue(self.user, t)]
+        self.fields["type"].choices = [("", "---------")] + [(t, t) for t in allowed]
         self.fields["run_at"].required = False
         self.fields["run_at"].help_text = "Blank: now. Later: the task waits until then."
         self.spec: dict[str, Any] = {}
@@ -274,6 +278,10 @@ class TaskAddForm(forms.ModelForm):
         else:
             self.spec = spec
         return cleaned
+
+    def enqueue(self) -> Task:
+        """Submit the cleaned task as the form's user (IdempotencyConflict propagates)."""
+        return queue.enqueue(**self.spec, owner=self.user, origin=Origin.ADMIN)
 
     def _add_task_errors(self, errors: dict[str, Any]) -> None:
         for name, messages_ in errors.items():
@@ -392,15 +400,22 @@ class TaskAdmin(admin.ModelAdmin):
         cl.task_dates = date_hierarchy_links(cl)
         return cl
 
-    # --- permissions: engine fields are never edited here ---
+    # --- permissions (tasks.authz): engine fields are never edited here ---
+
+    def get_queryset(self, request):
+        # Without tasks.view_all_tasks a user sees (and so steers) only their own tasks.
+        return authz.visible(super().get_queryset(request), request.user)
 
     def has_change_permission(self, request, obj=None) -> bool:
         # Tasks change only through the queue (the Cancel / Retry buttons and actions),
         # so the change page is a read-only view and Save never overwrites a worker.
         return False
 
-    def has_steer_permission(self, request) -> bool:
-        return request.user.has_perm("tasks.change_task")
+    def has_cancel_permission(self, request) -> bool:
+        return authz.may(request.user, "cancel")
+
+    def has_retry_permission(self, request) -> bool:
+        return authz.may(request.user, "retry")
 
     def has_delete_permission(self, request, obj=None) -> bool:
         if obj is not None and not obj.is_finished:
@@ -427,6 +442,8 @@ class TaskAdmin(admin.ModelAdmin):
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is not None:  # the read-only task page needs no add form
             kwargs["form"] = forms.ModelForm
+        else:
+            kwargs["form"] = type("TaskAddForm", (TaskAddForm,), {"user": request.user})
         return super().get_form(request, obj, change, **kwargs)
 
     def get_readonly_fields(self, request, obj=None):
@@ -440,30 +457,47 @@ class TaskAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         task = self.get_object(request, object_id)
-        steer = self.has_steer_permission(request)
         extra_context = {
             **(extra_context or {}),
-            "can_cancel": bool(task and steer and not task.is_finished
-                               and task.cancel_requested_at is None),
-            "can_retry": bool(task and steer and task.status in (Status.FAILED,
-                                                                 Status.CANCELLED)),
+            "can_cancel": bool(task and self.has_cancel_permission(request)
+                               and not task.is_finished and task.cancel_requested_at is None),
+            "can_retry": bool(task and self.has_retry_permission(request)
+                              and task.status in (Status.FAILED, Status.CANCELLED)),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
     def save_model(self, request, obj, form, change) -> None:
         if change:  # unreachable while has_change_permission is False; never save a task
             return
-        task = queue.enqueue(**form.spec)
-        for f in Task._meta.concrete_fields:
-            setattr(obj, f.attname, getattr(task, f.attname))
+        try:
+            task = form.enqueue()
+        except IdempotencyConflict as exc:
+            # The key names another task: show that one, and say why nothing was queued.
+            obj.pk, obj.was_created, obj.conflict = exc.task_id, False, str(exc)
+        else:
+            for f in Task._meta.concrete_fields:
+                setattr(obj, f.attname, getattr(task, f.attname))
+            obj.was_created = task.was_created
         obj._state.adding = False
 
     def save_related(self, request, form, formsets, change) -> None:
         pass  # nothing related is edited here; the queue wrote the history row
 
+    def log_addition(self, request, obj, message):
+        if getattr(obj, "was_created", True):  # a reused key added nothing
+            return super().log_addition(request, obj, message)
+        return None
+
     def response_add(self, request, obj, post_url_continue=None):
-        self.message_user(request, format_html("Task #{} “{}” queued.", obj.pk, obj.name),
-                          messages.SUCCESS)
+        if getattr(obj, "conflict", None):
+            self.message_user(request, f"Nothing was queued: {obj.conflict}", messages.ERROR)
+        elif not obj.was_created:
+            self.message_user(request, format_html(
+                "Nothing was queued: the idempotency key belongs to task #{}.", obj.pk),
+                messages.WARNING)
+        else:
+            self.message_user(request, format_html("Task #{} “{}” queued.", obj.pk, obj.name),
+                              messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:tasks_task_change", args=[obj.pk]))
 
     # --- Cancel / Retry buttons on the task page ---
@@ -476,9 +510,11 @@ class TaskAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def _steer(self, request: HttpRequest, task_id: int, action, done: str) -> HttpResponse:
-        if not self.has_steer_permission(request):
-            self.message_user(request, "You may not cancel or retry tasks.", messages.ERROR)
+    def _steer(self, request: HttpRequest, task_id: int, action, done: str,
+               allowed: bool) -> HttpResponse:
+        get_object_or_404(self.get_queryset(request), pk=task_id)  # another's task: 404
+        if not allowed:
+            self.message_user(request, f"You may not {action.__name__} tasks.", messages.ERROR)
         else:
             try:
                 task = action(task_id, reason=f"{done} by {request.user.get_username()} "
@@ -495,10 +531,12 @@ class TaskAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:tasks_task_change", args=[task_id]))
 
     def cancel_view(self, request, task_id: int) -> HttpResponse:
-        return require_POST(lambda r: self._steer(r, task_id, queue.cancel, "cancelled"))(request)
+        return require_POST(lambda r: self._steer(
+            r, task_id, queue.cancel, "cancelled", self.has_cancel_permission(r)))(request)
 
     def retry_view(self, request, task_id: int) -> HttpResponse:
-        return require_POST(lambda r: self._steer(r, task_id, queue.retry, "requeued"))(request)
+        return require_POST(lambda r: self._steer(
+            r, task_id, queue.retry, "requeued", self.has_retry_permission(r)))(request)
 
     # --- bulk actions ---
 
@@ -533,7 +571,7 @@ class TaskAdmin(admin.ModelAdmin):
         level = messages.SUCCESS if done and not skipped else messages.WARNING
         self.message_user(request, text, level)
 
-    @admin.action(description="Cancel selected tasks", permissions=["steer"])
+    @admin.action(description="Cancel selected tasks", permissions=["cancel"])
     def cancel_selected(self, request, queryset):
         if request.POST.get("post") != "yes":
             def plan(task):
@@ -553,7 +591,7 @@ class TaskAdmin(admin.ModelAdmin):
         self._report(request, text, len(result.done), result.skipped)
         return None
 
-    @admin.action(description="Retry selected tasks", permissions=["steer"])
+    @admin.action(description="Retry selected tasks", permissions=["retry"])
     def retry_selected(self, request, queryset):
         ids = self._selected_ids(request, queryset)
         if ids is None:
@@ -628,8 +666,11 @@ class WorkerAdmin(admin.ModelAdmin):
 
 
 def dashboard_view(request: HttpRequest) -> TemplateResponse:
-    """Staff only (wrapped by admin.site.admin_view in the root URLconf)."""
-    data = dashboard.page_context()
+    """Staff with tasks.view_task (wrapped by admin.site.admin_view in the root URLconf);
+    without tasks.view_all_tasks, the figures are of the user's own tasks."""
+    if not authz.may(request.user, "view"):
+        raise PermissionDenied
+    data = dashboard.page_context(owner_id=authz.owner_scope(request.user))
     context = {
         **admin.site.each_context(request),
         "title": "Live dashboard",

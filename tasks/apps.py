@@ -1,4 +1,16 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _create_type_permissions(sender, using="default", **kwargs) -> None:
+    """After migrate: one `enqueue_type_<type>` permission per registered task type."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from plugins import registry
+    from tasks.authz import ensure_type_permissions
+
+    ContentType.objects.clear_cache()  # a flush (e.g. between tests) removed the rows
+    ensure_type_permissions(registry.types())
 
 
 class TasksConfig(AppConfig):
@@ -10,3 +22,7 @@ class TasksConfig(AppConfig):
         from plugins import registry
 
         registry.load()
+        # After contrib.auth's own handler (registered earlier), which creates the content
+        # type and the model's permissions.
+        post_migrate.connect(_create_type_permissions, sender=self,
+                             dispatch_uid="tasks.type_permissions")

@@ -309,7 +309,9 @@ class TaskServiceBackend(BaseTaskBackend):
 
     def enqueue(self, task: Task, args, kwargs) -> TaskResult:
         from tasks import queue
+        from tasks.exceptions import IdempotencyConflict
         from tasks.exceptions import InvalidTask as EngineInvalidTask
+        from tasks.models import Origin
 
         self.validate_task(task)
         # The worker imports the task by path: it must find this very Task there (a
@@ -336,8 +338,9 @@ class TaskServiceBackend(BaseTaskBackend):
                 max_retries=self.default_max_retries if max_retries is None else max_retries,
                 timeout_seconds=self.default_timeout if timeout is None else timeout,
                 idempotency_key=getattr(task, "idempotency_key", None),
+                origin=Origin.DJANGO_TASKS,
             )
-        except EngineInvalidTask as exc:
+        except (EngineInvalidTask, IdempotencyConflict) as exc:
             raise InvalidTask(f"The task service rejected {task.module_path}: {exc}") from exc
         if not row.was_created:
             # The idempotency key names an existing task: that one is the result.

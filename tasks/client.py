@@ -22,7 +22,7 @@ from tasks.api.filters import TaskFilter
 from tasks.api.pagination import TaskPagination
 from tasks.api.serializers import TaskCreateSerializer, TaskHistorySerializer, TaskSerializer
 from tasks.exceptions import InvalidTask, TaskServiceError
-from tasks.models import Status
+from tasks.models import Origin, Status
 
 
 class ClientError(Exception):
@@ -81,7 +81,7 @@ class LocalClient:
         serializer = TaskCreateSerializer(data=spec)
         if not serializer.is_valid():
             raise ClientError(_one_line(serializer.errors))
-        return self._call(queue.enqueue, **serializer.enqueue_spec())
+        return self._call(queue.enqueue, **serializer.enqueue_spec(), origin=Origin.CLI)
 
     def get(self, task_id: str) -> dict:
         return self._call(selectors.task, task_id)

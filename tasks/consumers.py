@@ -1,7 +1,9 @@
 """Websocket consumers of the live admin: staff only, fed by this process's relay.
 
 Close codes for refused connections (sent after accepting, so browsers can see them):
-4401 not logged in, 4403 logged in but not staff.
+4401 not logged in, 4403 logged in but not staff or without tasks.view_task.
+A user without tasks.view_all_tasks hears only of their own tasks (tasks.authz): their
+snapshots are their own, and event entries are kept only for ids they own.
 
 Messages sent (JSON, `type` first):
 - `snapshot`: the dashboard's data (tasks.dashboard.snapshot); `throughput` only when
@@ -23,7 +25,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from tasks import dashboard
+from tasks import authz, dashboard
 from tasks.models import Task
 from tasks.relay import Batch, Subscription, relay
 
@@ -92,6 +94,7 @@ class StaffConsumer(AsyncWebsocketConsumer):
 
     subscription: Subscription | None = None
     pump: asyncio.Task | None = None
+    owner_id: int | None = None  # set when the user sees only their own tasks
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -102,6 +105,10 @@ class StaffConsumer(AsyncWebsocketConsumer):
         if not (user.is_active and user.is_staff):
             await self.refuse(CLOSE_FORBIDDEN, "Staff only.")
             return
+        if not await database_sync_to_async(authz.may)(user, "view"):
+            await self.refuse(CLOSE_FORBIDDEN, "You may not view tasks (tasks.view_task).")
+            return
+        self.owner_id = await database_sync_to_async(authz.owner_scope)(user)
         self.subscription = await relay.subscribe()
         if not await relay.wait_listening(LISTEN_TIMEOUT):
             logger.warning("websocket relay is not listening yet; live events may lag",
@@ -145,16 +152,22 @@ class DashboardConsumer(StaffConsumer):
     """The dashboard page: a snapshot on connect, then events + snapshot per batch."""
 
     async def on_connected(self) -> None:
-        await self.send_json({"type": "snapshot",
-                              **await shared_snapshot.get(relay.generation)})
+        await self.send_json({"type": "snapshot", **await self.snapshot(relay.generation)})
+
+    async def snapshot(self, generation: int) -> dict[str, Any]:
+        if self.owner_id is None:
+            return await shared_snapshot.get(generation)
+        return await database_sync_to_async(dashboard.snapshot)(owner_id=self.owner_id)
 
     async def on_batch(self, batch: Batch) -> None:
-        await self.send_json({
-            "type": "events", "events": list(batch.events), "totals": batch.totals,
-            "dropped": batch.dropped, "resync": batch.resync,
-        })
-        await self.send_json({"type": "snapshot",
-                              **await shared_snapshot.get(batch.generation)})
+        if self.owner_id is None:
+            events, totals, dropped = list(batch.events), batch.totals, batch.dropped
+        else:  # only entries about their own tasks; service-wide totals are not theirs
+            events = await database_sync_to_async(_own_events)(batch.events, self.owner_id)
+            totals, dropped = {}, 0
+        await self.send_json({"type": "events", "events": events, "totals": totals,
+                              "dropped": dropped, "resync": batch.resync})
+        await self.send_json({"type": "snapshot", **await self.snapshot(batch.generation)})
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
         # The dashboard only listens; say so rather than ignore the client silently.
@@ -189,12 +202,27 @@ class TaskListConsumer(StaffConsumer):
             await self.send_statuses(wanted)
 
     async def send_statuses(self, ids: frozenset[int]) -> None:
-        rows = await database_sync_to_async(_statuses)(ids)
+        rows = await database_sync_to_async(_statuses)(ids, self.owner_id)
         await self.send_json({"type": "tasks", "tasks": rows})
 
 
-def _statuses(ids: frozenset[int]) -> dict[str, dict[str, Any]]:
-    tasks = Task.objects.filter(pk__in=list(ids)).values_list(
-        "id", "status", "retry_count", "max_retries")
+def _own_events(events, owner_id: int) -> list[dict[str, Any]]:
+    """The batch's entries that name a task of this owner, with only those ids."""
+    ids = {i for entry in events for i in entry.get("ids") or ()}
+    own = set(Task.objects.filter(pk__in=list(ids), owner_id=owner_id)
+              .values_list("pk", flat=True)) if ids else set()
+    kept = []
+    for entry in events:
+        mine = [i for i in entry.get("ids") or () if i in own]
+        if mine:
+            kept.append({**entry, "ids": mine, "count": len(mine)})
+    return kept
+
+
+def _statuses(ids: frozenset[int], owner_id: int | None) -> dict[str, dict[str, Any]]:
+    tasks = Task.objects.filter(pk__in=list(ids))
+    if owner_id is not None:
+        tasks = tasks.filter(owner_id=owner_id)
+    tasks = tasks.values_list("id", "status", "retry_count", "max_retries")
     return {str(pk): {"status": status, "retries": f"{retries}/{max_retries}"}
             for pk, status, retries, max_retries in tasks}

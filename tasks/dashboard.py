@@ -3,7 +3,10 @@
 Every query here is bounded by something small (a status, the last hour of history, the
 workers online), never by the size of the whole table, except the counts per status,
 which use the (status, created_at) index. The websocket relay calls `snapshot()` at most
-a few times a second per process, shared by all its clients.
+a few times a second per process, shared by all its clients who see every task.
+
+`owner_id` scopes the task figures to one user's tasks (tasks.authz.owner_scope): None
+means every task. The owner predicate is bound client-side, so with None it folds away.
 """
 
 from __future__ import annotations
@@ -32,29 +35,33 @@ SELECT coalesce((SELECT id FROM task_history WHERE created_at < %(since)s
                  ORDER BY id DESC LIMIT 1), 0)
 """
 
-_THROUGHPUT = """
-SELECT date_trunc('minute', created_at) AS minute,
-       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-       count(*) FILTER (WHERE status = 'failed') AS failed
-FROM task_history
-WHERE id > %(start)s AND created_at >= %(since)s
-  AND event_type IN ('task_succeeded', 'task_failed', 'lease_expired')
-  AND status IN ('succeeded', 'failed')
+_OWNER = "(%(owner)s::bigint IS NULL OR t.owner_id = %(owner)s::bigint)"
+
+_THROUGHPUT = f"""
+SELECT date_trunc('minute', h.created_at) AS minute,
+       count(*) FILTER (WHERE h.status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE h.status = 'failed') AS failed
+FROM task_history h
+WHERE h.id > %(start)s AND h.created_at >= %(since)s
+  AND h.event_type IN ('task_succeeded', 'task_failed', 'lease_expired')
+  AND h.status IN ('succeeded', 'failed')
+  AND (%(owner)s::bigint IS NULL
+       OR EXISTS (SELECT 1 FROM tasks t WHERE t.id = h.task_id AND {_OWNER}))
 GROUP BY 1 ORDER BY 1
 """
 
-_RECENT_FAILURES = """
+_RECENT_FAILURES = f"""
 SELECT h.task_id, h.created_at, t.name, t.type, t.queue, t.attempts, t.last_error
 FROM task_history h JOIN tasks t ON t.id = h.task_id
 WHERE h.id > %(start)s AND h.status = 'failed'
-  AND h.event_type IN ('task_failed', 'lease_expired')
+  AND h.event_type IN ('task_failed', 'lease_expired') AND {_OWNER}
 ORDER BY h.id DESC LIMIT %(limit)s
 """
 
-_QUEUE_DEPTH = """
+_QUEUE_DEPTH = f"""
 SELECT queue, type, count(*) AS waiting,
        count(*) FILTER (WHERE run_at <= now()) AS due
-FROM tasks WHERE status IN ('queued', 'retrying')
+FROM tasks t WHERE status IN ('queued', 'retrying') AND {_OWNER}
 GROUP BY queue, type ORDER BY queue, type
 """
 
@@ -113,26 +120,28 @@ def known_queues() -> list[str]:
     return sorted(names)
 
 
-def status_counts() -> dict[str, int]:
+def status_counts(owner_id: int | None = None) -> dict[str, int]:
     counts = dict.fromkeys(Status.values, 0)
-    counts.update(_rows("SELECT status, count(*) FROM tasks GROUP BY status"))
+    counts.update(_rows(f"SELECT status, count(*) FROM tasks t WHERE {_OWNER} GROUP BY status",
+                        {"owner": owner_id}))
     return counts
 
 
-def queue_depth() -> list[dict[str, Any]]:
+def queue_depth(owner_id: int | None = None) -> list[dict[str, Any]]:
     return [{"queue": q, "type": t, "waiting": waiting, "due": due}
-            for q, t, waiting, due in _rows(_QUEUE_DEPTH)]
+            for q, t, waiting, due in _rows(_QUEUE_DEPTH, {"owner": owner_id})]
 
 
 def window_start(since: datetime.datetime) -> int:
     return _rows(_WINDOW_START, {"since": since})[0][0]
 
 
-def throughput(now: datetime.datetime, start_id: int,
-               minutes: int = THROUGHPUT_MINUTES) -> list[dict[str, Any]]:
+def throughput(now: datetime.datetime, start_id: int, minutes: int = THROUGHPUT_MINUTES,
+               owner_id: int | None = None) -> list[dict[str, Any]]:
     """Succeeded and failed tasks per minute, oldest first, one entry per minute."""
     first = now.replace(second=0, microsecond=0) - datetime.timedelta(minutes=minutes - 1)
-    found = {m: (s, f) for m, s, f in _rows(_THROUGHPUT, {"start": start_id, "since": first})}
+    found = {m: (s, f) for m, s, f in _rows(
+        _THROUGHPUT, {"start": start_id, "since": first, "owner": owner_id})}
     series = []
     for i in range(minutes):
         minute = first + datetime.timedelta(minutes=i)
@@ -141,10 +150,11 @@ def throughput(now: datetime.datetime, start_id: int,
     return series
 
 
-def recent_failures(start_id: int, limit: int = RECENT_FAILURES) -> list[dict[str, Any]]:
+def recent_failures(start_id: int, limit: int = RECENT_FAILURES,
+                    owner_id: int | None = None) -> list[dict[str, Any]]:
     failures = []
     for task_id, at, name, type_, queue, attempts, error in _rows(
-            _RECENT_FAILURES, {"start": start_id, "limit": limit}):
+            _RECENT_FAILURES, {"start": start_id, "limit": limit, "owner": owner_id}):
         failures.append({
             "id": task_id, "at": at.isoformat(), "name": name, "type": type_, "queue": queue,
             "attempts": attempts, "error": (error or "")[:ERROR_PREVIEW],
@@ -171,31 +181,36 @@ def workers_online(now: datetime.datetime | None = None) -> list[dict[str, Any]]
     return workers
 
 
-def recent_events(limit: int = RECENT_EVENTS) -> list[dict[str, Any]]:
+def recent_events(limit: int = RECENT_EVENTS,
+                  owner_id: int | None = None) -> list[dict[str, Any]]:
     """The latest history rows, newest first, shaped like live feed entries."""
-    rows = TaskHistory.objects.order_by("-id").values(
+    rows = TaskHistory.objects.all()
+    if owner_id is not None:
+        rows = rows.filter(task__owner_id=owner_id)
+    rows = rows.order_by("-id").values(
         "task_id", "event_type", "status", "worker_id", "details", "created_at")[:limit]
     return [{"event": r["event_type"], "ids": [r["task_id"]], "count": 1,
              "worker": r["worker_id"], "details": r["details"][:ERROR_PREVIEW],
              "at": r["created_at"].isoformat()} for r in rows]
 
 
-def snapshot(*, include_throughput: bool = True) -> dict[str, Any]:
+def snapshot(*, include_throughput: bool = True, owner_id: int | None = None) -> dict[str, Any]:
     """Everything the dashboard shows, as JSON-ready data."""
     now = timezone.now()
     start_id = window_start(now - datetime.timedelta(minutes=THROUGHPUT_MINUTES))
     data: dict[str, Any] = {
         "at": now.isoformat(),
-        "counts": status_counts(),
-        "queues": queue_depth(),
-        "failures": recent_failures(start_id),
+        "counts": status_counts(owner_id),
+        "queues": queue_depth(owner_id),
+        "failures": recent_failures(start_id, owner_id=owner_id),
         "workers": workers_online(now),
     }
     if include_throughput:
-        data["throughput"] = throughput(now, start_id)
+        data["throughput"] = throughput(now, start_id, owner_id=owner_id)
     return data
 
 
-def page_context() -> dict[str, Any]:
+def page_context(owner_id: int | None = None) -> dict[str, Any]:
     """The first render of the page: the snapshot plus history and the known types."""
-    return {"snapshot": snapshot(), "events": recent_events(), "types": registry.types()}
+    return {"snapshot": snapshot(owner_id=owner_id),
+            "events": recent_events(owner_id=owner_id), "types": registry.types()}

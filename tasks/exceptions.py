@@ -60,5 +60,16 @@ class InvalidTransition(TaskServiceError):
         super().__init__(f"Cannot {action} task {task_id}: it is {status}.")
 
 
+class IdempotencyConflict(TaskServiceError):
+    """An idempotency key was reused with different fields; `task_id` names its task."""
+
+    def __init__(self, task_id: int, key: str):
+        self.task_id = task_id
+        self.key = key
+        super().__init__(
+            f"Idempotency key {key!r} was already used for task {task_id} with different "
+            "fields. Use a new key, or send the same fields to get that task back.")
+
+
 class PluginConfigurationError(ImproperlyConfigured):
     """A plugin named in settings or an entry point cannot be loaded."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
-from django.db.models.functions import Now
+from django.db.models.functions import Coalesce, Now
 
 
 class Status(models.TextChoices):
@@ -32,6 +33,16 @@ class Event(models.TextChoices):
     TASK_RELEASED = "task_released"
 
 
+class Origin(models.TextChoices):
+    """Where a task was submitted from."""
+
+    API = "api"
+    ADMIN = "admin"
+    CLI = "cli"
+    PYTHON = "python"
+    DJANGO_TASKS = "django_tasks"
+
+
 class Task(models.Model):
     id = models.BigAutoField(primary_key=True)
     name = models.CharField(max_length=255)
@@ -52,6 +63,13 @@ class Task(models.Model):
     result = models.JSONField(null=True, blank=True)
     # NULL, not "": the partial unique index must skip tasks without a key.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    # With a key: a digest of what was submitted, so a reused key with another body is a
+    # conflict instead of a silent merge.
+    idempotency_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    # Who submitted it (NULL: trusted code with no user, e.g. Python or django.tasks).
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                              on_delete=models.SET_NULL, related_name="+")
+    origin = models.CharField(max_length=16, choices=Origin.choices, db_default=Origin.PYTHON)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(db_default=Now())
@@ -61,12 +79,19 @@ class Task(models.Model):
     class Meta:
         db_table = "tasks"
         constraints = [
-            # Partial: tasks without a key (most) cost no index entry on insert.
+            # A key is unique per owner (tasks without an owner share one space). Partial:
+            # tasks without a key (most) cost no index entry on insert.
             models.UniqueConstraint(
-                fields=["idempotency_key"],
+                Coalesce("owner", 0), "idempotency_key",
                 condition=models.Q(idempotency_key__isnull=False),
-                name="uniq_idempotency_key",
+                name="uniq_owner_idempotency_key",
             ),
+        ]
+        permissions = [
+            ("view_all_tasks", "Can see and steer every user's tasks"),
+            ("cancel_task", "Can cancel tasks"),
+            ("retry_task", "Can retry tasks"),
+            ("enqueue_any_type", "Can enqueue tasks of every type"),
         ]
         indexes = [
             models.Index(fields=["type", "status"], name="idx_type_status"),
@@ -79,6 +104,12 @@ class Task(models.Model):
                 "id",
                 name="idx_claim",
                 condition=models.Q(status__in=["queued", "retrying"]),
+            ),
+            # A user's own tasks (lists scoped to their owner); Python's tasks cost nothing.
+            models.Index(
+                fields=["owner", "created_at"],
+                name="idx_owner_created_at",
+                condition=models.Q(owner__isnull=False),
             ),
             # Serves the reconciler and heartbeats: running rows by lease.
             models.Index(

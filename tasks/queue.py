@@ -14,6 +14,7 @@ transitions a person asks for (cancel, retry) lock the row and use the ORM.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import logging
 import re
@@ -30,8 +31,14 @@ from plugins import registry
 from plugins.base import PayloadError
 from tasks.backoff import backoff_delay
 from tasks.conf import engine
-from tasks.exceptions import InvalidTask, InvalidTransition, TaskNotFound, UnknownTaskType
-from tasks.models import Event, Status, Task, TaskHistory
+from tasks.exceptions import (
+    IdempotencyConflict,
+    InvalidTask,
+    InvalidTransition,
+    TaskNotFound,
+    UnknownTaskType,
+)
+from tasks.models import Event, Origin, Status, Task, TaskHistory
 
 logger = logging.getLogger(__name__)
 
@@ -127,14 +134,16 @@ def _run(sql: str, params: Any) -> list[tuple]:
         return cursor.fetchall()
 
 
-def _new_task(task_id: int, p: _Prepared, created_at, run_at) -> Task:
+def _new_task(task_id: int, p: _Prepared, created_at, run_at, submitter: _Submitter) -> Task:
     """The Task just inserted from `p`, built without reading the row back."""
     values = {
         "id": task_id, "name": p.name, "type": p.type, "status": Status.QUEUED,
         "payload": p.payload, "priority": p.priority, "queue": p.queue, "run_at": run_at,
         "retry_count": 0, "max_retries": p.max_retries, "timeout_seconds": p.timeout_seconds,
         "attempts": 0, "locked_by": None, "locked_until": None, "last_error": "",
-        "result": None, "idempotency_key": p.idempotency_key, "cancel_requested_at": None,
+        "result": None, "idempotency_key": p.idempotency_key,
+        "idempotency_hash": _fingerprint(p), "owner_id": submitter.owner_id,
+        "origin": submitter.origin, "cancel_requested_at": None,
         "created_at": created_at, "updated_at": created_at, "started_at": None,
         "finished_at": None,
     }
@@ -254,14 +263,20 @@ def prepare(
                      timeout_seconds, idempotency_key)
 
 
+# The arbiter of a reused key: unique per owner (uniq_owner_idempotency_key).
+_ON_KEY_CONFLICT = ("ON CONFLICT ((coalesce(owner_id, 0)), idempotency_key) "
+                    "WHERE idempotency_key IS NOT NULL DO NOTHING")
+_SELECT_BY_KEYS = (f"SELECT {_COLS} FROM tasks WHERE coalesce(owner_id, 0) = %s "
+                   "AND idempotency_key = ANY(%s)")
+
 _INSERT_ONE = f"""
 WITH ins AS (
     INSERT INTO tasks (name, type, status, payload, priority, queue, run_at, retry_count,
                        max_retries, timeout_seconds, attempts, last_error, idempotency_key,
-                       created_at, updated_at)
+                       idempotency_hash, owner_id, origin, created_at, updated_at)
     VALUES (%s, %s, 'queued', %s::jsonb, %s, %s, coalesce(%s, now()), 0, %s, %s, 0, '', %s,
-            now(), now())
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            %s, %s, %s, now(), now())
+    {_ON_KEY_CONFLICT}
     RETURNING {_COLS}
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
@@ -275,43 +290,78 @@ FROM ins
 """
 
 
-def enqueue(**spec: Any) -> Task:
+@dataclass(frozen=True)
+class _Submitter:
+    owner_id: int | None
+    origin: str
+
+
+def _submitter(owner: Any, origin: str) -> _Submitter:
+    owner_id = getattr(owner, "pk", owner)
+    if owner_id is not None and (isinstance(owner_id, bool) or not isinstance(owner_id, int)):
+        raise TypeError(f"owner must be a user or a user id, got {owner!r}")
+    if origin not in Origin.values:
+        raise TypeError(f"origin must be one of {', '.join(Origin.values)}, got {origin!r}")
+    return _Submitter(owner_id, str(origin))
+
+
+def _fingerprint(p: _Prepared) -> str | None:
+    """A digest of what was submitted with an idempotency key (None without a key)."""
+    if p.idempotency_key is None:
+        return None
+    body = json.dumps([p.name, p.type, p.payload_json, p.priority, p.queue,
+                       p.run_at.isoformat() if p.run_at else None, p.max_retries,
+                       p.timeout_seconds], separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _same_or_conflict(existing: Task, p: _Prepared) -> Task:
+    """A reused key: the existing task if the body is the same, else IdempotencyConflict."""
+    if existing.idempotency_hash != _fingerprint(p):
+        raise IdempotencyConflict(existing.pk, p.idempotency_key)
+    existing.was_created = False
+    return existing
+
+
+def enqueue(*, owner: Any = None, origin: str = Origin.PYTHON, **spec: Any) -> Task:
     """Validate and store one task; returns it with `was_created` set.
 
     Keyword-only fields: name, type, payload, priority, queue, run_at, max_retries,
-    timeout_seconds, idempotency_key. Inside a caller's transaction the task exists,
-    and workers are woken, only if that transaction commits. An idempotency key that
-    exists returns the existing task (was_created False) and writes nothing.
+    timeout_seconds, idempotency_key; `owner` (a user or id: who submitted it) and
+    `origin` record where it came from. Inside a caller's transaction the task exists, and
+    workers are woken, only if that transaction commits. An idempotency key is unique per
+    owner: reused with the same fields it returns the existing task (was_created False)
+    and writes nothing; with other fields it raises IdempotencyConflict.
     """
+    who = _submitter(owner, origin)
     p = prepare(**spec)
     rows = _run(_INSERT_ONE, [p.name, p.type, p.payload_json, p.priority, p.queue, p.run_at,
-                              p.max_retries, p.timeout_seconds, p.idempotency_key])
+                              p.max_retries, p.timeout_seconds, p.idempotency_key,
+                              _fingerprint(p), who.owner_id, who.origin])
     if rows:
         task = _task_from_row(rows[0][: len(TASK_COLUMNS)])
         task.was_created = True
         return task
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {_COLS} FROM tasks WHERE idempotency_key = %s",
-                       [p.idempotency_key])
-        task = _task_from_row(cursor.fetchone())
-    task.was_created = False
-    return task
+        cursor.execute(_SELECT_BY_KEYS, [who.owner_id or 0, [p.idempotency_key]])
+        return _same_or_conflict(_task_from_row(cursor.fetchone()), p)
 
 
 _INSERT_MANY = f"""
 WITH src AS (
     SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::text[],
-                         %s::timestamptz[], %s::int[], %s::int[], %s::text[])
+                         %s::timestamptz[], %s::int[], %s::int[], %s::text[], %s::text[])
            WITH ORDINALITY AS s(name, type, payload, priority, queue, run_at, max_retries,
-                                timeout_seconds, idempotency_key, ord)
+                                timeout_seconds, idempotency_key, idempotency_hash, ord)
 ), ins AS (
     INSERT INTO tasks (name, type, status, payload, priority, queue, run_at, retry_count,
                        max_retries, timeout_seconds, attempts, last_error, idempotency_key,
-                       created_at, updated_at)
+                       idempotency_hash, owner_id, origin, created_at, updated_at)
     SELECT name, type, 'queued', payload::jsonb, priority, queue, coalesce(run_at, now()), 0,
-           max_retries, timeout_seconds, 0, '', idempotency_key, now(), now()
+           max_retries, timeout_seconds, 0, '', idempotency_key, idempotency_hash,
+           %s::bigint, %s::text, now(), now()
     FROM src ORDER BY ord
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    {_ON_KEY_CONFLICT}
     RETURNING id, idempotency_key, created_at, run_at
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
@@ -322,56 +372,71 @@ SELECT ins.* FROM ins LEFT JOIN note ON true
 """
 
 
-def enqueue_many(specs: Iterable[dict[str, Any]]) -> list[Task]:
+def enqueue_many(specs: Iterable[dict[str, Any]], *, owner: Any = None,
+                 origin: str = Origin.PYTHON) -> list[Task]:
     """Validate every task, then store them all in one statement; same order as given.
 
     One invalid task rejects the batch: InvalidTask.errors maps each bad index to its
-    field errors, and nothing is written.
+    field errors, and nothing is written. So does an idempotency key given twice in the
+    batch. A key that exists already returns that task, or raises IdempotencyConflict
+    (and writes nothing) when the fields differ, as in `enqueue`.
     """
+    who = _submitter(owner, origin)
     prepared: list[_Prepared] = []
     errors: dict[str, Any] = {}
+    first_with_key: dict[str, int] = {}
     for index, spec in enumerate(specs):
         try:
             if not isinstance(spec, dict):
                 raise InvalidTask("Each task must be an object.")
-            prepared.append(prepare(**spec))
+            p = prepare(**spec)
         except InvalidTask as exc:
             errors[str(index)] = exc.errors
+            continue
         except TypeError as exc:  # unknown keyword
             errors[str(index)] = {"non_field_errors": [str(exc)]}
+            continue
+        key = p.idempotency_key
+        if key is not None and key in first_with_key:
+            errors[str(index)] = {"idempotency_key": [
+                f"Repeats the key of task {first_with_key[key]} in this request."]}
+        elif key is not None:
+            first_with_key[key] = index
+        prepared.append(p)
     if errors:
         raise InvalidTask(errors)
     if not prepared:
         return []
+    if not first_with_key:
+        return _insert_many(prepared, who)
+    # Keys: a conflict found after the insert must undo it, whatever the caller's mode.
+    with transaction.atomic():
+        return _insert_many(prepared, who)
+
+
+def _insert_many(prepared: list[_Prepared], who: _Submitter) -> list[Task]:
     columns = list(zip(*[
         (p.name, p.type, p.payload_json, p.priority, p.queue, p.run_at, p.max_retries,
-         p.timeout_seconds, p.idempotency_key) for p in prepared
+         p.timeout_seconds, p.idempotency_key, _fingerprint(p)) for p in prepared
     ], strict=True))
-    returned = _run(_INSERT_MANY, [list(c) for c in columns])
+    returned = _run(_INSERT_MANY, [*(list(c) for c in columns), who.owner_id, who.origin])
     inserted_keys = {r[1] for r in returned if r[1]}
     wanted = {p.idempotency_key for p in prepared if p.idempotency_key} - inserted_keys
     existing: dict[str, Task] = {}
     if wanted:
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT {_COLS} FROM tasks WHERE idempotency_key = ANY(%s)",
-                           [list(wanted)])
+            cursor.execute(_SELECT_BY_KEYS, [who.owner_id or 0, list(wanted)])
             existing = {t.idempotency_key: t for t in map(_task_from_row, cursor.fetchall())}
     inserted = iter(sorted(returned))
     # Ids rise in input order (INSERT ... SELECT ... ORDER BY ord): walk both in step.
     result: list[Task] = []
-    seen_keys: dict[str, Task] = {}
     for p in prepared:
         key = p.idempotency_key
-        if key and key in seen_keys:
-            task = seen_keys[key]
-        elif key and key not in inserted_keys:
-            task = existing[key]
-            task.was_created = False
+        if key and key not in inserted_keys:
+            task = _same_or_conflict(existing[key], p)
         else:
             task_id, _key, created_at, run_at = next(inserted)
-            task = _new_task(task_id, p, created_at, run_at)
-        if key:
-            seen_keys[key] = task
+            task = _new_task(task_id, p, created_at, run_at, who)
         result.append(task)
     return result
 

@@ -11,6 +11,7 @@ from typing import Any
 from django.db.models import Avg, Count, Q, QuerySet
 from django.utils import timezone
 
+from tasks import authz
 from tasks.conf import engine
 from tasks.exceptions import TaskNotFound
 from tasks.models import FINISHED_STATUSES, Status, Task, TaskHistory, Worker
@@ -18,9 +19,13 @@ from tasks.models import FINISHED_STATUSES, Status, Task, TaskHistory, Worker
 MAX_ID = 2**63 - 1  # bigint: a larger id cannot exist, and must not reach the database
 
 
-def tasks() -> QuerySet[Task]:
-    """Every task, newest first: the base of lists and filters."""
-    return Task.objects.order_by("-created_at", "-id")
+ALL = object()  # the `user` of trusted callers (local CLI, Python): every task
+
+
+def tasks(user: Any = ALL) -> QuerySet[Task]:
+    """The tasks `user` may see, newest first: the base of lists and filters."""
+    queryset = Task.objects.order_by("-created_at", "-id")
+    return queryset if user is ALL else authz.visible(queryset, user)
 
 
 def task_id(value: Any) -> int:
@@ -31,19 +36,25 @@ def task_id(value: Any) -> int:
     return int(text)
 
 
-def task(value: Any) -> Task:
-    """The task with that id, or TaskNotFound."""
+def task(value: Any, user: Any = ALL) -> Task:
+    """The task with that id, or TaskNotFound (also when `user` may not see it)."""
     try:
-        return Task.objects.get(pk=task_id(value))
+        found = Task.objects.get(pk=task_id(value))
     except Task.DoesNotExist:
         raise TaskNotFound(value) from None
+    if user is not ALL and not authz.can_see(user, found):
+        raise TaskNotFound(value)
+    return found
 
 
-def history(value: Any) -> list[TaskHistory]:
-    """A task's history rows, oldest first; TaskNotFound if the task does not exist."""
+def history(value: Any, user: Any = ALL) -> list[TaskHistory]:
+    """A task's history rows, oldest first; TaskNotFound if the task does not exist (or
+    `user` may not see it)."""
     pk = task_id(value)
+    if user is not ALL:
+        task(pk, user)
     rows = list(TaskHistory.objects.filter(task_id=pk).order_by("created_at", "id"))
-    if not rows and not Task.objects.filter(pk=pk).exists():
+    if not rows and user is ALL and not Task.objects.filter(pk=pk).exists():
         raise TaskNotFound(value)
     return rows
 
@@ -62,8 +73,9 @@ def workers_online() -> QuerySet[Worker]:
     return Worker.objects.filter(last_seen__gte=timezone.now() - datetime.timedelta(seconds=window))
 
 
-def stats() -> dict[str, Any]:
-    """The service at a glance, as served by /api/stats and shown on the dashboard.
+def stats(user: Any = ALL) -> dict[str, Any]:
+    """The service at a glance (or `user`'s own tasks, when they may not see all), as
+    served by /api/stats.
 
     Keys: total_tasks, <status>_tasks for each status, avg_retry_count,
     tasks_with_retries, by_type and by_queue ({name: count}), workers_online,
@@ -71,7 +83,8 @@ def stats() -> dict[str, Any]:
     """
     since = timezone.now() - datetime.timedelta(minutes=1)
     # One pass over the table for every total; two grouped scans for type and queue.
-    totals = Task.objects.aggregate(
+    base = tasks(user).order_by()
+    totals = base.aggregate(
         total_tasks=Count("id"),
         **{f"{status}_tasks": Count("id", filter=Q(status=status)) for status in Status.values},
         avg_retry_count=Avg("retry_count"),
@@ -82,13 +95,13 @@ def stats() -> dict[str, Any]:
     finished_last_minute = totals.pop("finished_last_minute")
     result: dict[str, Any] = totals
     result["avg_retry_count"] = round(float(totals["avg_retry_count"] or 0.0), 3)
-    result["by_type"] = _counts_by("type")
-    result["by_queue"] = _counts_by("queue")
+    result["by_type"] = _counts_by(base, "type")
+    result["by_queue"] = _counts_by(base, "queue")
     result["workers_online"] = workers_online().count()
     result["finished_last_minute"] = finished_last_minute
     return result
 
 
-def _counts_by(column: str) -> dict[str, int]:
-    rows = Task.objects.order_by(column).values_list(column).annotate(n=Count("id"))
+def _counts_by(base: QuerySet[Task], column: str) -> dict[str, int]:
+    rows = base.order_by(column).values_list(column).annotate(n=Count("id"))
     return dict(rows)

@@ -61,6 +61,22 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+_RATE_PERIODS = ("s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day")
+
+
+def env_rate(name: str, default: str) -> str | None:
+    """A DRF throttle rate such as "6000/min"; "off" (or empty) means no limit (None)."""
+    raw = os.environ.get(name, default).strip()
+    if raw.lower() in ("", "off", "none", "0"):
+        return None
+    count, _, period = raw.partition("/")
+    if not count.isascii() or not count.isdigit() or period not in _RATE_PERIODS:
+        raise ImproperlyConfigured(
+            f"{name} must look like 6000/min (a count per s, min, hour or day), or off; "
+            f"got {raw!r}")
+    return f"{int(count)}/{period}"
+
+
 def env_json(name: str, default):
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from taskservice.env import (
     env_int,
     env_json,
     env_list,
+    env_rate,
     env_str,
     parse_database_url,
 )
@@ -195,7 +197,31 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "tasks.api.pagination.TaskPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "tasks.api.exceptions.exception_handler",
+    # Per process (the default local-memory cache): requests per client over a period,
+    # e.g. "6000/min"; "off" lifts a limit.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_rate("TASKS_API_THROTTLE_ANON", "60/min"),
+        "user": env_rate("TASKS_API_THROTTLE_USER", "6000/min"),
+    },
 }
+
+# Admin log-in: django-axes locks a username from an address after repeated failures.
+INSTALLED_APPS.insert(INSTALLED_APPS.index("django.contrib.auth") + 1, "axes")
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("TASKS_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = datetime.timedelta(
+    minutes=env_float("TASKS_LOGIN_COOLOFF_MINUTES", 15.0, minimum=0.1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_IPWARE_PROXY_COUNT = env_int("TASKS_PROXY_COUNT", 0, minimum=0) or None
 SPECTACULAR_SETTINGS = {
     "TITLE": "Task Service API",
     "DESCRIPTION": "Submit, watch and steer tasks. Authenticate with `Authorization: Token <key>`.",

@@ -12,12 +12,15 @@ TASK_FIELDS = [
     "id", "name", "type", "payload", "status", "priority", "queue", "retry_count",
     "max_retries", "last_error", "timeout_seconds", "run_at", "result", "locked_by",
     "idempotency_key", "attempts", "created_at", "updated_at", "started_at", "finished_at",
+    "owner", "origin",
 ]
 CREATE_FIELDS = ["name", "type", "payload", "priority", "queue", "run_at", "max_retries",
                  "timeout_seconds", "idempotency_key"]
 
 
 class TaskSerializer(serializers.ModelSerializer):
+    owner = serializers.IntegerField(source="owner_id", read_only=True, allow_null=True,
+                                     help_text="The id of the user who submitted it.")
     payload = serializers.JSONField(read_only=True)
     result = serializers.JSONField(read_only=True, allow_null=True)
 
@@ -108,3 +111,7 @@ class ErrorSerializer(serializers.Serializer):
 
 class ConflictSerializer(ErrorSerializer):
     status = serializers.CharField()
+
+
+class IdempotencyConflictSerializer(ErrorSerializer):
+    task_id = serializers.IntegerField(help_text="The task that already has this key.")

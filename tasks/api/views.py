@@ -12,24 +12,26 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tasks import queue, selectors
+from tasks import authz, queue, selectors
 from tasks.api.filters import TaskFilter
+from tasks.api.permissions import TaskPermissions
 from tasks.api.serializers import (
     ConflictSerializer,
     ErrorSerializer,
+    IdempotencyConflictSerializer,
     StatsSerializer,
     TaskCreateSerializer,
     TaskHistorySerializer,
     TaskSerializer,
 )
 from tasks.exceptions import InvalidTask
-from tasks.models import Task
+from tasks.models import Origin, Task
 
 MAX_BULK = 1000  # tasks per bulk request; larger batches go in several requests
 
@@ -65,12 +67,13 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     lookup_value_regex = "[^/]+"
     serializer_class = TaskSerializer
     filterset_class = TaskFilter
+    permission_classes = [TaskPermissions]
 
     def get_queryset(self):
-        return selectors.tasks()
+        return selectors.tasks(self.request.user)
 
     def get_object(self) -> Task:
-        return selectors.task(self.kwargs["pk"])
+        return selectors.task(self.kwargs["pk"], self.request.user)
 
     @extend_schema(
         summary="Create a task (an object) or many (an array, in one transaction)",
@@ -79,20 +82,26 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             serializers=[TaskCreateSerializer, TaskCreateSerializer(many=True)]),
         responses={201: _ONE_OR_MANY,
                    200: OpenApiResponse(_ONE_OR_MANY,
-                                        description="The idempotency key exists: that task."),
+                                        description="The idempotency key exists with the "
+                                                    "same fields: that task."),
+                   409: OpenApiResponse(IdempotencyConflictSerializer,
+                                        description="The idempotency key exists with other "
+                                                    "fields."),
                    **_BODY_ERRORS, **_ERRORS},
     )
     def create(self, request: Request) -> Response:
         data = request.data
         if isinstance(data, list):
-            return self._create_many(data)
+            return self._create_many(request, data)
         serializer = TaskCreateSerializer(data=data)
         serializer.is_valid(raise_exception=True)
-        task = queue.enqueue(**serializer.enqueue_spec())
+        spec = serializer.enqueue_spec()
+        _check_types(request, [spec])
+        task = queue.enqueue(**spec, **_submitter(request))
         return Response(TaskSerializer(task).data,
                         status=status.HTTP_201_CREATED if task.was_created else status.HTTP_200_OK)
 
-    def _create_many(self, items: list) -> Response:
+    def _create_many(self, request: Request, items: list) -> Response:
         if not items:
             raise ValidationError({"non_field_errors": ["Expected at least one task."]})
         if len(items) > MAX_BULK:
@@ -113,8 +122,9 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                 except InvalidTask as exc:
                     errors[index] = exc.errors
             raise ValidationError(dict(sorted(errors.items(), key=lambda kv: int(kv[0]))))
+        _check_types(request, specs.values())
         with transaction.atomic():
-            created = queue.enqueue_many(list(specs.values()))
+            created = queue.enqueue_many(list(specs.values()), **_submitter(request))
         any_new = any(task.was_created for task in created)
         return Response(TaskSerializer(created, many=True).data,
                         status=status.HTTP_201_CREATED if any_new else status.HTTP_200_OK)
@@ -123,7 +133,8 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                    responses={200: TaskHistorySerializer(many=True), **_NOT_FOUND, **_ERRORS})
     @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
     def history(self, request: Request, pk: str) -> Response:
-        return Response(TaskHistorySerializer(selectors.history(pk), many=True).data)
+        rows = selectors.history(pk, request.user)
+        return Response(TaskHistorySerializer(rows, many=True).data)
 
     @extend_schema(summary="Cancel a task", request=None, filters=False,
                    responses={200: TaskSerializer, **_NOT_FOUND, **_ERRORS,
@@ -131,7 +142,7 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                                                    description="Already finished.")})
     @action(detail=True, methods=["post"], filterset_class=None)
     def cancel(self, request: Request, pk: str) -> Response:
-        task = queue.cancel(selectors.task_id(pk), reason=f"cancelled by {_who(request)}")
+        task = queue.cancel(self.get_object().pk, reason=f"cancelled by {_who(request)}")
         return Response(TaskSerializer(task).data)
 
     @extend_schema(summary="Retry a failed or cancelled task", request=None, filters=False,
@@ -140,8 +151,22 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                                                    description="Not failed or cancelled.")})
     @action(detail=True, methods=["post"], filterset_class=None)
     def retry(self, request: Request, pk: str) -> Response:
-        task = queue.retry(selectors.task_id(pk), reason=f"requeued by {_who(request)}")
+        task = queue.retry(self.get_object().pk, reason=f"requeued by {_who(request)}")
         return Response(TaskSerializer(task).data)
+
+
+def _submitter(request: Request) -> dict:
+    user = request.user
+    return {"owner": user if user.is_authenticated else None, "origin": Origin.API}
+
+
+def _check_types(request: Request, specs) -> None:
+    """403 naming every type in the request the user was not given (nothing is written)."""
+    refused = authz.refused_types(request.user, (spec.get("type") for spec in specs))
+    if refused:
+        raise PermissionDenied(
+            f"You may not enqueue tasks of type {', '.join(map(repr, refused))} "
+            f"(tasks.{authz.TYPE_PREFIX}<type> or tasks.{authz.ENQUEUE_ANY}).")
 
 
 def _who(request: Request) -> str:
@@ -152,9 +177,12 @@ def _who(request: Request) -> str:
 class StatsView(APIView):
     """Counts per status, type and queue; retries; workers online; recent throughput."""
 
-    @extend_schema(summary="Service statistics", responses={200: StatsSerializer, **_ERRORS})
+    permission_classes = [TaskPermissions]
+
+    @extend_schema(summary="Service statistics (of your own tasks without view_all_tasks)",
+                   responses={200: StatsSerializer, **_ERRORS})
     def get(self, request: Request) -> Response:
-        return Response(selectors.stats())
+        return Response(selectors.stats(request.user))
 
 
 @extend_schema(exclude=True)

@@ -17,6 +17,8 @@ from tasks import queue
 from tasks.conf import engine
 from tasks.models import Task, TaskHistory, Worker
 from tests.factories import TaskFactory, UserFactory
+from tests.support import users
+from tests.support.users import grant
 
 pytestmark = pytest.mark.django_db
 
@@ -27,7 +29,7 @@ TASK_KEYS = {"id", "name", "type", "payload", "status", "priority", "queue", "re
 
 @pytest.fixture
 def user():
-    return UserFactory(username="alice")
+    return grant(UserFactory(username="alice"), *users.OPERATOR)
 
 
 @pytest.fixture
@@ -117,11 +119,31 @@ def test_create_with_run_at_parses_the_datetime(api):
 def test_an_existing_idempotency_key_returns_the_existing_task_with_200(api):
     spec = {"name": "once", "type": "noop", "idempotency_key": "order-42"}
     first = post(api, "/api/tasks", spec)
-    second = post(api, "/api/tasks", {**spec, "name": "twice"})
+    second = post(api, "/api/tasks", spec)
     assert (first.status_code, second.status_code) == (201, 200)
     assert second.json()["id"] == first.json()["id"]
-    assert second.json()["name"] == "once"
     assert Task.objects.count() == 1
+
+
+def test_an_existing_idempotency_key_with_another_body_is_409_naming_the_task(api):
+    spec = {"name": "once", "type": "noop", "idempotency_key": "order-42"}
+    first = post(api, "/api/tasks", spec).json()
+    response = post(api, "/api/tasks", {**spec, "name": "twice"})
+    assert response.status_code == 409
+    assert response.json()["task_id"] == first["id"]
+    assert f"task {first['id']}" in response.json()["detail"]
+    many = post(api, "/api/tasks", [{"name": "new", "type": "noop"}, {**spec, "priority": 5}])
+    assert many.status_code == 409 and many.json()["task_id"] == first["id"]
+    assert Task.objects.count() == 1
+
+
+def test_a_key_repeated_inside_one_bulk_request_is_400(api):
+    spec = {"name": "once", "type": "noop", "idempotency_key": "k"}
+    response = post(api, "/api/tasks", [spec, {"name": "other", "type": "noop"}, spec])
+    assert response.status_code == 400
+    assert response.json() == {"2": {"idempotency_key": [
+        "Repeats the key of task 0 in this request."]}}
+    assert not Task.objects.exists()
 
 
 def test_an_array_creates_many_tasks_in_order(api):

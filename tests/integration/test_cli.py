@@ -15,7 +15,8 @@ from rest_framework.authtoken.models import Token
 from tasks import queue
 from tasks.models import Task, TaskHistory
 from tests.factories import TaskFactory, UserFactory
-from tests.support import processes
+from tests.support import processes, users
+from tests.support.users import grant
 
 
 def task_cmd(*args: str) -> str:
@@ -60,8 +61,12 @@ def test_create_with_json_payload_numbers_and_run_at():
                    "--run-at", "2030-01-02T03:04:05+00:00", "--idempotency-key", "nap-1")
     assert body["payload"] == {"duration": 0.25, "failure_rate": 0.5}
     assert body["run_at"] == "2030-01-02T03:04:05Z"
-    again = as_json("create", "nap", "-t", "simulate", "--idempotency-key", "nap-1")
+    again = as_json("create", "nap", "-t", "simulate", "--payload-json",
+                    '{"duration": 0.25, "failure_rate": 0.5}',
+                    "--run-at", "2030-01-02T03:04:05+00:00", "--idempotency-key", "nap-1")
     assert again["id"] == body["id"]
+    with pytest.raises(CommandError, match=f"already used for task {body['id']}"):
+        task_cmd("create", "nap", "-t", "simulate", "--idempotency-key", "nap-1")
     assert Task.objects.count() == 1
 
 
@@ -190,7 +195,7 @@ def test_createtoken():
 
 @pytest.fixture
 def remote(live_server) -> list[str]:
-    token = Token.objects.create(user=UserFactory(username="remote"))
+    token = Token.objects.create(user=grant(UserFactory(username="remote"), *users.OPERATOR))
     return ["--address", live_server.url, "--token", token.key]
 
 

@@ -15,6 +15,8 @@ from tasks import queue
 from tasks.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, MAX_WATCHED
 from tasks.relay import FLUSH_INTERVAL, relay
 from taskservice.asgi import application
+from tests.support import users
+from tests.support.users import grant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,8 +34,9 @@ def _close_relay():
 def login(client, django_user_model):
     """Returns a session cookie header for a new user with the given flags."""
 
-    def make(username: str = "operator", **flags) -> bytes:
+    def make(username: str = "operator", perms=users.OPERATOR, **flags) -> bytes:
         user = django_user_model.objects.create_user(username, password="pw-123456-x", **flags)
+        grant(user, *perms)
         client.force_login(user)
         return f"sessionid={client.cookies['sessionid'].value}".encode()
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from tasks import queue
 from tasks.events import connect_kwargs
-from tasks.exceptions import InvalidTask, InvalidTransition, TaskNotFound
+from tasks.exceptions import IdempotencyConflict, InvalidTask, InvalidTransition, TaskNotFound
 from tasks.models import Status, Task, TaskHistory, Worker
 from tests.integration.conftest import (
     OTHER_WORKER,
@@ -138,15 +138,38 @@ def test_enqueue_rejects_an_oversized_payload(counts):
     assert counts() == (0, 0)
 
 
-def test_idempotency_key_returns_the_existing_task_and_writes_nothing(counts):
-    first = enqueue(name="first", idempotency_key="order-42")
+def test_idempotency_key_with_the_same_fields_returns_the_existing_task(counts):
+    first = enqueue(name="first", payload={"n": 1}, idempotency_key="order-42")
     before = counts()
-    again = enqueue(name="second", payload={"different": True}, idempotency_key="order-42")
+    again = enqueue(name="first", payload={"n": 1}, idempotency_key="order-42")
     assert again.was_created is False
     assert again.pk == first.pk
-    assert again.name == "first"
     assert counts() == before
     assert events(first.pk) == ["task_queued"]
+
+
+def test_idempotency_key_with_other_fields_is_a_conflict_naming_the_task(counts):
+    first = enqueue(name="first", idempotency_key="order-42")
+    before = counts()
+    with pytest.raises(IdempotencyConflict) as excinfo:
+        enqueue(name="second", payload={"different": True}, idempotency_key="order-42")
+    assert excinfo.value.task_id == first.pk
+    assert str(first.pk) in str(excinfo.value)
+    assert counts() == before
+
+
+def test_idempotency_keys_are_per_owner(django_user_model):
+    alice = django_user_model.objects.create_user("alice")
+    mallory = django_user_model.objects.create_user("mallory")
+    squatted = enqueue(name="squat", idempotency_key="invoice-7", owner=mallory)
+    mine = enqueue(name="mine", idempotency_key="invoice-7", owner=alice)
+    system = enqueue(name="system", idempotency_key="invoice-7")
+    assert len({squatted.pk, mine.pk, system.pk}) == 3
+    assert all(t.was_created for t in (squatted, mine, system))
+    assert (mine.owner_id, system.owner_id) == (alice.pk, None)
+    again = enqueue(name="mine", idempotency_key="invoice-7", owner=alice.pk)
+    assert (again.pk, again.was_created) == (mine.pk, False)
+    assert enqueue(name="system", idempotency_key="invoice-7").pk == system.pk
 
 
 def test_idempotency_key_still_returns_a_finished_task():
@@ -184,29 +207,42 @@ def test_enqueue_many_of_nothing_writes_nothing(counts):
     assert counts() == (0, 0)
 
 
-def test_enqueue_many_idempotency_within_and_across_batches():
+def test_enqueue_many_idempotency_within_and_across_batches(counts):
     existing = enqueue(name="old", idempotency_key="k-old")
     tasks = queue.enqueue_many([
         {"name": "a", "type": "count", "idempotency_key": "k-new"},
         {"name": "b", "type": "count"},
-        {"name": "a-again", "type": "count", "idempotency_key": "k-new"},
-        {"name": "old-again", "type": "count", "idempotency_key": "k-old"},
+        {"name": "old", "type": "count", "idempotency_key": "k-old"},
         {"name": "c", "type": "count"},
     ])
-    assert [t.name for t in tasks] == ["a", "b", "a", "old", "c"]
-    assert tasks[0].pk == tasks[2].pk
-    assert tasks[3].pk == existing.pk and tasks[3].was_created is False
-    assert tasks[0].was_created and tasks[1].was_created and tasks[4].was_created
+    assert [t.name for t in tasks] == ["a", "b", "old", "c"]
+    assert tasks[2].pk == existing.pk and tasks[2].was_created is False
+    assert tasks[0].was_created and tasks[1].was_created and tasks[3].was_created
     assert Task.objects.count() == 4
     assert TaskHistory.objects.count() == 4
     assert events(tasks[0].pk) == ["task_queued"]
 
-    # A later batch with the same keys creates nothing.
-    again = queue.enqueue_many([{"name": "x", "type": "count", "idempotency_key": "k-new"},
-                                {"name": "y", "type": "count", "idempotency_key": "k-old"}])
+    # A later batch with the same keys and fields creates nothing.
+    again = queue.enqueue_many([{"name": "a", "type": "count", "idempotency_key": "k-new"},
+                                {"name": "old", "type": "count", "idempotency_key": "k-old"}])
     assert [(t.pk, t.was_created) for t in again] == [(tasks[0].pk, False),
                                                       (existing.pk, False)]
     assert (Task.objects.count(), TaskHistory.objects.count()) == (4, 4)
+
+    # A key repeated inside one batch is refused, naming both places; nothing is written.
+    before = counts()
+    with pytest.raises(InvalidTask) as excinfo:
+        queue.enqueue_many([{"name": "z", "type": "count", "idempotency_key": "dup"},
+                            {"name": "z", "type": "count"},
+                            {"name": "z", "type": "count", "idempotency_key": "dup"}])
+    assert excinfo.value.errors == {"2": {"idempotency_key": [
+        "Repeats the key of task 0 in this request."]}}
+    # A reused key with other fields refuses the whole batch, even in autocommit.
+    with pytest.raises(IdempotencyConflict) as conflict:
+        queue.enqueue_many([{"name": "fresh", "type": "count"},
+                            {"name": "changed", "type": "count", "idempotency_key": "k-old"}])
+    assert conflict.value.task_id == existing.pk
+    assert counts() == before
 
 
 def test_enqueue_many_rejects_the_whole_batch_keyed_by_index(counts):
@@ -984,7 +1020,7 @@ def test_concurrent_enqueues_with_one_idempotency_key_make_one_task():
 
         try:
             barrier.wait(timeout=10)
-            task = enqueue(name=f"racer {i}", idempotency_key="the-one")
+            task = enqueue(name="racer", idempotency_key="the-one")
             ids.append(task.pk)
             created.append(task.was_created)
         except BaseException as exc:  # reported by the main thread

@@ -24,6 +24,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.factories import TaskFactory, UserFactory
+from tests.support import users
+from tests.support.users import grant
 
 pytestmark = pytest.mark.django_db
 
@@ -50,7 +52,8 @@ def fuzz():
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     try:
-        yield Token.objects.create(user=UserFactory(username="fuzzer")).key, ids
+        user = grant(UserFactory(username="fuzzer"), *users.OPERATOR)
+        yield Token.objects.create(user=user).key, ids
     finally:
         request_started.connect(close_old_connections)
         request_finished.connect(close_old_connections)

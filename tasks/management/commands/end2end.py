@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count, Sum
 
 from tasks import queue, selectors
-from tasks.models import FINISHED_STATUSES, Status, Task
+from tasks.models import FINISHED_STATUSES, Origin, Status, Task
 
 BAR_WIDTH = 30
 
@@ -91,7 +91,8 @@ class Command(BaseCommand):
     def _create(self, specs: list[dict]) -> list[int]:
         ids: list[int] = []
         for start in range(0, len(specs), 1000):  # one statement per thousand tasks
-            ids += [task.pk for task in queue.enqueue_many(specs[start:start + 1000])]
+            ids += [task.pk for task in queue.enqueue_many(specs[start:start + 1000],
+                                                             origin=Origin.CLI)]
         return ids
 
     @staticmethod
