@@ -6,31 +6,15 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Coalesce, Now
 
+from tasks.states import ACTIVE, FINISHED, Event, Status
 
-class Status(models.TextChoices):
-    QUEUED = "queued"
-    RUNNING = "running"
-    RETRYING = "retrying"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+__all__ = ["ACTIVE_STATUSES", "FINISHED_STATUSES", "Event", "Origin", "Status", "Task",
+           "TaskHistory", "Worker"]
 
-
-ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
-FINISHED_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
-
-
-class Event(models.TextChoices):
-    TASK_QUEUED = "task_queued"
-    TASK_STARTED = "task_started"
-    TASK_SUCCEEDED = "task_succeeded"
-    RETRY_SCHEDULED = "retry_scheduled"
-    TASK_FAILED = "task_failed"
-    CANCEL_REQUESTED = "cancel_requested"
-    TASK_CANCELLED = "task_cancelled"
-    LEASE_EXPIRED = "lease_expired"
-    TASK_REQUEUED = "task_requeued"
-    TASK_RELEASED = "task_released"
+# The lifecycle's rules live in tasks.states; these are its sets in declaration order, for
+# the ORM (`status__in`).
+ACTIVE_STATUSES = tuple(s for s in Status if s in ACTIVE)
+FINISHED_STATUSES = tuple(s for s in Status if s in FINISHED)
 
 
 class Origin(models.TextChoices):
@@ -124,7 +108,7 @@ class Task(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in FINISHED_STATUSES
+        return self.status in FINISHED
 
 
 class TaskHistory(models.Model):

@@ -1,0 +1,142 @@
+"""The task lifecycle as data: statuses, events, and which action leads where.
+
+Every rule about states lives here: the engine's SQL names the same statuses, the admin
+and the API ask `can()` before offering an action, and the README's lifecycle table is
+rendered from TRANSITIONS by a test, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import models
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Event(models.TextChoices):
+    TASK_QUEUED = "task_queued"
+    TASK_STARTED = "task_started"
+    TASK_SUCCEEDED = "task_succeeded"
+    RETRY_SCHEDULED = "retry_scheduled"
+    TASK_FAILED = "task_failed"
+    CANCEL_REQUESTED = "cancel_requested"
+    TASK_CANCELLED = "task_cancelled"
+    LEASE_EXPIRED = "lease_expired"
+    TASK_REQUEUED = "task_requeued"
+    TASK_RELEASED = "task_released"
+
+
+# A worker may claim these (when due).
+CLAIMABLE_ORDER = (Status.QUEUED, Status.RETRYING)
+CLAIMABLE = frozenset(CLAIMABLE_ORDER)
+# Not finished: waiting to run or running.
+ACTIVE = frozenset({Status.QUEUED, Status.RUNNING, Status.RETRYING})
+# Final until a person retries: no worker touches them again.
+FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+# A person may retry these.
+RETRYABLE = frozenset({Status.FAILED, Status.CANCELLED})
+
+# Events after which there may be work to claim at once: workers wake on them.
+WAKE_EVENTS = frozenset({Event.TASK_QUEUED, Event.TASK_REQUEUED, Event.TASK_RELEASED,
+                         Event.LEASE_EXPIRED})
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One row of the lifecycle: `action` takes a task in `sources` to `target`."""
+
+    action: str  # the engine verb: enqueue, claim, complete, fail, rescue, cancel, ...
+    sources: tuple[str, ...]  # () for enqueue: the task does not exist yet
+    target: str
+    events: tuple[str, ...]  # the history rows it writes, in order
+    when: str  # the condition, for people (the README's "event" column)
+    from_text: str = ""  # the README's "from" column, when more than the sources
+    to_text: str = ""  # the README's "to" column, when more than the target
+
+
+TRANSITIONS: tuple[Transition, ...] = (
+    Transition("enqueue", (), Status.QUEUED, (Event.TASK_QUEUED,), "enqueue",
+               from_text="—"),
+    Transition("claim", CLAIMABLE_ORDER, Status.RUNNING, (Event.TASK_STARTED,),
+               "claim by a worker", from_text="`queued`, `retrying` (due)"),
+    Transition("complete", (Status.RUNNING,), Status.SUCCEEDED, (Event.TASK_SUCCEEDED,),
+               "the plugin returns"),
+    Transition("fail", (Status.RUNNING,), Status.RETRYING, (Event.RETRY_SCHEDULED,),
+               "error or timeout, retries left", to_text="`retrying` (due after backoff)"),
+    Transition("fail", (Status.RUNNING,), Status.FAILED, (Event.TASK_FAILED,),
+               "error or timeout, no retries left"),
+    Transition("rescue", (Status.RUNNING,), Status.RETRYING, (Event.LEASE_EXPIRED,),
+               "lease expired: worker lost",
+               to_text="`retrying` (due after backoff), or `failed` if none left"),
+    Transition("cancel", CLAIMABLE_ORDER, Status.CANCELLED, (Event.TASK_CANCELLED,),
+               "cancel"),
+    Transition("cancel", (Status.RUNNING,), Status.CANCELLED,
+               (Event.CANCEL_REQUESTED, Event.TASK_CANCELLED), "cancel",
+               to_text="stays `running` until the worker stops it (within 2 s), then "
+                       "`cancelled`"),
+    Transition("release", (Status.RUNNING,), Status.QUEUED, (Event.TASK_RELEASED,),
+               "the worker stops (SIGTERM) past its grace period"),
+    Transition("retry", (Status.FAILED, Status.CANCELLED), Status.QUEUED,
+               (Event.TASK_REQUEUED,), "retry by a person", to_text="`queued` (retries reset)"),
+)
+
+def sources(action: str) -> frozenset[str]:
+    """Every status `action` may start from."""
+    found = {s for t in TRANSITIONS if t.action == action for s in t.sources}
+    if not found and action != "enqueue":
+        raise KeyError(f"no transition for action {action!r}")
+    return frozenset(found)
+
+
+def can(action: str, task: Any) -> bool:
+    """Does the task's state allow `action` now? (A running task already asked to stop
+    cannot be cancelled again.)"""
+    if task is None or task.status not in sources(action):
+        return False
+    if action == "cancel" and task.status == Status.RUNNING:
+        return getattr(task, "cancel_requested_at", None) is None
+    return True
+
+
+def liveness_window(engine_settings: Any) -> float:
+    """Seconds without a heartbeat after which a worker counts as gone: a lease, or three
+    missed heartbeats, whichever is longer."""
+    return max(engine_settings.LEASE_SECONDS, 3 * engine_settings.HEARTBEAT_INTERVAL)
+
+
+MAX_ID = 2**63 - 1  # bigint: a larger id cannot exist, and must not reach the database
+
+
+def parse_id(value: Any) -> int | None:
+    """A task id as a caller gave it (int, or ASCII decimal text), or None if it cannot be
+    one. The one parser of ids from user input (URL, CLI, forms, websockets)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 19:
+            return None
+        value = int(text)
+    if isinstance(value, int) and 0 < value <= MAX_ID:
+        return value
+    return None
+
+
+def lifecycle_table() -> str:
+    """The README's lifecycle table, as Markdown."""
+    lines = ["| from | event | to | history event |", "|---|---|---|---|"]
+    for t in TRANSITIONS:
+        origin = t.from_text or ", ".join(f"`{s}`" for s in t.sources)
+        target = t.to_text or f"`{t.target}`"
+        events = ", ".join(f"`{e}`" for e in t.events)
+        lines.append(f"| {origin} | {t.when} | {target} | {events} |")
+    return "\n".join(lines)
