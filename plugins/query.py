@@ -75,6 +75,11 @@ def configuration_problem(alias: str | None) -> str | None:
     return None
 
 
+def enabled() -> bool:
+    """run_query has a usable database configured."""
+    return configuration_problem(getattr(settings, SETTING, "") or "") is None
+
+
 def query_alias() -> str:
     """The configured query database alias; PayloadError naming the setting otherwise."""
     alias = getattr(settings, SETTING, "") or ""
