@@ -95,7 +95,8 @@ def test_pg_terminate_backend_cannot_kill_the_services_sessions(run_query_on):
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         pid = cursor.fetchone()[0]
-    with pytest.raises(DatabaseError, match=r"must be a superuser|must be a member|permission denied to terminate"):
+    denied = r"must be a superuser|must be a member|permission denied to terminate"
+    with pytest.raises(DatabaseError, match=denied):
         run("SELECT pg_terminate_backend(%s)", params=[pid])
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
@@ -326,3 +327,42 @@ def test_a_worker_runs_queries_safely_and_stops_them_on_cancel_and_timeout(
     wait_until(lambda: status(late) == "failed", timeout=30)
     assert run_query_on.active_statements() == []
     assert worker.poll() is None
+
+
+# --- the embedded default -------------------------------------------------------------------
+
+
+@pytest.mark.process
+def test_the_embedded_default_provisions_a_safe_query_database(tmp_path):
+    """No DATABASE_URL: a private embedded PostgreSQL gets run_query's database and role,
+    which the verification accepts and which reaches nothing else."""
+    import psycopg
+
+    from taskservice import embedded
+
+    env = processes.process_env(TASKS_DATA_DIR=str(tmp_path), XDG_RUNTIME_DIR=str(tmp_path))
+    del env["DATABASE_URL"]
+    check = ("from plugins.query_checks import query_database_problems; "
+             "from django.conf import settings; "
+             "print(settings.TASKS_QUERY_DATABASE, query_database_problems())")
+    try:
+        result = subprocess.run(
+            [sys.executable, str(processes.ROOT / "manage.py"), "shell", "-c", check],
+            env=env, capture_output=True, text=True, timeout=180)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().splitlines()[-1] == "query []"
+        url = embedded.query_database_url(tmp_path)
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT current_user, rolsuper FROM pg_roles "
+                                "WHERE rolname = current_user").fetchone() == (
+                embedded.QUERY_ROLE, False)
+            assert conn.execute("SELECT count(*) FROM products").fetchone()[0] == 24
+            assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 60
+            assert conn.execute("SELECT count(*) FROM pg_class c JOIN pg_roles r "
+                                "ON r.oid = c.relowner WHERE r.rolname = current_user"
+                                ).fetchone()[0] == 0  # owns nothing
+        for other in (embedded.DB_NAME, "postgres"):
+            with pytest.raises(psycopg.OperationalError, match="permission denied"):
+                psycopg.connect(url.replace(f"/{embedded.QUERY_DB_NAME}?", f"/{other}?"))
+    finally:
+        embedded.stop(tmp_path)
