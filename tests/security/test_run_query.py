@@ -151,10 +151,11 @@ def test_a_cancel_or_timeout_stops_the_statement_on_the_server(run_query_on, rea
 
 
 def test_the_deadline_ends_the_statement_before_the_worker_gives_up(run_query_on):
-    started = time.monotonic()
+    ctx = ctx_for(2.0)
     with pytest.raises(DatabaseError, match="statement timeout"):
-        Run({"sql": SLEEP}, ctx_for(1.0)).result()
-    assert time.monotonic() - started < 1.0  # before the worker's own deadline
+        Run({"sql": SLEEP}, ctx).result()
+    # The server stopped it before the worker's monitor would free the slot.
+    assert time.monotonic() < ctx.deadline
     assert run_query_on.active_statements() == []
 
 
