@@ -3,6 +3,8 @@ rejected with errors keyed by the payload field at fault."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 from django.db import connections
 from django.test import override_settings
@@ -171,8 +173,10 @@ def test_run_query_refuses_a_bad_alias(alias, fragment):
 
 def test_run_query_refuses_an_alias_for_the_services_own_database():
     default = connections.settings["default"]
-    url = (f"postgresql://someone@{default['HOST'] or 'localhost'}:{default['PORT'] or 5432}"
-           f"/{default['NAME']}")
+    host = default["HOST"] or "localhost"
+    url = (f"postgresql://someone@/{default['NAME']}?host={quote(host)}"  # a Unix socket
+           if host.startswith("/") else
+           f"postgresql://someone@{host}:{default['PORT'] or 5432}/{default['NAME']}")
     with configured(url):
         errors = errors_of(RunQuery(), {"sql": "SELECT 1"})
     assert "points at the service's own database" in errors["payload"][0]
