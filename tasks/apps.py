@@ -19,7 +19,9 @@ class TasksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from plugins import registry
+        from plugins import query_checks, registry
+
+        query_checks.register()
 
         registry.load()
         # After contrib.auth's own handler (registered earlier), which creates the content

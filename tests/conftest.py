@@ -7,6 +7,7 @@ import pytest
 from plugins import registry
 from tests.support import processes
 from tests.support.plugins import TEST_PLUGINS
+from tests.support.query_db import query_db, run_query_on  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,10 +15,12 @@ from tests.support import processes
 pytestmark = pytest.mark.process
 
 
-def test_end2end_runs_a_mix_of_tasks_through_real_workers(worker_factory):
+def test_end2end_runs_a_mix_of_tasks_through_real_workers(worker_factory, run_query_on):
+    # run_query on a database and role of its own, in this process and in the workers.
     for _ in range(2):
         worker_factory("--concurrency", "6", TASKS_BACKOFF_BASE="0.05",
-                       TASKS_BACKOFF_CAP="0.2", TASKS_POLL_INTERVAL="0.2")
+                       TASKS_BACKOFF_CAP="0.2", TASKS_POLL_INTERVAL="0.2",
+                       TASKS_QUERY_DATABASE_URL=run_query_on.url)
     processes.wait_until(lambda: _workers() == 2, timeout=30, message="workers did not start")
     out = io.StringIO()
     call_command("end2end", "-n", "20", "--timeout", "90", "--interval", "0.5",
@@ -40,6 +42,8 @@ def test_end2end_runs_a_mix_of_tasks_through_real_workers(worker_factory):
                .values_list("status", flat=True)) == {"succeeded"}
     for type_name in ("simulate", "send_email", "run_query"):
         assert f"    {type_name}" in text
+    queried = tasks.filter(type="run_query").first()
+    assert queried.result["rows"][0][0] == run_query_on.name  # its own database
 
 
 def test_end2end_times_out_with_a_non_zero_exit_when_no_worker_runs(transactional_db):
@@ -49,6 +53,7 @@ def test_end2end_times_out_with_a_non_zero_exit_when_no_worker_runs(transactiona
         env=processes.process_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "0 worker(s) online" in result.stdout
+    assert "run_query is off (no TASKS_QUERY_DATABASE_URL): no queries." in result.stdout
     assert "[" + "." * 30 + "] 0/5 finished" in result.stdout
     assert "Traceback" not in result.stderr
     assert "Timed out after 1.5s: 5 of 5 tasks unfinished (5 cancelled)." in result.stderr

@@ -15,8 +15,7 @@ from django.test import override_settings
 from plugins import registry
 from plugins.base import TaskCancelled, TaskContext
 from plugins.simulate import Simulate, SimulatedFailure
-from tasks.models import Task
-from tests.integration.conftest import enqueue
+from tests.support.query_db import SAMPLE_ROWS
 
 LOCMEM = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
 
@@ -86,20 +85,19 @@ def test_send_email_failure_raises_so_the_attempt_fails():
 
 
 # --- run_query -----------------------------------------------------------------------
+# On a real database and role of its own (tests/support/query_db.py); tests/security has
+# what that role cannot do.
 
 
-@pytest.mark.django_db(transaction=True)
-def test_run_query_returns_the_row_count_and_rows():
-    ids = [enqueue(name=f"n{i}").pk for i in range(3)]
-    result = run_in_thread("run_query", {"sql": "SELECT id, name FROM tasks ORDER BY id"},
-                           ctx_for())
+def test_run_query_returns_the_row_count_and_rows(run_query_on):
+    result = run_in_thread("run_query", {"sql": "SELECT id, name FROM items WHERE id <= 3 "
+                                                "ORDER BY id"}, ctx_for())
     assert result == {"columns": ["id", "name"],
-                      "rows": [[ids[0], "n0"], [ids[1], "n1"], [ids[2], "n2"]],
+                      "rows": [[1, "item 1"], [2, "item 2"], [3, "item 3"]],
                       "row_count": 3, "truncated": False}
 
 
-@pytest.mark.django_db(transaction=True)
-def test_run_query_with_params_limits_rows_and_makes_values_json():
+def test_run_query_with_params_limits_rows_and_makes_values_json(run_query_on):
     result = run_in_thread(
         "run_query",
         {"sql": "SELECT g, g * %s AS twice, 1.5::numeric AS n, "
@@ -112,24 +110,21 @@ def test_run_query_with_params_limits_rows_and_makes_values_json():
     assert result["rows"] == [[i, 2 * i, "1.5", "2024-01-02"] for i in range(1, 6)]
 
 
-@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("statement", [
-    "INSERT INTO tasks (name, type, status, payload, priority, queue, run_at, retry_count, "
-    "max_retries, timeout_seconds, attempts, last_error) VALUES ('x', 'count', 'queued', "
-    "'{}', 0, 'default', now(), 0, 0, 1, 0, '')",
-    "UPDATE tasks SET name = 'hacked'",
-    "WITH gone AS (DELETE FROM tasks RETURNING id) SELECT count(*) FROM gone",
+    "INSERT INTO scratch VALUES (1)",
+    "UPDATE items SET name = 'hacked'",
+    "WITH gone AS (DELETE FROM items RETURNING id) SELECT count(*) FROM gone",
     "CREATE TABLE sneaky (id int)",
 ])
-def test_run_query_refuses_writes_read_only(statement):
-    task = enqueue(name="original")
+def test_run_query_refuses_writes_read_only(run_query_on, statement):
     with pytest.raises(DatabaseError, match="read-only transaction"):
         run_in_thread("run_query", {"sql": statement}, ctx_for())
-    assert list(Task.objects.values_list("pk", "name")) == [(task.pk, "original")]
+    assert run_query_on.admin("SELECT count(*), min(name) FROM items "
+                              "WHERE name LIKE 'item %'") == [(SAMPLE_ROWS, "item 1")]
+    assert run_query_on.admin("SELECT count(*) FROM scratch") == [(0,)]
 
 
-@pytest.mark.django_db(transaction=True)
-def test_run_query_statement_timeout_follows_the_task_deadline():
+def test_run_query_statement_timeout_follows_the_task_deadline(run_query_on):
     started = time.monotonic()
     with pytest.raises(DatabaseError, match="statement timeout"):
         run_in_thread("run_query", {"sql": "SELECT pg_sleep(5)"}, ctx_for(0.5))
@@ -137,8 +132,7 @@ def test_run_query_statement_timeout_follows_the_task_deadline():
     assert time.monotonic() - started < 4
 
 
-@pytest.mark.django_db(transaction=True)
-def test_run_query_leaves_the_connection_usable_after_an_error():
+def test_run_query_leaves_the_connection_usable_after_an_error(run_query_on):
     with pytest.raises(DatabaseError):
         run_in_thread("run_query", {"sql": "SELECT * FROM no_such_table"}, ctx_for())
     assert run_in_thread("run_query", {"sql": "SELECT 1 AS one"}, ctx_for())["rows"] == [[1]]

@@ -3,7 +3,11 @@ rejected with errors keyed by the payload field at fault."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
+from django.db import connections
+from django.test import override_settings
 
 from plugins.base import PayloadError
 from plugins.email import MAX_RECIPIENTS, SendEmail
@@ -11,6 +15,7 @@ from plugins.query import RunQuery
 from plugins.simulate import Simulate
 from tasks import queue
 from tasks.exceptions import InvalidTask
+from tests.support.query_db import configured
 
 
 def errors_of(plugin, payload) -> dict[str, list[str]]:
@@ -101,15 +106,24 @@ def test_payload_must_be_an_object():
 
 
 # --- run_query -----------------------------------------------------------------------
+# Validation judges the configuration from settings alone: no connection is made here.
+
+QUERY_URL = "postgresql://reader@db.example.com:5432/reports"
 
 
-def test_run_query_accepts_one_statement_and_strips_the_semicolon():
+@pytest.fixture
+def query_configured():
+    with configured(QUERY_URL):
+        yield
+
+
+def test_run_query_accepts_one_statement_and_strips_the_semicolon(query_configured):
     cleaned = RunQuery().validate({"sql": "  SELECT 1;  ", "params": [1]})
     assert cleaned["sql"] == "SELECT 1"
     assert cleaned["params"] == [1]
 
 
-def test_run_query_accepts_query_as_an_alias_of_sql():
+def test_run_query_accepts_query_as_an_alias_of_sql(query_configured):
     assert RunQuery().validate({"query": "SELECT %(x)s", "params": {"x": 1}})["sql"] == (
         "SELECT %(x)s"
     )
@@ -123,17 +137,54 @@ def test_run_query_accepts_query_as_an_alias_of_sql():
         ({"sql": 42}, "sql", "Required"),
         ({"sql": "SELECT 1; DROP TABLE tasks"}, "sql", "Only one statement"),
         ({"sql": "SELECT 1", "params": "1"}, "params", "list or an object"),
-        ({"sql": "SELECT 1", "database": "nowhere"}, "database", "'nowhere'"),
+        ({"sql": "SELECT 1", "database": "default"}, "database", "TASKS_QUERY_DATABASE_URL"),
+        ({"sql": "SELECT 1", "database": "nowhere"}, "database", "Not accepted"),
         ({"sql": "SELECT 1", "max_rows": -1}, "max_rows", "0 to 10000"),
         ({"sql": "SELECT 1", "max_rows": 10001}, "max_rows", "0 to 10000"),
         ({"sql": "SELECT 1", "max_rows": True}, "max_rows", "0 to 10000"),
         ({"sql": "SELECT 1", "max_rows": "5"}, "max_rows", "0 to 10000"),
     ],
 )
-def test_run_query_field_errors(payload, field, fragment):
+def test_run_query_field_errors(query_configured, payload, field, fragment):
     errors = errors_of(RunQuery(), payload)
     assert list(errors) == [field]
     assert fragment in errors[field][0]
+
+
+def test_run_query_is_off_until_a_query_database_is_configured():
+    with override_settings(TASKS_QUERY_DATABASE=""):
+        errors = errors_of(RunQuery(), {"sql": "SELECT 1"})
+        with pytest.raises(InvalidTask) as excinfo:
+            queue.prepare(name="q", type="run_query", payload={"sql": "SELECT 1"})
+    assert "run_query is off" in errors["payload"][0]
+    assert "TASKS_QUERY_DATABASE_URL" in errors["payload"][0]
+    assert "TASKS_QUERY_DATABASE_URL" in str(excinfo.value)
+
+
+@pytest.mark.parametrize("alias, fragment", [
+    ("default", "never runs on the service's own database"),
+    ("elsewhere", "which DATABASES does not define"),
+])
+def test_run_query_refuses_a_bad_alias(alias, fragment):
+    with override_settings(TASKS_QUERY_DATABASE=alias):
+        errors = errors_of(RunQuery(), {"sql": "SELECT 1"})
+    assert fragment in errors["payload"][0]
+
+
+def test_run_query_refuses_an_alias_for_the_services_own_database():
+    default = connections.settings["default"]
+    host = default["HOST"] or "localhost"
+    url = (f"postgresql://someone@/{default['NAME']}?host={quote(host)}"  # a Unix socket
+           if host.startswith("/") else
+           f"postgresql://someone@{host}:{default['PORT'] or 5432}/{default['NAME']}")
+    with configured(url):
+        errors = errors_of(RunQuery(), {"sql": "SELECT 1"})
+    assert "points at the service's own database" in errors["payload"][0]
+
+
+def test_run_query_has_no_database_option():
+    with pytest.raises(ValueError, match="TASKS_QUERY_DATABASE_URL"):
+        RunQuery(database="default")
 
 
 # --- simulate ------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from plugins.query_checks import query_database_problems
 from tasks.worker import Worker
 
 
@@ -28,6 +29,11 @@ class Command(BaseCommand):
             raise CommandError("--concurrency must be at least 1")
         if options["max_tasks"] is not None and options["max_tasks"] < 1:
             raise CommandError("--max-tasks must be at least 1")
+        # run_query executes its submitters' SQL: never under a role that could do harm.
+        problems = query_database_problems()
+        if problems:
+            raise CommandError("run_query's database is not safe; the worker will not start:\n"
+                               + "\n".join(f"  - {p}" for p in problems))
         queues = [q.strip() for q in options["queues"].split(",") if q.strip()]
         worker = Worker(
             concurrency=options["concurrency"],
