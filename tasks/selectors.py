@@ -23,12 +23,25 @@ def tasks() -> QuerySet[Task]:
     return Task.objects.order_by("-created_at", "-id")
 
 
-def task_id(value: Any) -> int:
-    """A task id from user input (URL, CLI), or TaskNotFound: never a ValueError."""
+def parse_task_id(value: Any) -> int | None:
+    """A task id from user input (URL, CLI, a search box), or None if it cannot be one.
+
+    ASCII digits only ("²".isdigit() is true, but int() refuses it), at most 19 of them:
+    longer is past bigint, and int() refuses numbers of over 4300 digits.
+    """
     text = str(value).strip()
-    if not text.isascii() or not text.isdigit() or not 0 < int(text) <= MAX_ID:
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        return None
+    number = int(text)
+    return number if 0 < number <= MAX_ID else None
+
+
+def task_id(value: Any) -> int:
+    """A task id from user input, or TaskNotFound: never a ValueError."""
+    pk = parse_task_id(value)
+    if pk is None:
         raise TaskNotFound(value)
-    return int(text)
+    return pk
 
 
 def task(value: Any) -> Task:
