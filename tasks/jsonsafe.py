@@ -33,6 +33,11 @@ def max_depth() -> int:
     return getattr(settings, "TASKS_MAX_JSON_DEPTH", DEFAULT_MAX_DEPTH)
 
 
+def max_result_bytes() -> int:
+    """The largest plugin result stored whole, as JSON bytes (TASKS_MAX_RESULT_BYTES)."""
+    return getattr(settings, "TASKS_MAX_RESULT_BYTES", DEFAULT_MAX_RESULT_BYTES)
+
+
 def text_problem(text: str) -> str | None:
     """Why `text` cannot be stored in PostgreSQL, or None."""
     match = _BAD_CHAR.search(text)
@@ -118,7 +123,3 @@ def text_depth_exceeds(text: str, limit: int) -> bool:
         if depth > limit:
             return True
     return False
-
-def max_result_bytes() -> int:
-    """The largest plugin result stored whole, as JSON bytes (TASKS_MAX_RESULT_BYTES)."""
-    return getattr(settings, "TASKS_MAX_RESULT_BYTES", DEFAULT_MAX_RESULT_BYTES)
