@@ -17,7 +17,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.options import ActionLocation
+from django.contrib.admin.options import ActionLocation, IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
@@ -35,7 +35,7 @@ from django.utils.text import capfirst
 from django.views.decorators.http import require_POST
 
 from plugins import registry
-from tasks import authz, dashboard, queue
+from tasks import authz, dashboard, jsonsafe, queue, states
 from tasks.exceptions import IdempotencyConflict, InvalidTask, InvalidTransition, TaskNotFound
 from tasks.models import FINISHED_STATUSES, Origin, Status, Task, TaskHistory, Worker
 
@@ -94,7 +94,16 @@ class EstimatedCountPaginator(Paginator):
 # --- list filters that never scan the table ------------------------------------------
 
 
-class TypeFilter(admin.SimpleListFilter):
+class StorableValueFilter(admin.SimpleListFilter):
+    """A value PostgreSQL cannot compare (a NUL, an unpaired surrogate) filters nothing.
+    The query-string middleware answers 400 first; this keeps the filter safe alone."""
+
+    def value(self):
+        value = super().value()
+        return None if value and jsonsafe.text_problem(value) else value
+
+
+class TypeFilter(StorableValueFilter):
     title = "type"
     parameter_name = "type"
 
@@ -106,7 +115,7 @@ class TypeFilter(admin.SimpleListFilter):
         return queryset.filter(type=self.value()) if self.value() else queryset
 
 
-class QueueFilter(admin.SimpleListFilter):
+class QueueFilter(StorableValueFilter):
     title = "queue"
     parameter_name = "queue"
 
@@ -129,12 +138,29 @@ def status_badge(status: str, task_id: int | None = None) -> str:
                        status, task_id or "", status)
 
 
+PRETTY_MAX_CHARS = 20_000  # per value on the task page; the API has the whole of it
+
+
 def _pretty(value: Any) -> str:
     if value is None or value == "":
         return format_html('<span class="task-empty">{}</span>', "—")
-    text = value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True,
-                                                           ensure_ascii=False)
+    if isinstance(value, str):
+        text = value
+    elif jsonsafe.depth_exceeds(value, jsonsafe.max_depth()):
+        # Indenting N levels costs N^2 characters, and json.dumps recurses.
+        return _truncated("", f"nested deeper than {jsonsafe.max_depth()} levels: not shown")
+    else:
+        text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    if len(text) > PRETTY_MAX_CHARS:
+        return _truncated(text[:PRETTY_MAX_CHARS],
+                          f"truncated: the first {PRETTY_MAX_CHARS:,} of {len(text):,} "
+                          f"characters are shown")
     return format_html('<pre class="task-pre">{}</pre>', text)
+
+
+def _truncated(text: str, note: str) -> str:
+    return format_html('<pre class="task-pre">{}</pre><p class="task-truncated">{}</p>',
+                       text, note)
 
 
 def _duration(task: Task) -> str:
@@ -234,12 +260,38 @@ def date_hierarchy_links(cl) -> dict[str, Any]:
 # --- the add form --------------------------------------------------------------------
 
 
+class PayloadField(forms.JSONField):
+    """forms.JSONField that does not parse over-deep text (to validate it, or to show it
+    again with the form's errors): json.loads recurses, and a RecursionError is a 500."""
+
+    @staticmethod
+    def _too_deep(value: Any) -> bool:
+        return isinstance(value, str) and jsonsafe.text_depth_exceeds(value,
+                                                                      jsonsafe.max_depth())
+
+    def to_python(self, value):
+        if self._too_deep(value):
+            raise forms.ValidationError(
+                f"Nested too deep: a payload may nest at most {jsonsafe.max_depth()} levels "
+                f"(TASKS_MAX_JSON_DEPTH).", code="too_deep")
+        return super().to_python(value)
+
+    def bound_data(self, data, initial):
+        if self._too_deep(data):
+            return forms.fields.InvalidJSONInput(data)  # shown again as typed
+        value = super().bound_data(data, initial)
+        if not isinstance(value, str) and jsonsafe.problem(value, depth_limit=10**9):
+            # Dumped again, "\ud800" would be a raw surrogate the page cannot encode.
+            return forms.fields.InvalidJSONInput(data)
+        return value
+
+
 class TaskAddForm(forms.ModelForm):
     """Enqueue a task by hand. Validation is the queue's own (tasks.queue.prepare, the
     first step of enqueue), so the form accepts exactly what the API and CLI accept."""
 
     type = forms.ChoiceField(choices=(), help_text="A registered task type (plugin).")
-    payload = forms.JSONField(
+    payload = PayloadField(
         initial=dict, required=False,
         widget=forms.Textarea(attrs={"rows": 8, "cols": 80, "class": "vLargeTextField"}),
         help_text="A JSON object; the task type's plugin validates its fields.")
@@ -388,16 +440,23 @@ class TaskAdmin(admin.ModelAdmin):
     # --- list page: search and date drill-down without table scans ---
 
     def get_search_results(self, request, queryset, search_term):
+        if jsonsafe.text_problem(search_term):
+            return queryset.none(), False  # no name holds what PostgreSQL cannot store
         term = search_term.strip().removeprefix("#")
-        if term.isdigit():
+        if term.isascii() and term.isdigit():
             # A number is a task id: one index lookup, not a scan of every name.
-            task_id = int(term)
-            return (queryset.filter(pk=task_id) if task_id < 2**63 else queryset.none()), False
+            task_id = states.parse_id(term)
+            return (queryset.filter(pk=task_id) if task_id else queryset.none()), False
         return super().get_search_results(request, queryset, search_term)
 
     def get_changelist_instance(self, request):
-        cl = super().get_changelist_instance(request)
-        cl.task_dates = date_hierarchy_links(cl)
+        try:
+            cl = super().get_changelist_instance(request)
+            cl.task_dates = date_hierarchy_links(cl)
+        except (ValueError, OverflowError) as exc:
+            # Django's date drill-down computes the end of ?created_at__year=9999 as year
+            # 10000; the changelist answers bad parameters with its "?e=1" page instead.
+            raise IncorrectLookupParameters(exc) from exc
         return cl
 
     # --- permissions (tasks.authz): engine fields are never edited here ---

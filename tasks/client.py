@@ -20,7 +20,12 @@ from django.http import QueryDict
 from tasks import queue, selectors
 from tasks.api.filters import TaskFilter
 from tasks.api.pagination import TaskPagination
-from tasks.api.serializers import TaskCreateSerializer, TaskHistorySerializer, TaskSerializer
+from tasks.api.serializers import (
+    TaskCreateSerializer,
+    TaskHistorySerializer,
+    TaskListSerializer,
+    TaskSerializer,
+)
 from tasks.exceptions import InvalidTask, TaskServiceError
 from tasks.models import Origin, Status
 
@@ -97,7 +102,7 @@ class LocalClient:
             rows = paginator.page(page)
         except EmptyPage:
             raise ClientError("Invalid page.") from None
-        results = _plain(TaskSerializer(rows.object_list, many=True).data)
+        results = _plain(TaskListSerializer(rows.object_list, many=True).data)
         return _page_envelope(paginator.count, page, page_size, results)
 
     def status(self) -> dict[str, int]:

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from plugins import registry
 from plugins.base import PayloadError
+from tasks import jsonsafe
 from tasks.backoff import backoff_delay
 from tasks.conf import engine
 from tasks.exceptions import (
@@ -39,6 +40,7 @@ from tasks.exceptions import (
     UnknownTaskType,
 )
 from tasks.models import Event, Origin, Status, Task, TaskHistory
+from tasks.states import parse_id
 
 logger = logging.getLogger(__name__)
 
@@ -206,8 +208,8 @@ def prepare(
         errors["name"] = ["Required: a non-empty string."]
     elif len(name) > 255:
         errors["name"] = ["At most 255 characters."]
-    elif "\x00" in name:
-        errors["name"] = ["Must not contain NUL characters."]
+    elif bad := jsonsafe.text_problem(name):
+        errors["name"] = [f"Invalid text: it {bad}."]
     payload = {} if payload is None else payload
     payload_json = "{}"
     if not isinstance(type, str) or not type:
@@ -220,6 +222,8 @@ def prepare(
         else:
             if not isinstance(payload, dict):
                 errors["payload"] = ["Must be a JSON object."]
+            elif unsafe := jsonsafe.problem(payload, "payload"):
+                errors["payload"] = [unsafe]  # before the plugin walks it
             else:
                 try:
                     payload = plugin.validate(payload)
@@ -255,8 +259,8 @@ def prepare(
         not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 255
     ):
         errors["idempotency_key"] = ["Must be a string of 1 to 255 characters."]
-    elif idempotency_key is not None and "\x00" in idempotency_key:
-        errors["idempotency_key"] = ["Must not contain NUL characters."]
+    elif idempotency_key is not None and (bad := jsonsafe.text_problem(idempotency_key)):
+        errors["idempotency_key"] = [f"Invalid text: it {bad}."]
     if errors:
         raise InvalidTask(errors)
     return _Prepared(name, type, payload, payload_json, priority, queue, run_at, max_retries,
@@ -579,13 +583,39 @@ def _has_nul(text: str) -> bool:
     return "\\u0000" in text and _JSON_NUL.search(text) is not None
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+RESULT_PREVIEW_CHARS = 1000
+
+
 def _result_json(value: Any) -> str:
+    """A plugin's result as jsonb text that the database accepts, of bounded size.
+
+    Whatever the plugin returned, the batch it is written with must not fail: NULs and
+    unpaired surrogates become U+FFFD, and a result nested deeper than TASKS_MAX_JSON_DEPTH
+    or larger than TASKS_MAX_RESULT_BYTES is stored as a marker with a preview.
+    """
+    depth = jsonsafe.max_depth()
+    if jsonsafe.depth_exceeds(value, depth):
+        return json.dumps({"truncated": True, "reason": f"nested deeper than {depth} levels"})
     try:
-        text = json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
-    except (TypeError, ValueError):
-        text = json.dumps(repr(value))
-    # A plugin's NUL would make the whole batch fail; keep the rest of the result.
-    return _JSON_NUL.sub(lambda m: m.group(1) + "\\ufffd", text) if _has_nul(text) else text
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False, default=str,
+                          ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            text = json.dumps(repr(value)[:RESULT_PREVIEW_CHARS], ensure_ascii=False)
+        except Exception:  # a repr that fails too: say what it was
+            text = json.dumps(f"<{type(value).__name__} that is not JSON>")
+    # Raw surrogates (ensure_ascii=False) cannot be mistaken for escaped text.
+    text = _SURROGATE.sub("\ufffd", text)
+    if _has_nul(text):
+        text = _JSON_NUL.sub(lambda m: m.group(1) + "\\ufffd", text)
+    size = len(text.encode())
+    limit = jsonsafe.max_result_bytes()
+    if size > limit:
+        return json.dumps({"truncated": True, "reason": f"larger than {limit} bytes",
+                           "bytes": size, "preview": text[:RESULT_PREVIEW_CHARS]},
+                          ensure_ascii=False)
+    return text
 
 
 def complete(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
@@ -937,20 +967,6 @@ def retry_many(task_ids: Iterable[int], *, reason: str = "") -> BulkResult:
         return Event.TASK_REQUEUED
 
     return _bulk(list(task_ids), apply, reason)[0]
-
-
-MAX_ID = 2**63 - 1
-
-
-def parse_id(task_id: Any) -> int | None:
-    """An id as given by a caller (int or decimal string), or None if it cannot be one."""
-    if isinstance(task_id, bool):
-        return None
-    if isinstance(task_id, str) and task_id.strip().isdigit():
-        task_id = int(task_id.strip())
-    if isinstance(task_id, int) and 0 < task_id <= MAX_ID:
-        return task_id
-    return None
 
 
 def get(task_id: Any) -> Task:

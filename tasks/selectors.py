@@ -11,13 +11,10 @@ from typing import Any
 from django.db.models import Avg, Count, Q, QuerySet
 from django.utils import timezone
 
-from tasks import authz
+from tasks import authz, states
 from tasks.conf import engine
 from tasks.exceptions import TaskNotFound
 from tasks.models import FINISHED_STATUSES, Status, Task, TaskHistory, Worker
-
-MAX_ID = 2**63 - 1  # bigint: a larger id cannot exist, and must not reach the database
-
 
 ALL = object()  # the `user` of trusted callers (local CLI, Python): every task
 
@@ -29,11 +26,11 @@ def tasks(user: Any = ALL) -> QuerySet[Task]:
 
 
 def task_id(value: Any) -> int:
-    """A task id from user input (URL, CLI), or TaskNotFound: never a ValueError."""
-    text = str(value).strip()
-    if not text.isascii() or not text.isdigit() or not 0 < int(text) <= MAX_ID:
+    """A task id from user input, or TaskNotFound: never a ValueError."""
+    pk = states.parse_id(value)
+    if pk is None:
         raise TaskNotFound(value)
-    return int(text)
+    return pk
 
 
 def task(value: Any, user: Any = ALL) -> Task:

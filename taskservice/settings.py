@@ -69,6 +69,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "tasks.middleware.RejectUnstorableQueryMiddleware",
 ]
 
 ROOT_URLCONF = "taskservice.urls"
@@ -167,6 +168,13 @@ TASKS_ENGINE = {
 }
 if not isinstance(TASKS_ENGINE["PLUGINS"], dict):
     raise ImproperlyConfigured("TASKS_PLUGINS must be a JSON object of type name -> options")
+# Bounded input (tasks/jsonsafe.py): how deep a payload may nest (json.dumps and the admin
+# recurse; keep it far below Python's ~1000), and the largest plugin result stored whole.
+TASKS_MAX_JSON_DEPTH = env_int("TASKS_MAX_JSON_DEPTH", 32, minimum=2)
+if TASKS_MAX_JSON_DEPTH > 200:
+    raise ImproperlyConfigured(f"TASKS_MAX_JSON_DEPTH must be at most 200, got "
+                               f"{TASKS_MAX_JSON_DEPTH}")
+TASKS_MAX_RESULT_BYTES = env_int("TASKS_MAX_RESULT_BYTES", 64 * 1024, minimum=1024)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {

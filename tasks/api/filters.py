@@ -9,10 +9,25 @@ from django import forms
 from django.db.models import Q, QuerySet
 from django_filters.fields import IsoDateTimeField
 
+from tasks import jsonsafe, states
 from tasks.models import Status, Task
 
 ORDERING_FIELDS = ("id", "created_at", "updated_at", "run_at", "priority", "name", "status",
                    "type", "queue", "finished_at")
+
+
+class TextField(forms.CharField):
+    """Any Unicode text; a NUL or an unpaired surrogate, which PostgreSQL cannot take, is
+    a field error rather than a failed query."""
+
+    def validate(self, value):
+        super().validate(value)
+        if value and (bad := jsonsafe.text_problem(value)):
+            raise forms.ValidationError(f"Invalid text: it {bad}.", code="invalid_text")
+
+
+class TextFilter(filters.CharFilter):
+    field_class = TextField
 
 
 class CommaMultipleChoiceField(forms.MultipleChoiceField):
@@ -51,12 +66,12 @@ class IntegerFilter(filters.NumberFilter):
 
 class TaskFilter(filters.FilterSet):
     status = StatusFilter(choices=Status.choices, help_text="One or several statuses.")
-    type = filters.CharFilter(field_name="type", help_text="Task type.")
-    queue = filters.CharFilter(field_name="queue", help_text="Queue name.")
+    type = TextFilter(field_name="type", help_text="Task type.")
+    queue = TextFilter(field_name="queue", help_text="Queue name.")
     priority = IntegerFilter(field_name="priority", min_value=-(2**31), max_value=2**31 - 1)
     created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
-    q = filters.CharFilter(method="search", help_text="Search in names (and the exact id).")
+    q = TextFilter(method="search", help_text="Search in names (and the exact id).")
     ordering = filters.OrderingFilter(fields=ORDERING_FIELDS)
 
     class Meta:
@@ -68,6 +83,6 @@ class TaskFilter(filters.FilterSet):
         if not value:
             return queryset
         match = Q(name__icontains=value)
-        if value.isdigit() and int(value) < 2**63:
-            match |= Q(pk=int(value))
+        if (pk := states.parse_id(value)) is not None:
+            match |= Q(pk=pk)
         return queryset.filter(match)

@@ -30,6 +30,19 @@ class TaskSerializer(serializers.ModelSerializer):
         read_only_fields = TASK_FIELDS
 
 
+# Lists leave out payload and result: a page of 500 tasks could otherwise carry 500 of
+# each; GET /api/tasks/{id} has them whole.
+LIST_FIELDS = [name for name in TASK_FIELDS if name not in ("payload", "result")]
+
+
+class TaskListSerializer(TaskSerializer):
+    """A task in a list: every field but payload and result."""
+
+    class Meta(TaskSerializer.Meta):
+        fields = LIST_FIELDS
+        read_only_fields = LIST_FIELDS
+
+
 class TaskCreateSerializer(serializers.Serializer):
     """One task to enqueue. Every field is optional here so that tasks.queue reports
     missing or out-of-range values with the same messages as the CLI and Python."""

@@ -28,6 +28,7 @@ from tasks.api.serializers import (
     StatsSerializer,
     TaskCreateSerializer,
     TaskHistorySerializer,
+    TaskListSerializer,
     TaskSerializer,
 )
 from tasks.exceptions import InvalidTask
@@ -53,9 +54,9 @@ _ONE_OR_MANY = PolymorphicProxySerializer(
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List tasks", responses={200: TaskSerializer(many=True),
-                                                        **_BAD_REQUEST, **_NOT_FOUND,
-                                                        **_ERRORS}),
+    list=extend_schema(summary="List tasks (without payload and result: get one for those)",
+                       responses={200: TaskListSerializer(many=True), **_BAD_REQUEST,
+                                  **_NOT_FOUND, **_ERRORS}),
     retrieve=extend_schema(summary="Get one task",
                            responses={200: TaskSerializer, **_NOT_FOUND, **_ERRORS}),
 )
@@ -74,6 +75,9 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
     def get_object(self) -> Task:
         return selectors.task(self.kwargs["pk"], self.request.user)
+
+    def get_serializer_class(self):
+        return TaskListSerializer if self.action == "list" else TaskSerializer
 
     @extend_schema(
         summary="Create a task (an object) or many (an array, in one transaction)",

@@ -190,7 +190,7 @@ def test_an_empty_array_is_a_bad_request(api):
         ({"name": "x", "type": "noop", "queue": "no spaces"}, "queue", "letters"),
         ({"name": "x", "type": "noop", "payload": [1, 2]}, "payload", "JSON object"),
         ({"name": "x", "type": "noop", "run_at": "tomorrow"}, "run_at", "format"),
-        ({"name": "x\x00", "type": "noop"}, "name", "Null characters"),
+        ({"name": "x\x00", "type": "noop"}, "name", "contains a NUL character"),
         ({"name": "x", "type": "noop", "colour": "red"}, "colour", "Unknown field"),
     ],
 )

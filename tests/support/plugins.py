@@ -45,8 +45,24 @@ class Boom(Plugin):
         raise RuntimeError(payload.get("message", "boom"))
 
 
+class Produce(Plugin):
+    """Returns what a careless plugin might: `bytes` characters of text, `depth` nested
+    lists, or (`bad_text`) a string with a NUL and an unpaired surrogate."""
+
+    def run(self, payload, ctx):
+        if "bytes" in payload:
+            return {"blob": "x" * int(payload["bytes"])}
+        if "depth" in payload:
+            value: list = []
+            for _ in range(int(payload["depth"])):
+                value = [value]
+            return value
+        return {"text": "a\x00b\ud800c", "ok": "fine"}
+
+
 TEST_PLUGINS = {
     "count": {"plugin": "tests.support.plugins.CountRuns"},
     "block": {"plugin": "tests.support.plugins.Block"},
     "boom": {"plugin": "tests.support.plugins.Boom"},
+    "produce": {"plugin": "tests.support.plugins.Produce"},
 }

@@ -13,12 +13,15 @@ from typing import Any
 import yaml
 from django.core.management.base import BaseCommand, CommandError
 
+from tasks import jsonsafe
 from tasks.client import ClientError, LocalClient, RemoteClient
 from tasks.models import Status
 
 TASK_COLUMNS = [("ID", "id"), ("NAME", "name"), ("TYPE", "type"), ("STATUS", "status"),
                 ("PRIORITY", "priority"), ("QUEUE", "queue"), ("RETRIES", "retries"),
                 ("CREATED", "created_at")]
+# How options are spelt on the command line, where the dest differs.
+OPTION_NAMES = {"name": "NAME", "task_type": "--type", "task_id": "--id", "param": "-p"}
 HISTORY_COLUMNS = [("ID", "id"), ("EVENT", "event_type"), ("STATUS", "status"),
                    ("ATTEMPT", "attempt"), ("WORKER", "worker_id"), ("CREATED", "created_at"),
                    ("DETAILS", "details")]
@@ -68,6 +71,7 @@ class Command(BaseCommand):
         sub.add_parser("status", parents=[common], help="Counts of tasks per status.")
 
     def handle(self, *args, **options):
+        _check_text(options)
         client = self._client(options)
         action = options["action"]
         try:
@@ -103,6 +107,7 @@ class Command(BaseCommand):
     def _spec(options) -> dict[str, Any]:
         payload: dict[str, Any] = {}
         if options["payload_json"] is not None:
+            _check_depth("--payload-json", options["payload_json"])
             try:
                 payload = json.loads(options["payload_json"])
             except json.JSONDecodeError as exc:
@@ -113,16 +118,39 @@ class Command(BaseCommand):
             key, sep, value = item.partition("=")
             if not sep or not key:
                 raise CommandError(f"-p expects KEY=VALUE, got {item!r}.")
+            _check_depth(f"-p {key}", value)
             try:
                 payload[key] = json.loads(value)
             except json.JSONDecodeError:
                 payload[key] = value
+        # Checked here, not only by the server, so that local and --address runs say the
+        # same (and a --address run never sends what cannot be stored).
+        if problem := jsonsafe.problem(payload, "payload"):
+            raise CommandError(f"Invalid payload: {problem}.")
         spec = {"name": options["name"], "type": options["task_type"], "payload": payload,
                 "priority": options["priority"], "queue": options["queue"],
                 "run_at": options["run_at"], "max_retries": options["max_retries"],
                 "timeout_seconds": options["timeout"],
                 "idempotency_key": options["idempotency_key"]}
         return {k: v for k, v in spec.items() if v is not None}
+
+
+def _check_text(options: dict[str, Any]) -> None:
+    """Refuse option values PostgreSQL cannot store or URLs cannot carry: NULs, and the
+    unpaired surrogates Python makes of argv bytes that are not UTF-8."""
+    for dest, value in options.items():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and (problem := jsonsafe.text_problem(text)):
+                option = OPTION_NAMES.get(dest, "--" + dest.replace("_", "-"))
+                hint = " (bytes that are not UTF-8?)" if "surrogate" in problem else ""
+                raise CommandError(f"{option}: {problem}{hint}.")
+
+
+def _check_depth(option: str, text: str) -> None:
+    # json.loads recurses: refuse what no payload may be before it can blow the stack.
+    if jsonsafe.text_depth_exceeds(text, jsonsafe.max_depth()):
+        raise CommandError(f"{option}: JSON nested too deep: a payload may nest at most "
+                           f"{jsonsafe.max_depth()} levels (TASKS_MAX_JSON_DEPTH).")
 
 
 # --- output ------------------------------------------------------------------------------
