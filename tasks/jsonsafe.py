@@ -48,6 +48,20 @@ def text_problem(text: str) -> str | None:
     return "contains an unpaired surrogate"
 
 
+MAX_ERROR_CHARS = 8000  # an error as stored: its head (what raised) and tail (where)
+
+
+def storable_error(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """An error text PostgreSQL can store, of bounded size: NUL and unpaired surrogates
+    become U+FFFD, and a long text keeps its first and last parts."""
+    text = _BAD_CHAR.sub("\ufffd", text)
+    if len(text) <= limit:
+        return text
+    head = limit // 4
+    tail = limit - head - 60
+    return f"{text[:head]}\n… [{len(text) - head - tail} characters cut] …\n{text[-tail:]}"
+
+
 def shown(text: str, limit: int = _SHOWN_KEY_CHARS) -> str:
     """`text` safe to echo in an error message: bad characters escaped, length bounded."""
     text = _BAD_CHAR.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

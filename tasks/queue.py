@@ -695,7 +695,7 @@ def fail(*, worker_id: str, outcomes: Sequence[Outcome], rand=None) -> dict[int,
         "worker": worker_id,
         "ids": [o.task_id for o in outcomes],
         "attempts": [o.attempt for o in outcomes],
-        "errors": [(o.error or "error").replace("\x00", "") for o in outcomes],
+        "errors": [jsonsafe.storable_error(o.error or "error") for o in outcomes],
         "delays": [backoff_delay(o.retry_count, base=cfg.BACKOFF_BASE, cap=cfg.BACKOFF_CAP,
                                  **kwargs) for o in outcomes],
     }
@@ -733,7 +733,7 @@ def _finish_by_worker(status_sql: str, *, worker_id: str, outcomes: Sequence[Out
         return set()
     params = {"worker": worker_id, "ids": [o.task_id for o in outcomes],
               "attempts": [o.attempt for o in outcomes],
-              "details": [o.error.replace("\x00", "") for o in outcomes]}
+              "details": [jsonsafe.storable_error(o.error) for o in outcomes]}
     applied = {r[0] for r in _run(sql, params)}
     _log_lost(worker_id, outcomes, applied, "release" if releasing else "cancel")
     return applied

@@ -1076,3 +1076,22 @@ def test_deleting_a_task_deletes_its_history():
     claim_one()
     Task.objects.filter(pk=task.pk).delete()
     assert not TaskHistory.objects.exists()
+
+
+def test_a_run_ending_with_unstorable_or_huge_error_text_is_still_recorded():
+    """A plugin's exception text may hold NUL, unpaired surrogates or megabytes."""
+    enqueue(name="bad text", max_retries=0)
+    enqueue(name="huge text", max_retries=0)
+    first, second = queue.claim(worker_id=WORKER, limit=2)
+    huge = "RuntimeError: " + "x" * 1_000_000 + " the end"
+    applied = queue.fail(worker_id=WORKER, outcomes=[
+        outcome(first, error="RuntimeError: a\udcff b\x00 c"),
+        outcome(second, error=huge)])
+    assert applied == {first.id: "failed", second.id: "failed"}
+    bad = Task.objects.get(pk=first.id)
+    assert bad.last_error == "RuntimeError: a\ufffd b\ufffd c"
+    long = Task.objects.get(pk=second.id)
+    assert len(long.last_error) <= 8000
+    assert long.last_error.startswith("RuntimeError: xxx") and long.last_error.endswith(
+        "the end")
+    assert "characters cut" in long.last_error
