@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.core.handlers.wsgi import LimitedStream
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 API_PREFIX = "/api/"
@@ -92,10 +91,6 @@ Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
 
-class _TooLarge(Exception):
-    """The streamed body passed the limit; raised out of the app's receive()."""
-
-
 class BodyLimit:
     """ASGI wrapper: refuse by headers before calling the app, then count streamed bytes."""
 
@@ -117,15 +112,20 @@ class BodyLimit:
 
         limit = settings.TASKS_API_MAX_BODY_BYTES
         received = 0
-        started = False
+        exceeded = started = False
 
         async def counting_receive() -> dict:
-            nonlocal received
+            nonlocal received, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _TooLarge
+                    # To the app the client is gone: it drops what it buffered and returns
+                    # (Django closes its body file), and nothing more is received.
+                    exceeded = True
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: dict) -> None:
@@ -133,11 +133,9 @@ class BodyLimit:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _respond(send, too_large())
+        await self.app(scope, counting_receive, tracking_send)
+        if exceeded and not started:
+            await _respond(send, too_large())
 
 
 def _asgi_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -195,15 +193,21 @@ class BodyLimitMiddleware:
         try:
             length = parse_length(request.META.get("CONTENT_LENGTH"))
         except ValueError:
-            return JsonResponse({"detail": "Malformed Content-Length."}, status=400)
+            return _json_response((400, {"detail": "Malformed Content-Length."}, {}))
         refused = refusal(request.path, headers, length, chunked)
         if refused is not None:
-            status, body, extra = refused
-            return JsonResponse(body, status=status, headers=extra)
+            return _json_response(refused)
         if chunked and length is None:
-            # Django reads Content-Length bytes only (none here): read the chunked body
-            # through a counter instead, so it is seen, and never past the limit.
-            limit = settings.TASKS_API_MAX_BODY_BYTES
-            environ["wsgi.input"] = CountingReader(environ["wsgi.input"], limit)
-            request._stream = LimitedStream(environ["wsgi.input"], limit + 1)
+            # Django reads Content-Length bytes only, and DRF only bodies that declare one,
+            # so a chunked body goes unread; anything that reads the raw input is bounded.
+            environ["wsgi.input"] = CountingReader(environ["wsgi.input"],
+                                                   settings.TASKS_API_MAX_BODY_BYTES)
         return self.get_response(request)
+
+
+def _json_response(refused: Refusal) -> HttpResponse:
+    # Outside CommonMiddleware, so the length is set here (else the server chunks it).
+    status, body, extra = refused
+    response = JsonResponse(body, status=status, headers=extra)
+    response["Content-Length"] = str(len(response.content))
+    return response
