@@ -17,6 +17,7 @@ from urllib.parse import unquote
 
 from daphne import http_protocol
 from django.conf import settings
+from twisted.web import http
 
 from taskservice import edge
 
@@ -38,6 +39,9 @@ class BoundedWebRequest(http_protocol.WebRequest):
     _received = 0
 
     def gotLength(self, length: int | None) -> None:  # noqa: N802 - Twisted's name
+        if not isinstance(self.channel, http.HTTPChannel):  # HTTP/2: BodyLimit still applies
+            super().gotLength(length)
+            return
         headers = {name.decode("latin1").lower(): b", ".join(values).decode("latin1")
                    for name, values in self.requestHeaders.getAllRawHeaders()}
         chunked = length is None and "chunked" in headers.get("transfer-encoding", "").lower()

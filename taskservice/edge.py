@@ -29,9 +29,8 @@ Refusal = tuple[int, dict, dict[str, str]]  # status, JSON body, extra headers
 
 def too_large(size: int | None = None) -> Refusal:
     limit = settings.TASKS_API_MAX_BODY_BYTES
-    told = f"{size} bytes" if size is not None else "more than that"
-    detail = (f"Request body too large: {told}; the limit is {limit} bytes "
-              "(TASKS_API_MAX_BODY_BYTES).")
+    told = f"{size} bytes; the limit is" if size is not None else "over the limit of"
+    detail = f"Request body too large: {told} {limit} bytes (TASKS_API_MAX_BODY_BYTES)."
     return 413, {"detail": detail, "limit": limit, "setting": "TASKS_API_MAX_BODY_BYTES"}, {}
 
 
