@@ -68,6 +68,8 @@ class BoundedWebRequest(http_protocol.WebRequest):
 
     def _refuse(self, refused: edge.Refusal) -> None:
         self._refused = True
+        # Twisted answers `Expect: 100-continue` right after gotLength: not to this one.
+        self.requestHeaders.removeHeader(b"Expect")
         old, self.content = getattr(self, "content", None), _Discard()
         if old is not None and old is not self.content:
             old.close()

@@ -162,6 +162,18 @@ def test_an_oversized_content_length_is_refused_unread(server, token, path):
     assert headers["content-type"] == "application/json"
 
 
+def test_a_refusal_is_the_only_answer_to_expect_100_continue(daphne, token):
+    head = post_head("/api/tasks", length=10**9, Authorization=f"Token {token}",
+                     Expect="100-continue")
+    with socket.create_connection(("127.0.0.1", daphne.port), timeout=PROMPT) as sock:
+        sock.sendall(head)
+        received = b""
+        while part := sock.recv(65536):
+            received += part
+    assert received.startswith(b"HTTP/1.1 413 ")
+    assert received.endswith(b'"setting": "TASKS_API_MAX_BODY_BYTES"}')  # nothing after it
+
+
 def unfinished_chunks(total: int) -> list[bytes]:
     piece = b" " * 8192
     return [chunk(piece)] * (total // len(piece) + 1)
