@@ -103,9 +103,12 @@ def send(port: int, data: bytes, *, chunks: list[bytes] = (),
     seconds until the response was complete). The connection is left half-sent."""
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        for chunk in chunks:
-            sock.sendall(chunk)
+        try:
+            sock.sendall(data)
+            for piece in chunks:
+                sock.sendall(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before taking it all: read the answer
         received = b""
         while True:
             try:
@@ -201,7 +204,7 @@ def test_wsgi_never_waits_for_a_chunked_body(gunicorn, token):
     # Django reads Content-Length bytes only: the unfinished body is not read at all.
     head = post_head("/api/tasks", length=None, Authorization=f"Token {token}")
     status, _, body, elapsed = send(gunicorn.port, head,
-                                    chunks=unfinished_chunks(BODY_LIMIT * 4))
+                                    chunks=unfinished_chunks(BODY_LIMIT // 2))
     assert status == 400 and elapsed < PROMPT, body
 
 
