@@ -13,10 +13,11 @@ histogram. (A person requeueing a failed task takes it out again until it finish
 small dip that Prometheus reads like a counter reset.) Retries are counted from the
 append-only history, so they never go down.
 
-Access: open by default, the Prometheus convention for an endpoint scraped on the pod
-network; the figures are aggregate counts (no payloads, results, errors or ids). Set
-TASKS_METRICS_TOKEN to require `Authorization: Bearer <token>`, e.g. when the Ingress
-exposes the service publicly.
+Access: closed by default, since /metrics is served on the same port as everything else
+and an Ingress may expose it. Set TASKS_METRICS_TOKEN to require `Authorization: Bearer
+<token>` (Prometheus sends it with `authorization: {credentials_file: ...}`), or
+TASKS_METRICS_PUBLIC=1 to open it to anyone who reaches the server (the figures are
+aggregate counts: no payloads, results, errors or ids); `check --deploy` warns then.
 """
 
 from __future__ import annotations
@@ -161,22 +162,32 @@ registry.register(TaskCollector())
 ProcessCollector(registry=registry)  # this process's CPU and memory, per replica
 
 
-def _authorized(request: HttpRequest) -> bool:
+CLOSED = ("/metrics is closed: set TASKS_METRICS_TOKEN and send `Authorization: Bearer "
+          "<token>`, or set TASKS_METRICS_PUBLIC=1 to open it to everyone.\n")
+
+
+def _refusal(request: HttpRequest) -> HttpResponse | None:
+    """The answer to a scrape that may not see the figures, or None."""
     token = getattr(settings, "TASKS_METRICS_TOKEN", "")
     if not token:
-        return True
+        if getattr(settings, "TASKS_METRICS_PUBLIC", False):
+            return None
+        return HttpResponse(CLOSED, status=403, content_type="text/plain")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
-                                                              token.encode())
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                          token.encode()):
+        return None
+    response = HttpResponse("A valid bearer token is required for /metrics "
+                            "(TASKS_METRICS_TOKEN).\n", status=401, content_type="text/plain")
+    response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+    return response
 
 
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    if not _authorized(request):
-        response = HttpResponse("A valid bearer token is required for /metrics.\n",
-                                status=401, content_type="text/plain")
-        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-        return response
+    refused = _refusal(request)
+    if refused is not None:
+        return refused
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     try:
         body = encoder(registry)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
 from taskservice.env import (
     env_bool,
@@ -62,7 +63,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: refuses oversized and anonymous API bodies before anything reads them (WSGI).
+    "taskservice.edge.BodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -305,8 +309,31 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = DEBUG or TESTING
 WHITENOISE_AUTOREFRESH = DEBUG or TESTING
 
-# /metrics: open unless a token is set (then `Authorization: Bearer <token>`).
+# /metrics: closed unless a token is set (then `Authorization: Bearer <token>`) or the
+# operator opens it explicitly; `check --deploy` warns about an open endpoint.
 TASKS_METRICS_TOKEN = env_str("TASKS_METRICS_TOKEN")
+TASKS_METRICS_PUBLIC = env_bool("TASKS_METRICS_PUBLIC", False)
+if TASKS_METRICS_PUBLIC and TASKS_METRICS_TOKEN:
+    raise ImproperlyConfigured(
+        "TASKS_METRICS_PUBLIC and TASKS_METRICS_TOKEN are both set: /metrics is either open "
+        "to all or behind the token; unset one of them."
+    )
+
+# Content Security Policy (django.middleware.csp): only this origin's scripts, styles and
+# connections (websockets included); an inline <script> or <style> runs only with the
+# request's nonce ({{ csp_nonce }} in templates).
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.NONCE],
+    "img-src": [CSP.SELF, "data:"],  # Swagger UI draws its icons as data: SVGs
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
+TEMPLATES[0]["OPTIONS"]["context_processors"].append("django.template.context_processors.csp")
 
 # Logs: JSON lines on stdout in production, plain text for people at a terminal.
 LOG_FORMAT = env_str("LOG_FORMAT", "plain" if DEBUG else "json").strip().lower()

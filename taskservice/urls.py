@@ -15,3 +15,5 @@ urlpatterns = [
     re_path(r"^metrics/?$", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
 ]
+
+handler500 = "tasks.api.exceptions.server_error"

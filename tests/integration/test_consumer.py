@@ -45,7 +45,7 @@ def login(client, django_user_model):
 
 def communicator(path: str, cookie: bytes | None = None,
                  origin: bytes = b"http://testserver") -> WebsocketCommunicator:
-    headers = [(b"origin", origin)]
+    headers = [(b"host", b"testserver"), (b"origin", origin)]
     if cookie:
         headers.append((b"cookie", cookie))
     return WebsocketCommunicator(application, path, headers=headers)

@@ -55,7 +55,8 @@ print(json.dumps({
     "hsts_sub": s.SECURE_HSTS_INCLUDE_SUBDOMAINS, "hsts_preload": s.SECURE_HSTS_PRELOAD,
     "proxy": list(getattr(s, "SECURE_PROXY_SSL_HEADER", None) or []),
     "hosts": s.ALLOWED_HOSTS, "static": s.STORAGES["staticfiles"]["BACKEND"],
-    "middleware": s.MIDDLEWARE[:2], "formatter": s.LOGGING["handlers"]["console"]["formatter"],
+    "middleware": s.MIDDLEWARE[:4], "formatter": s.LOGGING["handlers"]["console"]["formatter"],
+    "csp": s.SECURE_CSP["default-src"], "metrics_public": s.TASKS_METRICS_PUBLIC,
 }))
 """
 
@@ -91,9 +92,12 @@ def test_production_defaults_are_secure():
     assert values["proxy"] == ["HTTP_X_FORWARDED_PROTO", "https"]
     assert values["hosts"] == ["tasks.example.com", "10.1.2.3"]
     assert values["static"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
-    assert values["middleware"] == ["django.middleware.security.SecurityMiddleware",
-                                    "whitenoise.middleware.WhiteNoiseMiddleware"]
+    assert values["middleware"] == ["taskservice.edge.BodyLimitMiddleware",
+                                    "django.middleware.security.SecurityMiddleware",
+                                    "whitenoise.middleware.WhiteNoiseMiddleware",
+                                    "django.middleware.csp.ContentSecurityPolicyMiddleware"]
     assert values["formatter"] == "json"
+    assert values["csp"] == ["'self'"] and values["metrics_public"] is False
 
     relaxed = show_settings(SECURE_SSL_REDIRECT="0", SECURE_HSTS_SECONDS="60",
                             SECURE_PROXY_SSL_HEADER="", LOG_FORMAT="plain")
@@ -102,7 +106,17 @@ def test_production_defaults_are_secure():
 
 
 @pytest.mark.django_db
+def test_check_deploy_warns_when_metrics_are_opened():
+    result = manage("check", "--deploy", "--fail-level", "WARNING",
+                    env=production_env(TASKS_METRICS_PUBLIC="1"))
+    assert result.returncode != 0
+    assert "tasks_api.W002" in result.stderr and "TASKS_METRICS_PUBLIC" in result.stderr
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(("extra", "message"), [
+    ({"TASKS_METRICS_PUBLIC": "1", "TASKS_METRICS_TOKEN": "t"},
+     "TASKS_METRICS_PUBLIC and TASKS_METRICS_TOKEN are both set"),
     ({"SECRET_KEY": ""}, "SECRET_KEY is not set"),
     ({"LOG_FORMAT": "yaml"}, "LOG_FORMAT must be 'json' or 'plain', got 'yaml'"),
     ({"SECURE_HSTS_SECONDS": "a year"}, "SECURE_HSTS_SECONDS must be an integer"),
@@ -195,7 +209,7 @@ def test_production_daphne_serves_health_metrics_and_static(collected, tmp_path)
     port = free_port()
     log = tmp_path / "daphne.log"
     env = production_env(STATIC_ROOT=str(collected), PORT=str(port),
-                         ALLOWED_HOSTS=".example.com")
+                         ALLOWED_HOSTS=".example.com", TASKS_METRICS_TOKEN="scrape-token")
     out = open(log, "wb")  # noqa: SIM115 - closed below; the child keeps its own copy
     proc = subprocess.Popen(
         [sys.executable, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port),
@@ -220,8 +234,9 @@ def test_production_daphne_serves_health_metrics_and_static(collected, tmp_path)
         assert check.returncode == 0, check.stderr
 
         # Plain HTTP for probes and scrapes; everything else is sent to HTTPS.
-        status, headers, body = fetch(f"{base}/metrics")
+        status, headers, body = fetch(f"{base}/metrics", Authorization="Bearer scrape-token")
         assert status == 200 and b"taskservice_queue_depth" in body
+        assert fetch(f"{base}/metrics")[0] == 401
         status, headers, _ = fetch(f"{base}/admin/login/")
         assert status == 301
         assert headers["Location"] == "https://tasks.example.com/admin/login/"
@@ -230,6 +245,7 @@ def test_production_daphne_serves_health_metrics_and_static(collected, tmp_path)
         assert status == 200
         assert headers["Strict-Transport-Security"] == (
             "max-age=31536000; includeSubDomains; preload")
+        assert "default-src 'self'" in headers["Content-Security-Policy"]
         assert fetch(f"{base}/health", host="evil.invalid")[0] == 400
 
         # WhiteNoise serves the collected, hashed files with a far-future cache header.

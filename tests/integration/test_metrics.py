@@ -16,9 +16,17 @@ from tasks.models import FINISHED_STATUSES, Status, Task, TaskHistory, Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)  # real timestamps per statement
 
+TOKEN = "s3cret-token"
+AUTH = {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(autouse=True)
+def _metrics_token(settings):
+    settings.TASKS_METRICS_TOKEN = TOKEN
+
 
 def scrape(client, **headers) -> dict[str, list]:
-    response = client.get("/metrics", **headers)
+    response = client.get("/metrics", **{**AUTH, **headers})
     assert response.status_code == 200, response.content
     assert response["Content-Type"].startswith("text/plain")
     samples: dict[str, list] = {}
@@ -142,24 +150,43 @@ def test_figures_follow_changes(client, populated):
     assert ("cancelled", "boom", "emails") not in after
 
 
-def test_token_protects_metrics_when_set(client, db, settings):
-    settings.TASKS_METRICS_TOKEN = "s3cret-token"
+def test_token_protects_metrics_when_set(client, db):
     missing = client.get("/metrics")
     assert missing.status_code == 401
     assert missing["WWW-Authenticate"].startswith("Bearer")
+    assert b"TASKS_METRICS_TOKEN" in missing.content
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
-    assert client.get("/metrics", HTTP_AUTHORIZATION="Basic s3cret-token").status_code == 401
-    ok = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token")
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Basic {TOKEN}").status_code == 401
+    ok = client.get("/metrics", **AUTH)
     assert ok.status_code == 200
     assert b"taskservice_workers_online" in ok.content
 
 
+def test_metrics_are_closed_without_a_token(client, db, settings):
+    settings.TASKS_METRICS_TOKEN = ""
+    for headers in ({}, AUTH, {"HTTP_AUTHORIZATION": "Bearer "}):
+        response = client.get("/metrics", **headers)
+        assert response.status_code == 403
+        assert b"TASKS_METRICS_TOKEN" in response.content
+        assert b"TASKS_METRICS_PUBLIC=1" in response.content
+        assert b"taskservice_" not in response.content
+
+
+def test_metrics_can_be_opened_explicitly(client, db, settings):
+    settings.TASKS_METRICS_TOKEN = ""
+    settings.TASKS_METRICS_PUBLIC = True
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert b"taskservice_queue_depth" in response.content
+
+
 def test_metrics_is_read_only(client, db):
-    assert client.post("/metrics").status_code == 405
+    assert client.post("/metrics", **AUTH).status_code == 405
 
 
 def test_openmetrics_is_negotiated(client, db):
-    response = client.get("/metrics", HTTP_ACCEPT="application/openmetrics-text; version=1.0.0")
+    response = client.get("/metrics", HTTP_ACCEPT="application/openmetrics-text; version=1.0.0",
+                          **AUTH)
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/openmetrics-text")
     assert response.content.rstrip().endswith(b"# EOF")

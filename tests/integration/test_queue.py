@@ -594,11 +594,11 @@ def test_fail_uses_up_the_retries_then_fails():
                                "task_failed"]
 
 
-def test_fail_strips_nul_characters_from_the_error():
+def test_fail_replaces_nul_characters_in_the_error():
     enqueue()
     c = claim_one()
     queue.fail(worker_id=WORKER, outcomes=[outcome(c, error="bad\x00byte")])
-    assert fresh(c.id).last_error == "badbyte"
+    assert fresh(c.id).last_error == "bad\ufffdbyte"
 
 
 def test_fail_of_a_task_with_a_requested_cancel_ends_cancelled():

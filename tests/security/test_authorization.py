@@ -8,7 +8,6 @@ import io
 import pytest
 import requests
 from django.core.management import CommandError, call_command
-from django.test import override_settings
 from rest_framework.authtoken.models import Token
 
 from tasks import queue
@@ -218,27 +217,30 @@ def test_createtoken_grants_exactly_the_named_permissions(capsys):
         call_command("createtoken", "billing", "--type", "teleport")
 
 
-@override_settings(REST_FRAMEWORK={
-    **__import__("django.conf").conf.settings.REST_FRAMEWORK,
-    "DEFAULT_THROTTLE_RATES": {"anon": "2/min", "user": "3/min"}})
-def test_the_api_is_throttled(people):
+@pytest.fixture
+def throttle_rates():
+    """Set the API's throttle rates for one test; DRF reads them once per class."""
+    from django.conf import settings
     from django.core.cache import cache
     from rest_framework.settings import api_settings
     from rest_framework.throttling import SimpleRateThrottle
 
-    cache.clear()
-    api_settings.reload()
-    SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
-    try:
-        _, alice = people["alice"]
-        codes = [alice.get("/api/tasks").status_code for _ in range(4)]
-        assert codes == [200, 200, 200, 429]
-        assert "Request was throttled" in alice.get("/api/tasks").json()["detail"]
-        assert people["mallory"][1].get("/api/tasks").status_code == 200  # per user
-    finally:
+    def apply(rates: dict) -> None:
+        SimpleRateThrottle.THROTTLE_RATES = rates
         cache.clear()
-        api_settings.reload()
-        SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+
+    yield apply
+    apply(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"])
+    assert api_settings.DEFAULT_THROTTLE_RATES == SimpleRateThrottle.THROTTLE_RATES
+
+
+def test_the_api_is_throttled(people, throttle_rates):
+    throttle_rates({"anon": "2/min", "user": "3/min"})
+    _, alice = people["alice"]
+    codes = [alice.get("/api/tasks").status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    assert "Request was throttled" in alice.get("/api/tasks").json()["detail"]
+    assert people["mallory"][1].get("/api/tasks").status_code == 200  # per user
 
 
 def test_admin_log_in_is_locked_after_repeated_failures(live_server):

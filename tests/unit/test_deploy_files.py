@@ -468,6 +468,37 @@ def test_optional_secret_keys_are_passed(helm):
     assert set(secret) <= ALLOWED_ENV
 
 
+def test_metrics_are_scraped_with_the_token_or_opened_explicitly(helm, values):
+    assert values["metrics"]["public"] is False  # closed unless a token or public is given
+    kinds = by_kind(render(helm, {
+        "secret": {**REQUIRED["secret"], "TASKS_METRICS_TOKEN": "t"},
+        "metrics": {"serviceMonitor": {"enabled": True}}}))
+    assert "TASKS_METRICS_PUBLIC" not in one(kinds, "ConfigMap")["data"]
+    monitor = one(kinds, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    service = one(kinds, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+        service["metadata"]["labels"].items())
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
+    credentials = endpoint["authorization"]["credentials"]
+    secret = one(kinds, "Secret")
+    assert credentials == {"name": secret["metadata"]["name"], "key": "TASKS_METRICS_TOKEN"}
+    assert secret["stringData"]["TASKS_METRICS_TOKEN"] == "t"
+
+    kinds = by_kind(render(helm, {**REQUIRED, "metrics": {
+        "public": True, "serviceMonitor": {"enabled": True}}}))
+    assert one(kinds, "ConfigMap")["data"]["TASKS_METRICS_PUBLIC"] == "1"
+    assert "authorization" not in one(kinds, "ServiceMonitor")["spec"]["endpoints"][0]
+
+    with pytest.raises(helm.HelmRenderError, match="needs secret.TASKS_METRICS_TOKEN"):
+        render(helm, {**REQUIRED, "metrics": {"serviceMonitor": {"enabled": True}}})
+    with pytest.raises(helm.HelmRenderError, match="both set"):
+        render(helm, {"secret": {**REQUIRED["secret"], "TASKS_METRICS_TOKEN": "t"},
+                      "metrics": {"public": True}})
+
+
 def test_missing_secrets_are_named(helm):
     with pytest.raises(helm.HelmRenderError, match="secret.SECRET_KEY is required"):
         render(helm, {"secret": {"DATABASE_URL": "postgresql://u@h/d"}})

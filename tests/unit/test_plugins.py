@@ -100,6 +100,45 @@ def test_send_email_accepts_a_valid_from():
     assert SendEmail().validate(payload)["from"] == "ops@example.com"
 
 
+HEADER_BREAKERS = ["\r", "\n", "\x00", "\x0b", "\x0c", "\x85", "\u2028", "\u2029", "\x1c",
+                   "\x7f", "\t"]
+
+
+@pytest.mark.parametrize("char", HEADER_BREAKERS)
+def test_send_email_refuses_line_breaks_and_controls_in_every_header_field(char):
+    payload = {"to": ["ok@example.com", f"a@example.com{char}Bcc: x@evil.org"],
+               "subject": f"Hi{char}Bcc: x@evil.org", "body": "line one\nline two",
+               "from": f"ops@example.com{char}"}
+    errors = errors_of(SendEmail(), payload)
+    assert set(errors) == {"to", "subject", "from"}
+    code = f"U+{ord(char):04X}"
+    assert errors["subject"] == [f"Must be one line without control characters (found {code})."]
+    assert errors["from"] == errors["subject"]
+    assert errors["to"][1] == errors["subject"][0]
+    assert "ok@example.com" not in errors["to"][0]
+    assert all("\n" not in message and "\r" not in message for message in errors["to"])
+
+
+def test_send_email_keeps_unicode_text_and_a_multiline_body():
+    payload = {"to": "a@example.com", "subject": "Résumé ✓ – 日本", "body": "a\r\nb\u2028c"}
+    assert SendEmail().validate(payload)["subject"] == "Résumé ✓ – 日本"
+
+
+@pytest.mark.parametrize("field", ["cc", "bcc", "reply_to", "headers", "Subject"])
+def test_send_email_refuses_fields_it_does_not_support(field):
+    errors = errors_of(SendEmail(), {"to": "a@example.com", "subject": "Hi", "body": "x",
+                                     field: "x@evil.org"})
+    assert errors == {field: ["Unknown field; send_email takes only: to, subject, body, from."]}
+
+
+def test_send_email_unknown_fields_reach_the_api_caller_as_field_errors():
+    with pytest.raises(InvalidTask) as excinfo:
+        queue.prepare(name="mail", type="send_email",
+                      payload={"to": "a@example.com", "subject": "Hi", "body": "x",
+                               "bcc": ["x@evil.org"]})
+    assert "send_email takes only" in excinfo.value.errors["payload"]["bcc"][0]
+
+
 def test_payload_must_be_an_object():
     errors = errors_of(SendEmail(), ["to", "subject"])
     assert errors == {"payload": ["Payload must be a JSON object."]}
