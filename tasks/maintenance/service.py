@@ -54,6 +54,11 @@ class Service:
                                    type(exc).__name__, self.config.interval,
                                    extra={"action": "maintenance_retry", "service": self.name})
                     _close()
+                except Exception:
+                    # A bug in one run must not end the service for the leader's lifetime.
+                    logger.exception("%s: run failed; retrying in %.1fs", self.name,
+                                     self.config.interval,
+                                     extra={"action": "maintenance_error", "service": self.name})
                 stop.wait(self.config.interval)
         finally:
             _close()  # this thread's own connection

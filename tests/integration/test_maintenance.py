@@ -204,9 +204,11 @@ def test_retention_prunes_50000_finished_tasks_within_two_intervals_and_keeps_th
     failed = make_finished(20, status="failed", ago="1 day")
     active = [enqueue().pk for _ in range(3)]
     queue.claim(worker_id=WORKER, limit=1)  # one of them running
-    interval = 5.0
+    interval = 10.0
     with engine_settings(RETENTION_SUCCEEDED=1, PRUNE_INTERVAL=interval, PRUNE_BATCH_SIZE=5000):
-        leader = maintainers([Pruner()], name="pruning")
+        # Resting as long as it works (the default rests 4x as long): 10 batches of 5,000
+        # fit in one interval on a busy test machine.
+        leader = maintainers([Pruner(PrunerConfig.from_settings(rest=1.0))], name="pruning")
     started = time.monotonic()
     wait_until(lambda: not Task.objects.filter(status=Status.SUCCEEDED).exists(),
                timeout=2 * interval, interval=0.2)
@@ -223,7 +225,7 @@ def test_recent_tasks_and_statuses_kept_forever_stay():
     old = make_finished(4, ago="2 hours")
     recent = make_finished(2, ago="10 minutes")
     old_failed = make_finished(2, status="failed", ago="2 hours")
-    pruner = Pruner(PrunerConfig(interval=1, batch_size=3, pause=0,
+    pruner = Pruner(PrunerConfig(interval=1, batch_size=3, rest=0,
                                  retention={"succeeded": 3600, "failed": 0}))
     assert pruner.count().tasks == {"succeeded": 4}
     assert pruner.run_once() == 4
@@ -263,7 +265,7 @@ def test_a_task_locked_by_someone_else_is_skipped_not_waited_for():
 @pytest.mark.django_db(transaction=True)
 def test_each_batch_sends_one_tasks_pruned_event():
     make_finished(5, status="cancelled", ago="2 hours")
-    pruner = Pruner(PrunerConfig(interval=1, batch_size=2, pause=0,
+    pruner = Pruner(PrunerConfig(interval=1, batch_size=2, rest=0,
                                  retention={"cancelled": 60}))
     with psycopg.connect(autocommit=True, **connect_kwargs()) as listen:
         listen.execute(f'LISTEN "{queue.CHANNEL}"')

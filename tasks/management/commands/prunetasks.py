@@ -48,7 +48,7 @@ class Command(BaseCommand):
             retention = {s: age for s in statuses}
         else:
             retention = {s: base.retention.get(s, 0) for s in statuses}
-        pruner = Pruner(PrunerConfig.from_settings(retention=retention, pause=0))
+        pruner = Pruner(PrunerConfig.from_settings(retention=retention, rest=0))
         kept = [s for s in statuses if not retention[s] > 0]
         result = pruner.count() if dry_run else _run(pruner)
         verb = "would delete" if dry_run else "deleted"
