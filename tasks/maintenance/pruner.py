@@ -1,8 +1,8 @@
 """Pruner: deletes finished tasks, with their history, once past their retention.
 
 Retention is per final status (TASKS_RETENTION_SUCCEEDED / _FAILED / _CANCELLED, seconds;
-0 keeps that status forever). Work goes in batches of PRUNE_BATCH_SIZE tasks, each batch
-one statement in its own short transaction:
+0 keeps that status forever). Work goes in batches of PRUNE_BATCH_SIZE tasks, each
+deleted by one statement in its own short transaction, with a rest after each batch:
 
 1. select candidates, oldest first, by the (status, created_at) index, continuing after
    the last batch's position (no rescan of the rows just deleted);

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 
 import psycopg
@@ -20,6 +21,7 @@ from tasks.maintenance import Maintainer
 from tasks.maintenance.pruner import Pruner, PrunerConfig
 from tasks.maintenance.reaper import Reaper, ReaperConfig
 from tasks.maintenance.rescuer import Rescuer, RescuerConfig
+from tasks.maintenance.service import Service, ServiceConfig
 from tasks.models import Status, Task, TaskHistory, Worker
 from tests.integration.conftest import (
     WORKER,
@@ -138,6 +140,40 @@ def test_only_the_leader_runs_services_and_stopping_frees_the_lock(maintainers):
     leader.stop()
     follower.stop()
     assert lock_holder() is None
+
+
+class Probe(Service):
+    """A service that records which database session ran each batch."""
+
+    name = "probe"
+
+    def __init__(self):
+        super().__init__(ServiceConfig(interval=0.05, batch_size=1))
+        self.pids: list[int] = []
+
+    def run_batch(self) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            self.pids.append(cursor.fetchone()[0])
+        return 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_service_carries_on_after_losing_its_connection():
+    probe, stop = Probe(), threading.Event()
+    thread = threading.Thread(target=probe.loop, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: probe.pids, timeout=5)
+        first = probe.pids[0]
+        with psycopg.connect(autocommit=True, **connect_kwargs()) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [first])
+        wait_until(lambda: any(pid != first for pid in probe.pids), timeout=5)
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()
 
 
 # --- rescuer -----------------------------------------------------------------------------
