@@ -25,6 +25,18 @@ class EngineSettings:
     MAX_PAYLOAD_BYTES: int = 256 * 1024
     DB_PREPARE: bool = True
 
+    # Maintenance (tasks/maintenance/): intervals in seconds, run by the elected leader.
+    MAINTAINER_ELECTION_INTERVAL: float = 5.0  # how often a follower tries to lead
+    RESCUE_INTERVAL: float = 5.0
+    REAP_INTERVAL: float = 15.0
+    PRUNE_INTERVAL: float = 60.0
+    PRUNE_BATCH_SIZE: int = 2000
+    # Retention of finished tasks (and their history) in seconds per final status; 0 keeps
+    # them forever.
+    RETENTION_SUCCEEDED: float = 7 * 86400.0
+    RETENTION_FAILED: float = 30 * 86400.0
+    RETENTION_CANCELLED: float = 30 * 86400.0
+
     # Limits on what a task may ask for; enqueue rejects values outside them.
     MIN_PRIORITY: int = -1000
     MAX_PRIORITY: int = 1000

@@ -761,39 +761,46 @@ def _log_lost(worker_id, outcomes, applied, action) -> None:
                        extra={"action": "lease_lost", "task_ids": lost, "worker": worker_id})
 
 
-# --- the reconciler ------------------------------------------------------------------
+# --- the reconciler: rescue expired leases, forget silent workers -------------------
 
 RECONCILE_LOCK_KEY = 0x7461736B  # "task": one reconciler at a time across all workers
 
-_RECONCILE = f"""
-WITH expired AS MATERIALIZED (
-    SELECT id, locked_by, locked_until FROM tasks
-    WHERE status = 'running' AND locked_until < now()
-    ORDER BY locked_until LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+_EXPIRED = """
+SELECT id, retry_count, locked_by, locked_until FROM tasks
+WHERE status = 'running' AND locked_until < now()
+ORDER BY locked_until LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+# A lost worker's run ends like a failed one (the _FAIL rule: retry after the backoff, fail
+# for good without retries left, cancelled if a cancel was requested), with its own event.
+_RESCUE = f"""
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(delays)s::float8[], %(workers)s::text[],
+                         %(leases)s::timestamptz[]) AS i(id, delay, worker, lease_end)
 ), upd AS (
     UPDATE tasks t
     SET status = CASE WHEN t.cancel_requested_at IS NOT NULL THEN 'cancelled'
-                      WHEN t.retry_count < t.max_retries THEN 'retrying'
-                      ELSE 'failed' END,
-        retry_count = CASE WHEN t.cancel_requested_at IS NULL
-                            AND t.retry_count < t.max_retries
-                           THEN t.retry_count + 1 ELSE t.retry_count END,
-        run_at = now(),
-        finished_at = CASE WHEN t.cancel_requested_at IS NULL
-                            AND t.retry_count < t.max_retries THEN NULL ELSE now() END,
-        last_error = format('worker %%s lost: lease expired at %%s', e.locked_by,
-                            e.locked_until),
+                      WHEN t.retry_count < t.max_retries THEN 'retrying' ELSE 'failed' END,
+        retry_count = CASE WHEN {_RETRY_OK} THEN t.retry_count + 1 ELSE t.retry_count END,
+        run_at = CASE WHEN {_RETRY_OK} THEN now() + make_interval(secs => i.delay)
+                      ELSE t.run_at END,
+        finished_at = CASE WHEN {_RETRY_OK} THEN NULL ELSE now() END,
+        last_error = format('worker %%s lost: lease expired at %%s', i.worker, i.lease_end),
         updated_at = now(), locked_by = NULL, locked_until = NULL
-    FROM expired e WHERE t.id = e.id
-    RETURNING t.id, t.status, t.attempts, t.last_error, e.locked_by
+    FROM input i
+    WHERE t.id = i.id AND t.status = 'running' AND t.locked_until < now()
+    RETURNING t.id, t.status, t.attempts, t.retry_count, t.max_retries, t.last_error,
+              i.worker, i.delay
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
                               created_at)
-    SELECT id, status, 'lease_expired', attempts, coalesce(locked_by, ''),
-           last_error || CASE status WHEN 'retrying' THEN '; requeued'
-                                     WHEN 'cancelled' THEN '; cancelled as requested'
-                                     ELSE '; no retries left' END,
+    SELECT id, status, 'lease_expired', attempts, coalesce(worker, ''),
+           last_error || CASE status
+               WHEN 'retrying' THEN format('; requeued: retry %%s of %%s in %%ss', retry_count,
+                                           max_retries, round(delay::numeric, 1))
+               WHEN 'cancelled' THEN '; cancelled as requested'
+               ELSE '; no retries left' END,
            now()
     FROM upd
 ), {_notify_sql("'lease_expired'", "upd")}
@@ -801,26 +808,79 @@ SELECT upd.id, upd.status FROM upd LEFT JOIN note ON true
 """
 
 
-def reconcile(*, limit: int = 1000, worker_timeout: float | None = None) -> dict[int, str] | None:
-    """Recover tasks whose lease expired (worker lost) and forget silent workers.
+def rescue_expired(*, limit: int = 1000, rand=None) -> dict[int, str]:
+    """Settle up to `limit` running tasks whose lease expired (their worker was lost).
 
-    Runs under a transaction-level advisory lock so one reconciler works at a time;
-    returns None when another holds it, else {task id: new status}.
+    Each one is retried after backoff_delay(retry_count), as a failed run would be, or
+    fails for good, or ends cancelled if a cancel was requested; returns {task id: status}.
+    Rows another session holds are skipped, so concurrent rescuers never collide.
     """
     cfg = engine()
-    if worker_timeout is None:
-        worker_timeout = max(cfg.LEASE_SECONDS, 3 * cfg.HEARTBEAT_INTERVAL)
+    kwargs = {"rand": rand} if rand else {}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_EXPIRED, {"limit": limit})
+        rows = cursor.fetchall()
+        if not rows:
+            return {}
+        cursor.execute(_RESCUE, {
+            "ids": [r[0] for r in rows],
+            "delays": [backoff_delay(r[1], base=cfg.BACKOFF_BASE, cap=cfg.BACKOFF_CAP,
+                                     **kwargs) for r in rows],
+            "workers": [r[2] for r in rows],
+            "leases": [r[3] for r in rows],
+        })
+        rescued = dict(cursor.fetchall())
+    logger.warning("recovered %d task(s) with expired leases", len(rescued),
+                   extra={"action": "reconcile", "task_ids": list(rescued)[:100]})
+    return rescued
+
+
+def liveness_window() -> float:
+    """Seconds of heartbeat silence after which a worker counts as gone."""
+    cfg = engine()
+    return max(cfg.LEASE_SECONDS, 3 * cfg.HEARTBEAT_INTERVAL)
+
+
+_REAP = f"""
+WITH gone AS (
+    DELETE FROM task_workers WHERE id IN (
+        SELECT id FROM task_workers
+        WHERE last_seen < now() - make_interval(secs => %(window)s)
+        ORDER BY last_seen LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id
+), note AS (
+    SELECT pg_notify('{CHANNEL}', json_build_object(
+        'event', 'worker_offline', 'worker', id, 'count', 0, 'ids', '[]'::json)::text)
+    FROM gone
+)
+SELECT gone.id FROM gone CROSS JOIN (SELECT count(*) FROM note) n ORDER BY gone.id
+"""
+
+
+def reap_workers(*, window: float | None = None, limit: int = 1000) -> list[str]:
+    """Forget up to `limit` workers silent for longer than `window` seconds (default: the
+    liveness window); one worker_offline event each. Returns their ids."""
+    window = liveness_window() if window is None else window
+    with connection.cursor() as cursor:
+        cursor.execute(_REAP, {"window": window, "limit": limit})
+        gone = [r[0] for r in cursor.fetchall()]
+    if gone:
+        logger.warning("forgot %d silent worker(s): %s", len(gone), ", ".join(gone[:20]),
+                       extra={"action": "worker_reaped", "workers": gone[:100]})
+    return gone
+
+
+def reconcile(*, limit: int = 1000, worker_timeout: float | None = None) -> dict[int, str] | None:
+    """One batch of rescue_expired and reap_workers, under a transaction-level advisory
+    lock so one reconciler works at a time; None when another holds it, else
+    {task id: new status}. The maintainer (tasks/maintenance/) runs both on its own."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [RECONCILE_LOCK_KEY])
         if not cursor.fetchone()[0]:
             return None
-        cursor.execute(_RECONCILE, {"limit": limit})
-        recovered = dict(cursor.fetchall())
-        cursor.execute("DELETE FROM task_workers WHERE last_seen < now() - "
-                       "make_interval(secs => %s)", [worker_timeout])
-    if recovered:
-        logger.warning("reconciler recovered %d task(s) with expired leases", len(recovered),
-                       extra={"action": "reconcile", "task_ids": list(recovered)[:100]})
+        recovered = rescue_expired(limit=limit)
+        reap_workers(window=worker_timeout)
     return recovered
 
 

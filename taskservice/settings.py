@@ -180,6 +180,20 @@ if TASKS_MAX_JSON_DEPTH > 200:
                                f"{TASKS_MAX_JSON_DEPTH}")
 TASKS_MAX_RESULT_BYTES = env_int("TASKS_MAX_RESULT_BYTES", 64 * 1024, minimum=1024)
 
+# Maintenance and retention: one elected maintainer rescues expired leases, forgets silent
+# workers and prunes finished tasks (seconds; a retention of 0 keeps tasks forever).
+TASKS_ENGINE.update({
+    "MAINTAINER_ELECTION_INTERVAL": env_float("TASKS_MAINTAINER_ELECTION_INTERVAL", 5.0,
+                                              minimum=0.1),
+    "RESCUE_INTERVAL": env_float("TASKS_RESCUE_INTERVAL", 5.0, minimum=0.1),
+    "REAP_INTERVAL": env_float("TASKS_REAP_INTERVAL", 15.0, minimum=0.1),
+    "PRUNE_INTERVAL": env_float("TASKS_PRUNE_INTERVAL", 60.0, minimum=0.1),
+    "PRUNE_BATCH_SIZE": env_int("TASKS_PRUNE_BATCH_SIZE", 2000, minimum=1),
+    "RETENTION_SUCCEEDED": env_float("TASKS_RETENTION_SUCCEEDED", 7 * 86400.0, minimum=0.0),
+    "RETENTION_FAILED": env_float("TASKS_RETENTION_FAILED", 30 * 86400.0, minimum=0.0),
+    "RETENTION_CANCELLED": env_float("TASKS_RETENTION_CANCELLED", 30 * 86400.0, minimum=0.0),
+})
+
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,

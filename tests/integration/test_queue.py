@@ -479,6 +479,7 @@ def test_complete_of_a_stale_attempt_changes_nothing():
     first = claim_one()
     expire_lease(task.pk)
     assert queue.reconcile() == {task.pk: Status.RETRYING}
+    make_due(task.pk)  # past the backoff
     second = claim_one()  # the same worker wins the task again: attempt 2
     assert second.attempt == first.attempt + 1
     before, n = fresh(task), len(events(task.pk))
@@ -495,6 +496,7 @@ def test_complete_after_the_task_was_taken_over_changes_nothing():
     first = claim_one(WORKER)
     expire_lease(task.pk)
     queue.reconcile()
+    make_due(task.pk)
     claim_one(OTHER_WORKER)
     before, n = fresh(task), len(events(task.pk))
     assert queue.complete(worker_id=WORKER, outcomes=[outcome(first, result=1)]) == set()
@@ -842,7 +844,9 @@ def test_reconcile_requeues_an_expired_lease_naming_the_lost_worker():
     assert (h.event_type, h.status, h.worker_id, h.attempt) == (
         "lease_expired", "retrying", WORKER, 1)
     assert f"worker {WORKER} lost" in h.details and "requeued" in h.details
-    # Due at once: another worker picks it up.
+    # Due after the backoff, like a failed run; then another worker picks it up.
+    assert stored.run_at > db_now()
+    make_due(task.pk)
     assert claim_one(OTHER_WORKER).attempt == 2
 
 

@@ -1,0 +1,30 @@
+"""Reaper: forgets workers whose heartbeat has been silent past the liveness window.
+
+A worker that stops cleanly removes its own row; one that died leaves it behind, and the
+dashboard and /metrics would count it as online. Each forgotten worker sends a
+`worker_offline` event, as a clean stop does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tasks import queue
+from tasks.conf import engine
+from tasks.maintenance.service import Service, ServiceConfig
+
+
+@dataclass(frozen=True)
+class ReaperConfig(ServiceConfig):
+    window: float | None = None  # seconds of silence; None: queue.liveness_window()
+
+    @classmethod
+    def from_settings(cls) -> ReaperConfig:
+        return cls(interval=engine().REAP_INTERVAL, batch_size=1000)
+
+
+class Reaper(Service):
+    name = "reaper"
+
+    def run_batch(self) -> int:
+        return len(queue.reap_workers(window=self.config.window, limit=self.config.batch_size))
