@@ -146,12 +146,15 @@ class Worker:
         if self.stopped.is_set() and error is None:
             return
         self.died = self.died or name
-        logger.error("worker %s: the %s thread died (%s); stopping the worker", self.worker_id,
-                     name, "returned" if error is None else f"{type(error).__name__}: {error}",
-                     exc_info=error, extra={"action": "thread_died", "thread": name,
-                                            "worker": self.worker_id})
-        self.hooks.emit("thread_died", name=name, error=error)
-        self.stop()
+        try:
+            logger.error("worker %s: the %s thread died (%s); stopping the worker",
+                         self.worker_id, name,
+                         "returned" if error is None else f"{type(error).__name__}: {error}",
+                         exc_info=error, extra={"action": "thread_died", "side_thread": name,
+                                                "worker": self.worker_id})
+            self.hooks.emit("thread_died", name=name, error=error)
+        finally:
+            self.stop()
 
     def _on_event(self, event: dict) -> None:
         name = event.get("event")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from django.db import connection
@@ -35,18 +36,21 @@ class Recorder:
             self.seen.append((point, info))
             self.cond.notify_all()
 
-    def all(self, point: str, **match: Any) -> list[dict[str, Any]]:
-        """Every `point` emitted so far whose info has the given items."""
+    def all(self, point: str, where: Callable[[dict], bool] | None = None,
+            **match: Any) -> list[dict[str, Any]]:
+        """Every `point` emitted so far whose info has the given items (and passes `where`)."""
         with self.cond:
             return [info for p, info in self.seen
-                    if p == point and all(info.get(k) == v for k, v in match.items())]
+                    if p == point and all(info.get(k) == v for k, v in match.items())
+                    and (where is None or where(info))]
 
-    def wait(self, point: str, timeout: float = 15.0, **match: Any) -> dict[str, Any]:
+    def wait(self, point: str, where: Callable[[dict], bool] | None = None,
+             timeout: float = 15.0, **match: Any) -> dict[str, Any]:
         """The first `point` (emitted before or after this call) whose info has the given
-        items; AssertionError if none comes within `timeout` seconds."""
+        items (and passes `where`); AssertionError if none comes within `timeout` s."""
         with self.cond:
-            if self.cond.wait_for(lambda: self.all(point, **match), timeout=timeout):
-                return self.all(point, **match)[0]
+            if self.cond.wait_for(lambda: self.all(point, where, **match), timeout=timeout):
+                return self.all(point, where, **match)[0]
             seen = [p for p, _ in self.seen]
         raise AssertionError(f"no {point} {match or ''} within {timeout}s; seen: {seen}")
 
