@@ -2,8 +2,9 @@
 
 Executors and the monitor `submit` outcomes; one thread drains them, up to MAX_BATCH at a
 time, so a busy worker pays one round trip for many runs. Through an outage it retries
-forever: these outcomes exist nowhere else. If the database refuses a batch (bad data, not
-an outage), the batch splits until the one outcome it refuses is found; the rest land.
+forever: these outcomes exist nowhere else. If a batch is refused (data the database or
+its driver cannot take, not an outage), it splits until the one outcome refused is found,
+and the rest land; a refused result fails its run instead.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from tasks.worker.slots import CANCELLED, FAIL, OK, RELEASE
 logger = logging.getLogger("tasks.worker")
 
 MAX_BATCH = 1000
+
+# What one outcome can make a statement fail with: the database refusing its data, or
+# its data failing to be encoded on the way (an int too long to print, a lone surrogate).
+REFUSALS = (DatabaseError, ValueError, RecursionError)
 
 WRITERS = {OK: queue.complete, FAIL: queue.fail, CANCELLED: queue.finish_cancelled,
            RELEASE: queue.release}
@@ -87,16 +92,17 @@ class Completer:
             with_db_retry(f"write {kind}",
                           lambda: writer(worker_id=self.worker_id, outcomes=outcomes),
                           stop=lambda: False)
-        except DatabaseError as exc:
-            close_connection()
-            if len(outcomes) > 1:  # find the one the database refuses; write the rest
+        except REFUSALS as exc:
+            if isinstance(exc, DatabaseError):
+                close_connection()
+            if len(outcomes) > 1:  # find the one refused; write the rest
                 for outcome in outcomes:
                     self._write_group(kind, [outcome])
                 return
             outcome = outcomes[0]
-            logger.error("task %s: the database refused its %s outcome (%s)", outcome.task_id,
-                         kind, exc, extra={"action": "write_refused",
-                                           "task_id": outcome.task_id})
+            logger.error("task %s: its %s outcome was refused (%s: %s)", outcome.task_id,
+                         kind, type(exc).__name__, exc,
+                         extra={"action": "write_refused", "task_id": outcome.task_id})
             self.hooks.emit("write_refused", task_id=outcome.task_id, kind=kind, error=str(exc))
             if kind == OK:  # e.g. a result jsonb cannot hold: fail the run instead
                 outcome.error = f"could not store the result: {type(exc).__name__}: {exc}"

@@ -14,6 +14,7 @@ import queue as stdqueue
 import threading
 import time
 import traceback
+from collections.abc import Iterable
 
 from django.db import close_old_connections
 
@@ -53,7 +54,7 @@ class Execution:
         self.slots = slots
         self.completer = completer
         self.hooks = hooks
-        self.jobs: stdqueue.SimpleQueue[Job | None] = stdqueue.SimpleQueue()
+        self.inbox: stdqueue.SimpleQueue[Job | None] = stdqueue.SimpleQueue()  # claimed, not taken
         self.executors: set[threading.Thread] = set()
         self.abandoned: set[threading.Thread] = set()
         self.ended_early: set[Job] = set()  # the monitor's: runs ended before the plugin
@@ -66,17 +67,17 @@ class Execution:
         t.start()
 
     def submit(self, job: Job) -> None:
-        self.jobs.put(job)
+        self.inbox.put(job)
 
     def stop_executors(self) -> None:
         """Each idle executor exits; a busy one after its run."""
         for _ in list(self.executors):
-            self.jobs.put(None)
+            self.inbox.put(None)
 
     def _executor(self) -> None:
         me = threading.current_thread()
         while True:
-            job = self.jobs.get()
+            job = self.inbox.get()
             if job is None:
                 break
             job.runner = me
@@ -119,7 +120,7 @@ class Execution:
 
     # --- cancellation ----------------------------------------------------------------
 
-    def request_cancel(self, ids) -> None:
+    def request_cancel(self, ids: Iterable[int]) -> None:
         """Tell these runs' plugins to stop; the monitor ends them after CANCEL_GRACE."""
         now = time.monotonic()
         with self.slots.cond:  # the listener and the heartbeat may both ask

@@ -1,5 +1,6 @@
 """The worker's roles, driven in-process: a real Worker in a thread of the test process,
-against the real test database, with real plugins. Tests wait on the worker's hooks
+against the real test database, with the test plugins (tests/support/plugins.py) and three
+defined here whose data the database cannot take. Tests wait on the worker's hooks
 (tasks.worker.hooks) instead of sleeping, and `transactional_db` lets the worker's own
 connections see the rows the test commits."""
 
@@ -25,11 +26,35 @@ from tests.integration.conftest import OTHER_WORKER, WORKER, enqueue, events, ex
 from tests.support.plugins import TEST_PLUGINS
 from tests.support.processes import wait_until
 
+# A file name that is not UTF-8, decoded the way Python decodes file names
+# (surrogateescape): it holds a lone surrogate.
+UNDECODABLE = os.fsdecode(b"report-\xff.csv")
+
 
 def undecodable_file_name(payload, ctx):
-    """Returns a file name that is not UTF-8, decoded the way Python decodes file names
-    (surrogateescape): a lone surrogate, which PostgreSQL's jsonb refuses."""
-    return {"file": os.fsdecode(b"report-\xff.csv")}
+    """Returns such a file name: PostgreSQL's jsonb refuses a lone surrogate."""
+    return {"file": UNDECODABLE}
+
+
+def huge_number(payload, ctx):
+    """Returns an int too long for Python to print (sys.get_int_max_str_digits())."""
+    return {"n": 10**5000}
+
+
+def missing_undecodable_file(payload, ctx):
+    """Fails naming such a file: an error text that cannot be encoded as UTF-8 as it is."""
+    raise FileNotFoundError(f"no such file: {UNDECODABLE}")
+
+
+@pytest.fixture
+def undecodable_plugins():
+    """Three more plugins in this process (the worker runs here too), for one test."""
+    base = {**django_settings.TASKS_ENGINE.get("PLUGINS", {}), **TEST_PLUGINS}
+    registry.load({**base, "undecodable": f"{__name__}.undecodable_file_name",
+                   "missing": f"{__name__}.missing_undecodable_file",
+                   "huge": f"{__name__}.huge_number"})
+    yield
+    registry.load(base)
 
 
 @pytest.fixture
@@ -162,7 +187,7 @@ def test_a_batch_the_database_refuses_splits_and_the_rest_lands(transactional_db
     seen = Recorder(hooks)
     completer = Completer(worker_id=WORKER, hooks=hooks)
     for c in claimed:
-        result = undecodable_file_name({}, None) if c is bad else {"ran": c.id}
+        result = {"file": UNDECODABLE} if c is bad else {"ran": c.id}
         completer.submit(OK, outcome(c, result=result))
     stopped = threading.Event()
     stopped.set()  # write what was submitted, then return
@@ -184,20 +209,25 @@ def test_a_batch_the_database_refuses_splits_and_the_rest_lands(transactional_db
     assert completer.pending == 0
 
 
-def test_a_plugin_result_the_database_refuses_fails_only_that_run(start_worker):
-    registry.load({**django_settings.TASKS_ENGINE.get("PLUGINS", {}), **TEST_PLUGINS,
-                   "undecodable": f"{__name__}.undecodable_file_name"})
-    try:
-        w = start_worker(concurrency=4)
-        bad = enqueue(type="undecodable", max_retries=0)
-        good = [enqueue() for _ in range(5)]
-        for task in (bad, *good):
-            w.events.wait("run_returned", task_id=task.pk)
-        assert w.stop() == 0
-    finally:
-        registry.load({**django_settings.TASKS_ENGINE.get("PLUGINS", {}), **TEST_PLUGINS})
-    assert task_row(bad).status == "failed"
-    assert task_row(bad).last_error.startswith("could not store the result: DataError: ")
+def test_undecodable_results_and_errors_fail_only_their_runs(start_worker, undecodable_plugins):
+    w = start_worker(concurrency=4)
+    bad_result = enqueue(type="undecodable", max_retries=0)
+    bad_error = enqueue(type="missing", max_retries=0)
+    huge = enqueue(type="huge", max_retries=0)
+    good = [enqueue() for _ in range(5)]
+    for task in (bad_result, bad_error, huge, *good):
+        w.events.wait("run_returned", task_id=task.pk)
+    assert w.stop() == 0
+    assert not w.events.all("thread_died")
+    t = task_row(bad_result)
+    assert t.status == "failed"
+    assert t.last_error.startswith("could not store the result: DataError: ")
+    t = task_row(bad_error)
+    assert t.status == "failed"
+    assert t.last_error.startswith("FileNotFoundError: no such file: report-?.csv")
+    t = task_row(huge)
+    assert t.status == "failed"
+    assert t.last_error.startswith("could not store the result: ValueError: Exceeds the limit")
     assert [task_row(t).status for t in good] == ["succeeded"] * 5
 
 
