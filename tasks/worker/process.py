@@ -127,7 +127,7 @@ class Worker:
         if self.listen:
             # Once LISTEN is in place, claim: a task enqueued just before was not heard.
             self.listener = Listener(self._on_event, on_connect=self.slots.hint_work)
-            bodies["listener"] = self.listener.run
+            bodies["listener"] = self.listener.run  # its loop, in a watched thread of ours
         self.side_threads = [
             threading.Thread(target=self._watched, args=(name, body), name=name, daemon=True)
             for name, body in bodies.items()]
