@@ -43,4 +43,5 @@ class Command(BaseCommand):
             listen=False if options["no_listen"] else None,
             worker_id=options["worker_id"],
         )
-        worker.run()
+        if worker.run():
+            raise CommandError(f"the worker stopped because its {worker.died} thread died")

@@ -1,0 +1,108 @@
+"""The dispatcher: the worker's main loop. It claims as many due tasks as there are free
+slots, in one statement, and hands them to the executors.
+
+It sleeps until a slot frees up or there may be work: a LISTEN wake-up, the reconciler
+recovering tasks, or the poll fallback (sooner when a deferred task falls due, since that
+sends no event). On a busy queue it lets a few slots free up so one claim takes several.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from plugins.base import TaskContext
+from tasks import queue
+from tasks.conf import EngineSettings
+from tasks.worker.dbretry import with_db_retry
+from tasks.worker.hooks import Hooks
+from tasks.worker.slots import Job, Slots
+
+
+class Dispatcher:
+    def __init__(self, *, slots: Slots, cfg: EngineSettings, worker_id: str,
+                 queues: Sequence[str], batch: bool, listen: bool,
+                 hand_off: Callable[[Job], None], hooks: Hooks):
+        self.slots = slots
+        self.cfg = cfg
+        self.worker_id = worker_id
+        self.queues = list(queues)
+        self.batch = batch
+        self.listen = listen
+        self.hand_off = hand_off
+        self.hooks = hooks
+
+    def run(self) -> None:
+        """Claim and hand off until stopped, or until --batch / --max-tasks are done."""
+        slots = self.slots
+        cond = slots.cond
+        batch_min = max(1, slots.concurrency // 4)
+        while True:
+            with cond:
+                if slots.stopping:
+                    return
+                if slots.all_claimed():
+                    if not slots.running:
+                        return
+                    cond.wait(0.1)
+                    continue
+                if slots.free() <= 0:
+                    cond.wait(self.cfg.POLL_INTERVAL)
+                    continue
+                idle = not slots.work_hint
+            if idle:
+                # Computed outside the lock: it may query (and wait out) the database.
+                timeout = self._idle_timeout()
+                with cond:
+                    if not slots.work_hint and not slots.stopping:
+                        cond.wait(timeout)
+                    slots.work_hint = True  # a wake-up, or the poll fallback
+                continue
+            with cond:
+                # Busy queue: let a few slots free up so one statement claims several.
+                if slots.free() < batch_min and slots.running:
+                    cond.wait_for(lambda: slots.free() >= batch_min or slots.stopping,
+                                  timeout=0.005)
+                free = slots.free()
+                slots.work_hint = False
+            if free <= 0:
+                continue
+            claimed = self._claim(free)
+            if len(claimed) >= free:
+                slots.work_hint = True  # likely more waiting
+            elif self.batch and not claimed:
+                with cond:
+                    if not slots.running and not slots.work_hint:
+                        return
+
+    def _idle_timeout(self) -> float:
+        timeout = self.cfg.POLL_INTERVAL if not self.batch else min(self.cfg.POLL_INTERVAL, 0.2)
+        if self.listen and not self.batch:
+            # Deferred and retrying tasks send no event when they fall due.
+            due = with_db_retry("next_due", lambda: queue.next_due_in(self.queues),
+                                stop=lambda: self.slots.stopping)
+            if due is not None:
+                timeout = min(timeout, max(due, 0.001))
+        return timeout
+
+    def _claim(self, limit: int) -> list[queue.ClaimedTask]:
+        tasks = with_db_retry(
+            "claim",
+            lambda: queue.claim(worker_id=self.worker_id, limit=limit, queues=self.queues),
+            stop=lambda: self.slots.stopping, on_give_up=[])
+        now = time.monotonic()
+        jobs = []
+        for task in tasks:
+            ctx = TaskContext(task_id=task.id, attempt=task.attempt,
+                              deadline=now + task.timeout_seconds,
+                              logger=logging.getLogger(f"plugins.{task.type}"),
+                              task_type=task.type, queue=task.queue, worker_id=self.worker_id)
+            jobs.append(Job(task=task, ctx=ctx, deadline=ctx.deadline, claimed_at=now))
+        # Every job is in the slots before any executor can finish (and remove) one.
+        self.slots.add(jobs)
+        for job in jobs:
+            self.hand_off(job)
+        if tasks:
+            self.hooks.emit("claimed", tasks=tasks)
+        return tasks
