@@ -15,7 +15,6 @@ class EngineSettings:
     POLL_INTERVAL: float = 1.0
     LEASE_SECONDS: float = 30.0
     HEARTBEAT_INTERVAL: float = 10.0
-    RECONCILE_INTERVAL: float = 5.0
     DEFAULT_TIMEOUT: int = 300
     DEFAULT_MAX_RETRIES: int = 3
     BACKOFF_BASE: float = 1.0

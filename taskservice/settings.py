@@ -158,7 +158,6 @@ TASKS_ENGINE = {
     "POLL_INTERVAL": env_float("TASKS_POLL_INTERVAL", 1.0, minimum=0.01),
     "LEASE_SECONDS": env_float("TASKS_LEASE_SECONDS", 30.0, minimum=1.0),
     "HEARTBEAT_INTERVAL": env_float("TASKS_HEARTBEAT_INTERVAL", 10.0, minimum=0.1),
-    "RECONCILE_INTERVAL": env_float("TASKS_RECONCILE_INTERVAL", 5.0, minimum=0.1),
     "DEFAULT_TIMEOUT": env_int("TASKS_DEFAULT_TIMEOUT", 300, minimum=1),
     "DEFAULT_MAX_RETRIES": env_int("TASKS_DEFAULT_MAX_RETRIES", 3, minimum=0),
     "BACKOFF_BASE": env_float("TASKS_BACKOFF_BASE", 1.0, minimum=0.0),

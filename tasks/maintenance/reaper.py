@@ -26,5 +26,8 @@ class ReaperConfig(ServiceConfig):
 class Reaper(Service):
     name = "reaper"
 
+    def __init__(self, config: ReaperConfig | None = None):
+        super().__init__(config or ReaperConfig.from_settings())
+
     def run_batch(self) -> int:
         return len(queue.reap_workers(window=self.config.window, limit=self.config.batch_size))

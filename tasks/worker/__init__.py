@@ -4,7 +4,7 @@
     dispatcher  the main loop: free slots, wake-ups, claims
     execution   executor threads, deadlines, cancel grace, the monitor, abandonment
     completer   outcomes written back in batches
-    heartbeat   leases, lost leases, cancel polling, reconcile
+    heartbeat   leases, lost leases, cancel polling
     slots       what the roles share: running jobs, free slots, wake-up
     hooks       points a test can watch; `testing` runs a worker in a thread
 """

@@ -31,22 +31,16 @@ logger = logging.getLogger("tasks.worker")
 
 CANCEL_GRACE = 1.0  # seconds a cancelled plugin gets to stop before it is abandoned
 MONITOR_TICK = 0.05
-MAX_ERROR_CHARS = 8000
-
-
 def format_error(exc: BaseException) -> str:
-    """The error text stored for a failed run: its class, message and traceback's end."""
+    """The error text of a failed run: its class and message, then the traceback. The
+    engine stores it bounded and storable (tasks.jsonsafe.storable_error)."""
     text = "".join(traceback.format_exception(exc)).strip()
     cls = type(exc)
     name = cls.__qualname__
     if cls.__module__ != "builtins":
         name = f"{cls.__module__}.{name}"
     head = f"{name}: {exc}"
-    if len(text) > MAX_ERROR_CHARS:
-        text = text[-MAX_ERROR_CHARS:]
-    text = f"{head}\n\n{text}" if text != head else head
-    # A lone surrogate (e.g. an undecodable file name) cannot be sent to the database.
-    return text.encode("utf-8", "replace").decode("utf-8")
+    return f"{head}\n\n{text}" if text != head else head
 
 
 class Execution:

@@ -1,10 +1,9 @@
-"""Housekeeping: renew leases, notice lost ones, poll cancels without LISTEN, reconcile.
+"""Housekeeping: renew leases, notice lost ones, poll cancels without LISTEN.
 
 Every HEARTBEAT_INTERVAL the worker renews the leases of its running tasks (and its own
 row, registering again if an outage expired it); a run the database no longer gives to
 this worker lost its lease, and is stopped and dropped unreported, because someone else
-may already run it. Every RECONCILE_INTERVAL it recovers expired leases of any worker,
-under an advisory lock so one reconciler works at a time.
+may already run it. Expired leases of any worker are the maintainer's (tasks/maintenance/).
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ class Heartbeat:
         """The housekeeping thread: until `stopped` is set."""
         cfg = self.cfg
         now = time.monotonic()
-        next_beat, next_reconcile, next_cancel_poll = now, now, now
+        next_beat, next_cancel_poll = now, now
         while not stopped.wait(min(0.25, cfg.POLL_INTERVAL)):
             now = time.monotonic()
             try:
@@ -59,10 +58,6 @@ class Heartbeat:
                     # Without LISTEN, cancellations are polled at the poll interval.
                     next_cancel_poll = now + cfg.POLL_INTERVAL
                     self.request_cancel(queue.cancel_requested_ids(worker_id=self.worker_id))
-                if now >= next_reconcile:
-                    next_reconcile = now + cfg.RECONCILE_INTERVAL
-                    if queue.reconcile():
-                        self.slots.hint_work()
             except DatabaseError as exc:
                 logger.warning("database error during housekeeping (%s); will retry",
                                type(exc).__name__, extra={"action": "db_retry"})
@@ -79,7 +74,7 @@ class Heartbeat:
         lost = [job for job in self.slots.jobs()
                 if job.task.id not in beat.held and job.claimed_at < started]
         for job in lost:
-            # The reconciler gave this run to someone else; stop it and report nothing.
+            # The rescuer gave this run to someone else; stop it and report nothing.
             if job.finish():
                 job.ctx.cancel("lease lost")
                 self.slots.remove(job)

@@ -6,8 +6,10 @@ Roles, one module each, meeting in one `Slots` object:
 - dispatcher (this thread): claims tasks for free slots and hands them to the executors;
 - execution: executor threads run plugins; the monitor thread ends overruns;
 - completer thread: writes outcomes back in batches;
-- heartbeat ("housekeeping" thread): leases, cancel polling without LISTEN, reconcile;
-- listener thread (LISTEN): wakes the dispatcher on new work and hears cancellations.
+- heartbeat ("housekeeping" thread): leases, cancel polling without LISTEN;
+- listener thread (LISTEN): wakes the dispatcher on new work and hears cancellations;
+- maintainer (tasks/maintenance/): every worker stands for election; the one leader of the
+  cluster rescues expired leases, forgets silent workers and prunes finished tasks.
 
 A side thread that ends while the worker runs is a bug: the worker logs which one died,
 stops as it would on SIGTERM, and `run` returns 1. All database work retries through
@@ -31,6 +33,7 @@ from django.db import close_old_connections
 from tasks import queue
 from tasks.conf import engine
 from tasks.events import Listener
+from tasks.maintenance import Maintainer
 from tasks.worker.completer import Completer
 from tasks.worker.dbretry import close_connection, with_db_retry
 from tasks.worker.dispatcher import Dispatcher
@@ -50,7 +53,8 @@ class Worker:
     def __init__(self, *, concurrency: int | None = None, queues: Sequence[str] = (),
                  batch: bool = False, max_tasks: int | None = None,
                  listen: bool | None = None, shutdown_grace: float | None = None,
-                 worker_id: str | None = None, hooks: Hooks | None = None):
+                 worker_id: str | None = None, hooks: Hooks | None = None,
+                 maintain: bool = True):
         cfg = engine()
         self.cfg = cfg
         self.concurrency = concurrency or cfg.CONCURRENCY
@@ -71,6 +75,7 @@ class Worker:
                                    queues=self.queues, listen=self.listen,
                                    request_cancel=self.execution.request_cancel,
                                    hooks=self.hooks)
+        self.maintainer = Maintainer() if maintain else None
         self.stopped = threading.Event()  # side threads end when set
         self.side_threads: list[threading.Thread] = []
         self.listener: Listener | None = None
@@ -89,6 +94,8 @@ class Worker:
         for _ in range(self.concurrency):
             self.execution.start_executor()
         self._start_side_threads()
+        if self.maintainer:
+            self.maintainer.start()
         try:
             self.dispatcher.run()
         finally:
@@ -108,7 +115,7 @@ class Worker:
     def _on_signal(self, signum, frame) -> None:
         self.signals += 1
         if self.signals > 1:
-            logger.warning("second signal: exiting at once; the reconciler will recover "
+            logger.warning("second signal: exiting at once; the rescuer will recover "
                            "running tasks", extra={"action": "worker_abort"})
             os._exit(1)
         logger.info("%s: stop claiming, finishing running tasks (grace %.0fs)",
@@ -172,7 +179,9 @@ class Worker:
             if job.finish():
                 self.execution.report(job, RELEASE,
                                       job.outcome(error="released: worker shutting down"))
-        # Bounded: if the database is gone the leases expire and the reconciler
+        if self.maintainer:
+            self.maintainer.stop()
+        # Bounded: if the database is gone the leases expire and the rescuer
         # recovers these tasks instead.
         self.completer.wait_written(timeout=max(5.0, end - time.monotonic()))
         self.execution.stop_executors()

@@ -56,11 +56,13 @@ class Recorder:
 
 
 class WorkerThread:
-    """A `Worker` running in a thread; keyword arguments go to `Worker`."""
+    """A `Worker` running in a thread; keyword arguments go to `Worker`. It stands for no
+    maintainer election unless asked (`maintain=True`): the test rescues when it wants to."""
 
     def __init__(self, **worker_kwargs: Any):
         self.hooks = Hooks()
         self.events = Recorder(self.hooks)
+        worker_kwargs.setdefault("maintain", False)
         self.worker = Worker(hooks=self.hooks, **worker_kwargs)
         self.exit_code: int | None = None
         self.error: BaseException | None = None

@@ -57,7 +57,8 @@ def test_worker_survives_a_database_restart(private_postgres, tmp_path):
     env = processes.process_env(
         DATABASE_URL=url, COUNT_FILE=str(runs_file), TASKS_PLUGINS=json.dumps(TEST_PLUGINS),
         TASKS_LEASE_SECONDS="3", TASKS_HEARTBEAT_INTERVAL="0.5",
-        TASKS_RECONCILE_INTERVAL="0.5", TASKS_BACKOFF_BASE="0.1")
+        TASKS_RESCUE_INTERVAL="0.5",
+        TASKS_MAINTAINER_ELECTION_INTERVAL="0.2", TASKS_BACKOFF_BASE="0.1")
     assert processes.manage("migrate", "-v0", env=env).wait(timeout=120) == 0
     seed = ("from tasks import queue; queue.enqueue_many([{'name': f'n{i}', 'type': 'count', "
             f"'payload': {{'sleep': 0.02}}}} for i in range({N})])")

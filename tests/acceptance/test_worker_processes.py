@@ -18,7 +18,8 @@ pytestmark = pytest.mark.process
 FAST = {
     "TASKS_LEASE_SECONDS": "2",
     "TASKS_HEARTBEAT_INTERVAL": "0.5",
-    "TASKS_RECONCILE_INTERVAL": "0.5",
+    "TASKS_RESCUE_INTERVAL": "0.5",
+    "TASKS_MAINTAINER_ELECTION_INTERVAL": "0.2",
     "TASKS_BACKOFF_BASE": "0.1",
     "TASKS_BACKOFF_CAP": "0.5",
 }
