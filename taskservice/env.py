@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -85,6 +86,23 @@ def env_json(name: str, default):
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ImproperlyConfigured(f"{name} is not valid JSON: {exc}") from None
+
+
+def env_values(spec: dict[str, tuple[str, type]]) -> dict[str, Any]:
+    """The variables named in `spec` ({key: (variable, type)}) that are set, converted to
+    their type; ranges are checked by whoever owns the values (tasks.conf)."""
+    readers = {bool: lambda n: env_bool(n), int: lambda n: env_int(n, 0),
+               float: lambda n: env_float(n, 0.0), dict: lambda n: env_json(n, {})}
+    values: dict[str, Any] = {}
+    for key, (name, kind) in spec.items():
+        raw = os.environ.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        value = readers[kind](name)
+        if kind is dict and not isinstance(value, dict):
+            raise ImproperlyConfigured(f"{name} must be a JSON object, got {raw!r}")
+        values[key] = value
+    return values
 
 
 def parse_database_url(url: str) -> dict:

@@ -9,14 +9,15 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
+from tasks.conf import EngineSettings
 from taskservice.env import (
     env_bool,
     env_float,
     env_int,
-    env_json,
     env_list,
     env_rate,
     env_str,
+    env_values,
     parse_database_url,
 )
 
@@ -24,11 +25,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("TASKS_DATA_DIR", str(BASE_DIR / ".data")))
 
 DEBUG = env_bool("DEBUG", False)
-TESTING = "pytest" in sys.modules or env_bool("TASKS_TESTING", False)
 
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
-    if DEBUG or TESTING:
+    if DEBUG:
         SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
     else:
         raise ImproperlyConfigured(
@@ -37,8 +37,8 @@ if not SECRET_KEY:
         )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
-if DEBUG or TESTING:
-    ALLOWED_HOSTS += ["127.0.0.1", "localhost", "testserver", "[::1]"]
+if DEBUG:
+    ALLOWED_HOSTS += ["127.0.0.1", "localhost", "[::1]"]
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 # A worker process never serves HTTP; daphne's app would load Twisted (~25 MB of RSS).
@@ -139,7 +139,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 
 # Console mail is for development; production sends through SMTP unless told otherwise.
 _mail_backend = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
-                        if DEBUG or TESTING else "django.core.mail.backends.smtp.EmailBackend")
+                        if DEBUG else "django.core.mail.backends.smtp.EmailBackend")
 _mail_options = {}
 if _mail_backend.endswith("smtp.EmailBackend"):
     _mail_options = {
@@ -152,25 +152,31 @@ if _mail_backend.endswith("smtp.EmailBackend"):
 MAILERS = {"default": {"BACKEND": _mail_backend, "OPTIONS": _mail_options}}
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "tasks@localhost")
 
-# The engine's own settings; tasks.conf reads them through one typed object.
-TASKS_ENGINE = {
-    "CONCURRENCY": env_int("TASKS_WORKER_CONCURRENCY", 32, minimum=1),
-    "POLL_INTERVAL": env_float("TASKS_POLL_INTERVAL", 1.0, minimum=0.01),
-    "LEASE_SECONDS": env_float("TASKS_LEASE_SECONDS", 30.0, minimum=1.0),
-    "HEARTBEAT_INTERVAL": env_float("TASKS_HEARTBEAT_INTERVAL", 10.0, minimum=0.1),
-    "DEFAULT_TIMEOUT": env_int("TASKS_DEFAULT_TIMEOUT", 300, minimum=1),
-    "DEFAULT_MAX_RETRIES": env_int("TASKS_DEFAULT_MAX_RETRIES", 3, minimum=0),
-    "BACKOFF_BASE": env_float("TASKS_BACKOFF_BASE", 1.0, minimum=0.0),
-    "BACKOFF_CAP": env_float("TASKS_BACKOFF_CAP", 3600.0, minimum=0.0),
-    "WORKER_LISTEN": env_bool("TASKS_WORKER_LISTEN", True),
-    # Prepared hot-path statements; off for PgBouncer transaction pooling before 1.21.
-    "DB_PREPARE": env_bool("TASKS_DB_PREPARE", True),
-    "SHUTDOWN_GRACE": env_float("TASKS_SHUTDOWN_GRACE", 25.0, minimum=0.0),
-    "MAX_PAYLOAD_BYTES": env_int("TASKS_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1024),
-    "PLUGINS": env_json("TASKS_PLUGINS", {}),
-}
-if not isinstance(TASKS_ENGINE["PLUGINS"], dict):
-    raise ImproperlyConfigured("TASKS_PLUGINS must be a JSON object of type name -> options")
+# The engine (tasks.conf.EngineSettings holds every default and checks every value; a bad
+# one is a system-check error): each variable below that is set.
+TASKS_ENGINE = env_values({
+    "CONCURRENCY": ("TASKS_WORKER_CONCURRENCY", int),
+    "POLL_INTERVAL": ("TASKS_POLL_INTERVAL", float),
+    "LEASE_SECONDS": ("TASKS_LEASE_SECONDS", float),
+    "HEARTBEAT_INTERVAL": ("TASKS_HEARTBEAT_INTERVAL", float),
+    "WORKER_LISTEN": ("TASKS_WORKER_LISTEN", bool),
+    "SHUTDOWN_GRACE": ("TASKS_SHUTDOWN_GRACE", float),
+    "DB_PREPARE": ("TASKS_DB_PREPARE", bool),
+    "DEFAULT_TIMEOUT": ("TASKS_DEFAULT_TIMEOUT", int),
+    "DEFAULT_MAX_RETRIES": ("TASKS_DEFAULT_MAX_RETRIES", int),
+    "BACKOFF_BASE": ("TASKS_BACKOFF_BASE", float),
+    "BACKOFF_CAP": ("TASKS_BACKOFF_CAP", float),
+    "MAX_PAYLOAD_BYTES": ("TASKS_MAX_PAYLOAD_BYTES", int),
+    "PLUGINS": ("TASKS_PLUGINS", dict),
+    "MAINTAINER_ELECTION_INTERVAL": ("TASKS_MAINTAINER_ELECTION_INTERVAL", float),
+    "RESCUE_INTERVAL": ("TASKS_RESCUE_INTERVAL", float),
+    "REAP_INTERVAL": ("TASKS_REAP_INTERVAL", float),
+    "PRUNE_INTERVAL": ("TASKS_PRUNE_INTERVAL", float),
+    "PRUNE_BATCH_SIZE": ("TASKS_PRUNE_BATCH_SIZE", int),
+    "RETENTION_SUCCEEDED": ("TASKS_RETENTION_SUCCEEDED", float),
+    "RETENTION_FAILED": ("TASKS_RETENTION_FAILED", float),
+    "RETENTION_CANCELLED": ("TASKS_RETENTION_CANCELLED", float),
+})
 # Bounded input (tasks/jsonsafe.py): how deep a payload may nest (json.dumps and the admin
 # recurse; keep it far below Python's ~1000), and the largest plugin result stored whole.
 TASKS_MAX_JSON_DEPTH = env_int("TASKS_MAX_JSON_DEPTH", 32, minimum=2)
@@ -178,20 +184,6 @@ if TASKS_MAX_JSON_DEPTH > 200:
     raise ImproperlyConfigured(f"TASKS_MAX_JSON_DEPTH must be at most 200, got "
                                f"{TASKS_MAX_JSON_DEPTH}")
 TASKS_MAX_RESULT_BYTES = env_int("TASKS_MAX_RESULT_BYTES", 64 * 1024, minimum=1024)
-
-# Maintenance and retention: one elected maintainer rescues expired leases, forgets silent
-# workers and prunes finished tasks (seconds; a retention of 0 keeps tasks forever).
-TASKS_ENGINE.update({
-    "MAINTAINER_ELECTION_INTERVAL": env_float("TASKS_MAINTAINER_ELECTION_INTERVAL", 5.0,
-                                              minimum=0.1),
-    "RESCUE_INTERVAL": env_float("TASKS_RESCUE_INTERVAL", 5.0, minimum=0.1),
-    "REAP_INTERVAL": env_float("TASKS_REAP_INTERVAL", 15.0, minimum=0.1),
-    "PRUNE_INTERVAL": env_float("TASKS_PRUNE_INTERVAL", 60.0, minimum=0.1),
-    "PRUNE_BATCH_SIZE": env_int("TASKS_PRUNE_BATCH_SIZE", 2000, minimum=1),
-    "RETENTION_SUCCEEDED": env_float("TASKS_RETENTION_SUCCEEDED", 7 * 86400.0, minimum=0.0),
-    "RETENTION_FAILED": env_float("TASKS_RETENTION_FAILED", 30 * 86400.0, minimum=0.0),
-    "RETENTION_CANCELLED": env_float("TASKS_RETENTION_CANCELLED", 30 * 86400.0, minimum=0.0),
-})
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {
@@ -213,7 +205,7 @@ LOGGING = {
     },
 }
 
-# --- REST API (issue 3: API and CLI) ---
+# --- REST API ---
 INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar", "tasks.api"]
 # Anonymous API access is an operator's explicit choice; `check --deploy` warns about it.
 TASKS_API_ALLOW_ANONYMOUS = env_bool("TASKS_API_ALLOW_ANONYMOUS", False)
@@ -222,7 +214,7 @@ TASKS_API_ALLOW_ANONYMOUS = env_bool("TASKS_API_ALLOW_ANONYMOUS", False)
 # get a 413 naming this limit.
 TASKS_API_MAX_BODY_BYTES = max(
     env_int("TASKS_API_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024),
-    2 * TASKS_ENGINE["MAX_PAYLOAD_BYTES"] + 64 * 1024,
+    2 * TASKS_ENGINE.get("MAX_PAYLOAD_BYTES", EngineSettings.MAX_PAYLOAD_BYTES) + 64 * 1024,
 )
 DATA_UPLOAD_MAX_MEMORY_SIZE = TASKS_API_MAX_BODY_BYTES
 REST_FRAMEWORK = {
@@ -275,12 +267,9 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
-# --- Live dashboard (issue 4: admin, websocket relay) ---
-
-# --- Production (issue 5: deployment, metrics, logging) ---
-# Secure by default when DEBUG is off; the test run keeps plain HTTP (test client, live
-# servers) and turns each of these on only where a test asks for it.
-_SECURE = not DEBUG and not TESTING
+# --- HTTPS, static files, metrics, CSP, logs ---
+# Secure by default when DEBUG is off.
+_SECURE = not DEBUG
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", _SECURE)
 # Probes and Prometheus talk plain HTTP to the pod, inside the cluster.
 SECURE_REDIRECT_EXEMPT = [r"^health/?$", r"^metrics/?$"]
@@ -315,12 +304,12 @@ STORAGES = {
     # and tests serve straight from the app folders instead.
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
-        if DEBUG or TESTING
+        if DEBUG
         else "whitenoise.storage.CompressedManifestStaticFilesStorage"
     },
 }
-WHITENOISE_USE_FINDERS = DEBUG or TESTING
-WHITENOISE_AUTOREFRESH = DEBUG or TESTING
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
 
 # /metrics: closed unless a token is set (then `Authorization: Bearer <token>`) or the
 # operator opens it explicitly; `check --deploy` warns about an open endpoint.
@@ -355,7 +344,7 @@ if LOG_FORMAT not in ("json", "plain"):
 LOGGING["formatters"]["json"] = {"()": "taskservice.logging.JsonFormatter"}
 LOGGING["handlers"]["console"].update(formatter=LOG_FORMAT, stream="ext://sys.stdout")
 
-# --- django.tasks backend (issue 6) ---
+# --- django.tasks ---
 # `@task` functions (django.tasks) enqueue into the engine; see tasks/backends.py.
 TASKS = {
     "default": {

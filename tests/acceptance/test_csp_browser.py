@@ -22,8 +22,7 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 from tests.acceptance.test_dashboard_browser import (  # noqa: E402
     CHROMIUM_ARGS,
     PASSWORD,
-    Daphne,
-    free_port,
+    daphne,  # noqa: F401 - the fixture: a real daphne on a free port
 )
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
@@ -38,15 +37,7 @@ document.addEventListener("securitypolicyviolation", (e) => {
 """
 
 
-@pytest.fixture
-def daphne(tmp_path):
-    server = Daphne(free_port(), tmp_path / "daphne.log")
-    server.start()
-    yield server
-    server.stop()
-
-
-def test_admin_dashboard_and_api_docs_work_under_the_policy(daphne, django_user_model):
+def test_admin_dashboard_and_api_docs_work_under_the_policy(daphne, django_user_model):  # noqa: F811
     django_user_model.objects.create_superuser("operator", "op@example.com", PASSWORD)
     # Committed at once (a transactional test), so daphne's connection sees it.
     queue.enqueue(name="csp check", type="noop", queue="later",

@@ -36,9 +36,7 @@ PRODUCTION = {
 
 
 def production_env(**extra: str) -> dict[str, str]:
-    env = processes.process_env(**{**PRODUCTION, **extra})
-    env.pop("TASKS_TESTING", None)  # a real process: not the test run's relaxed defaults
-    return env
+    return processes.process_env(**{**PRODUCTION, **extra})
 
 
 def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:

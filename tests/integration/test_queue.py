@@ -13,6 +13,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from tasks import queue
+from tasks.conf import engine
 from tasks.events import connect_kwargs
 from tasks.exceptions import IdempotencyConflict, InvalidTask, InvalidTransition, TaskNotFound
 from tasks.models import Status, Task, TaskHistory, Worker
@@ -73,8 +74,8 @@ def test_enqueue_writes_the_task_and_one_history_row():
 
 def test_enqueue_uses_the_configured_defaults():
     stored = fresh(enqueue())
-    assert stored.max_retries == settings.TASKS_ENGINE["DEFAULT_MAX_RETRIES"]
-    assert stored.timeout_seconds == settings.TASKS_ENGINE["DEFAULT_TIMEOUT"]
+    assert stored.max_retries == engine().DEFAULT_MAX_RETRIES
+    assert stored.timeout_seconds == engine().DEFAULT_TIMEOUT
     assert (stored.priority, stored.queue, stored.payload) == (0, "default", {})
 
 
@@ -132,7 +133,7 @@ def test_enqueue_of_an_unknown_type_lists_the_known_ones():
 
 
 def test_enqueue_rejects_an_oversized_payload(counts):
-    limit = settings.TASKS_ENGINE["MAX_PAYLOAD_BYTES"]
+    limit = engine().MAX_PAYLOAD_BYTES
     with pytest.raises(InvalidTask, match="Too large"):
         enqueue(payload={"blob": "x" * limit})
     assert counts() == (0, 0)

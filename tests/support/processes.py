@@ -36,6 +36,7 @@ def process_env(**extra: str) -> dict[str, str]:
     env.update({
         "DATABASE_URL": database_url(),
         "DEBUG": "1",
+        "DJANGO_SETTINGS_MODULE": "taskservice.settings",  # a real process: the service's
         "TASKS_PLUGINS": json.dumps(TEST_PLUGINS),
         "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",

@@ -38,6 +38,8 @@ GOOD_KEY = "k" * 20 + "-production-secret-key-0123456789abcdef"
 def settings_env_names() -> set[str]:
     source = (ROOT / "taskservice" / "settings.py").read_text()
     names = set(re.findall(r"\benv_\w+\(\s*\"([A-Z][A-Z0-9_]*)\"", source))
+    # The engine's variables, listed in one env_values({KEY: ("VARIABLE", type)}) table.
+    names |= set(re.findall(r"\(\s*\"(TASKS_[A-Z0-9_]+)\",\s*(?:int|float|bool|dict)\)", source))
     assert {"DATABASE_URL", "SECRET_KEY", "TASKS_SHUTDOWN_GRACE", "LOG_FORMAT"} <= names
     return names
 

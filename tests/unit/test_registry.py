@@ -267,3 +267,21 @@ def test_broken_entry_point_names_itself(tmp_path, monkeypatch):
     assert "'broken'" in message
     assert "acme_broken_missing_module:Thing" in message
     assert "taskservice.plugins" in message
+
+
+def test_engine_settings_are_checked_with_named_problems():
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    from tasks.conf import problems
+
+    assert problems({"CONCURRENCY": 4, "POLL_INTERVAL": 2, "WORKER_LISTEN": False}) == []
+    found = problems({"CONCURENCY": 4, "LEASE_SECONDS": 0.5, "WORKER_LISTEN": "yes",
+                      "PLUGINS": []})
+    assert found[0].startswith("unknown key 'CONCURENCY' (known: BACKOFF_BASE, ")
+    assert found[1:] == ["LEASE_SECONDS must be at least 1.0, got 0.5",
+                         "WORKER_LISTEN must be a bool, got 'yes'",
+                         "PLUGINS must be an object, got []"]
+    with override_settings(TASKS_ENGINE={"CONCURRENCY": 0}):
+        with pytest.raises(SystemCheckError, match=r"tasks.E001.*CONCURRENCY must be at least 1"):
+            call_command("check")
