@@ -10,8 +10,10 @@ Task durations come from `started_at`/`finished_at` of finished tasks (their las
 attempt), aggregated into cumulative histogram buckets at scrape time. The figures only
 grow as tasks finish, so `rate()` and `histogram_quantile()` work as with an in-process
 histogram. (A person requeueing a failed task takes it out again until it finishes: a
-small dip that Prometheus reads like a counter reset.) Retries are counted from the
-append-only history, so they never go down.
+small dip that Prometheus reads like a counter reset.) Retries are the tasks' own
+`retry_count`, summed in the same pass over `tasks` as the counts: the history table (three
+or more rows a task) is never read by a scrape. Pruning and a person's retry lower the sum;
+Prometheus reads that as a counter reset.
 
 Access: closed by default, since /metrics is served on the same port as everything else
 and an Ingress may expose it. Set TASKS_METRICS_TOKEN to require `Authorization: Bearer
@@ -53,7 +55,7 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0
 SCRAPE_STATEMENT_TIMEOUT_MS = 5000
 
 _BY_STATUS = """
-SELECT status, type, queue, count(*) FROM tasks GROUP BY status, type, queue
+SELECT status, type, queue, count(*), sum(retry_count) FROM tasks GROUP BY status, type, queue
 """
 
 _DUE = """
@@ -71,15 +73,6 @@ FROM (SELECT type, status, greatest(extract(epoch FROM finished_at - started_at)
       FROM tasks
       WHERE status = ANY(%s) AND started_at IS NOT NULL AND finished_at IS NOT NULL) s
 GROUP BY type, status
-"""
-
-# Retries scheduled after an error, and lease expiries that requeued the task.
-_RETRIES = """
-SELECT t.type, t.queue, count(*)
-FROM task_history h JOIN tasks t ON t.id = h.task_id
-WHERE h.event_type = 'retry_scheduled'
-   OR (h.event_type = 'lease_expired' AND h.status = 'retrying')
-GROUP BY t.type, t.queue
 """
 
 _WORKERS = """
@@ -116,7 +109,7 @@ class TaskCollector(Collector):
                                   "Run time of finished tasks (last attempt).",
                                   labels=["type", "status"]),
             CounterMetricFamily(f"{p}_task_retries",
-                                "Retries scheduled (errors and expired leases).",
+                                "Retries of the tasks kept (errors and expired leases).",
                                 labels=["type", "queue"]),
             GaugeMetricFamily(f"{p}_workers_online",
                               "Worker processes with a recent heartbeat."),
@@ -133,8 +126,10 @@ class TaskCollector(Collector):
             # SET LOCAL ends with the transaction.
             cursor.execute(f"SET LOCAL statement_timeout = {SCRAPE_STATEMENT_TIMEOUT_MS}")
             cursor.execute(_BY_STATUS)
-            for status, type_, queue, count in cursor.fetchall():
+            retried: dict[tuple[str, str], int] = {}
+            for status, type_, queue, count, retry_total in cursor.fetchall():
                 tasks.add_metric([status, type_, queue], count)
+                retried[type_, queue] = retried.get((type_, queue), 0) + int(retry_total)
             cursor.execute(_DUE)
             for queue, count, age in cursor.fetchall():
                 depth.add_metric([queue], count)
@@ -147,9 +142,9 @@ class TaskCollector(Collector):
                 buckets = [(repr(le), n) for le, n in zip(DURATION_BUCKETS, counts, strict=True)]
                 buckets.append(("+Inf", total))
                 durations.add_metric([type_, status], buckets, total_sum)
-            cursor.execute(_RETRIES)
-            for type_, queue, count in cursor.fetchall():
-                retries.add_metric([type_, queue], count)
+            for (type_, queue), count in sorted(retried.items()):
+                if count:
+                    retries.add_metric([type_, queue], count)
             cursor.execute(_WORKERS, [worker_timeout()])
             online, concurrency = cursor.fetchone()
             workers.add_metric([], online)

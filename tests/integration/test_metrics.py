@@ -190,3 +190,15 @@ def test_openmetrics_is_negotiated(client, db):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/openmetrics-text")
     assert response.content.rstrip().endswith(b"# EOF")
+
+
+def test_a_scrape_never_reads_the_history_table(client, populated):
+    """History grows three or more rows a task: a scrape reads `tasks` and workers only."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        scrape(client)
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert any("FROM tasks" in sql for sql in statements)
+    assert not [sql for sql in statements if "task_history" in sql]
