@@ -13,8 +13,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from tasks import queue
-from tasks.events import connect_kwargs
 from tasks.exceptions import IdempotencyConflict, InvalidTask, InvalidTransition, TaskNotFound
+from tasks.listener import connect_kwargs
 from tasks.models import Status, Task, TaskHistory, Worker
 from tests.integration.conftest import (
     OTHER_WORKER,
