@@ -8,7 +8,7 @@ from collections import defaultdict
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
-from tasks import queue
+from tasks import queue, selectors
 from tasks.models import FINISHED_STATUSES, Status, Task
 
 MAX_BULK = 5000  # tasks one action may touch; beyond it, filter the list first
@@ -79,8 +79,8 @@ class BulkActions:
             return None
         result = queue.cancel_many(ids, reason=f"cancelled by {request.user.get_username()} "
                                                "in the admin")
-        stopping = set(Task.objects.filter(pk__in=result.done, status=Status.RUNNING)
-                       .values_list("pk", flat=True))
+        stopping = {pk for pk, (status, *_) in selectors.task_statuses(result.done).items()
+                    if status == Status.RUNNING}
         extra = ([f"{len(stopping)} stopping (running: its worker will end it as cancelled)"]
                  if stopping else [])
         text = bulk_report("cancelled", len(result.done) - len(stopping), result.skipped, extra)
@@ -113,8 +113,8 @@ class BulkActions:
         self.log_deletions(request, list(deletable))
         deleted_ids = set(deletable.values_list("pk", flat=True))
         Task.objects.filter(pk__in=deleted_ids).delete()
-        present = dict(Task.objects.filter(pk__in=set(ids) - deleted_ids)
-                       .values_list("pk", "status"))
+        present = {pk: status for pk, (status, *_)
+                   in selectors.task_statuses(set(ids) - deleted_ids).items()}
         skipped = {i: (f"still {present[i]}: cancel it first" if i in present else "not found")
                    for i in ids if i not in deleted_ids}
         text = bulk_report("deleted", len(deleted_ids), skipped)
