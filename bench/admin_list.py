@@ -117,8 +117,8 @@ def run(args) -> None:
     from django.test import Client
     from django.test.utils import override_settings
 
-    from tasks import dashboard
-    from tasks.admin import TaskAdmin
+    from tasks.admin.tasks import TaskAdmin
+    from tasks.live import dashboard
     from tasks.models import Task
 
     call_command("migrate", verbosity=0)

@@ -26,7 +26,7 @@ BUILTINS: dict[str, str] = {
     "run_query": "plugins.query.RunQuery",
     "simulate": "plugins.simulate.Simulate",
     "noop": "plugins.simulate.Noop",
-    "django_task": "plugins.django_task.DjangoTaskPlugin",
+    "django_task": "tasks.djtasks.plugin.DjangoTaskPlugin",
 }
 
 _plugins: MappingProxyType[str, Plugin] = MappingProxyType({})

@@ -42,6 +42,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from tasks import states
 from tasks.conf import engine
 from tasks.models import FINISHED_STATUSES
 
@@ -83,8 +84,7 @@ WHERE last_seen >= now() - make_interval(secs => %s)
 
 def worker_timeout() -> float:
     """Seconds of silence after which a worker counts as gone (as the reconciler uses)."""
-    cfg = engine()
-    return max(cfg.LEASE_SECONDS, 3 * cfg.HEARTBEAT_INTERVAL)
+    return states.liveness_window(engine())
 
 
 class TaskCollector(Collector):

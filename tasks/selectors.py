@@ -1,14 +1,19 @@
-"""Read queries: every list, count and summary the API, CLI and dashboard show.
+"""Read queries: every list, count and summary the API, CLI, admin and live view show.
 
-Writes live in tasks/queue.py; this module only reads, so it may use the ORM freely.
+Writes live in tasks/queue.py; this module only reads, so it may use the ORM freely. A
+figure shown in two places (tasks per status, workers online) is computed here once.
+Queries that back admin filters read indexes and planner statistics, never the whole table.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
+from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import Avg, Count, Q, QuerySet
+from django.db import connection
+from django.db.models import Avg, Count, Max, Min, Q, QuerySet
 from django.utils import timezone
 
 from tasks import authz, states
@@ -63,11 +68,48 @@ def status_counts(queryset: QuerySet[Task] | None = None) -> dict[str, int]:
     return {status: counts.get(status, 0) for status in Status.values}
 
 
+def owned(queryset: QuerySet[Task], owner_id: int | None) -> QuerySet[Task]:
+    """`queryset` narrowed to one owner's tasks (tasks.authz.owner_scope); None: all."""
+    return queryset if owner_id is None else queryset.filter(owner_id=owner_id)
+
+
+def online_since(now: datetime.datetime | None = None) -> datetime.datetime:
+    """A worker last seen before this is gone: the window the reaper uses."""
+    now = now or timezone.now()
+    return now - datetime.timedelta(seconds=states.liveness_window(engine()))
+
+
 def workers_online() -> QuerySet[Worker]:
-    """Workers whose heartbeat is recent: the same window the reconciler uses."""
-    cfg = engine()
-    window = max(cfg.LEASE_SECONDS, 3 * cfg.HEARTBEAT_INTERVAL)
-    return Worker.objects.filter(last_seen__gte=timezone.now() - datetime.timedelta(seconds=window))
+    """Workers whose heartbeat is recent."""
+    return Worker.objects.filter(last_seen__gte=online_since())
+
+
+def workers(now: datetime.datetime | None = None) -> list[dict[str, Any]]:
+    """Every registered worker, oldest first, with its running tasks and `online` (seen
+    within the liveness window, as workers_online counts them)."""
+    since = online_since(now)
+    running = dict(Task.objects.filter(status=Status.RUNNING).order_by()
+                   .values_list("locked_by").annotate(n=Count("id")))
+    return [{
+        "id": w.id, "host": w.hostname, "pid": w.pid, "queues": w.queues or ["*"],
+        "concurrency": w.concurrency, "running": running.get(w.id, 0),
+        "last_seen": w.last_seen.isoformat(), "online": w.last_seen >= since,
+    } for w in Worker.objects.order_by("started_at")]
+
+
+def owned_ids(ids: Iterable[int], owner_id: int) -> set[int]:
+    """Those of `ids` that are tasks of `owner_id`."""
+    ids = list(ids)
+    if not ids:
+        return set()
+    return set(Task.objects.filter(pk__in=ids, owner_id=owner_id).values_list("pk", flat=True))
+
+
+def task_statuses(ids: Iterable[int], owner_id: int | None = None) -> dict[int, tuple]:
+    """{id: (status, retry_count, max_retries)} of those tasks (of `owner_id`'s, if given)."""
+    rows = owned(Task.objects.filter(pk__in=list(ids)), owner_id)
+    return {pk: rest for pk, *rest in rows.values_list("id", "status", "retry_count",
+                                                       "max_retries")}
 
 
 def stats(user: Any = ALL) -> dict[str, Any]:
@@ -102,3 +144,82 @@ def stats(user: Any = ALL) -> dict[str, Any]:
 def _counts_by(base: QuerySet[Task], column: str) -> dict[str, int]:
     rows = base.order_by(column).values_list(column).annotate(n=Count("id"))
     return dict(rows)
+
+
+# --- for admin filters and paging: indexes and planner statistics, no table scans ---
+
+# A loose index scan: one index probe per distinct value instead of reading every row.
+_DISTINCT_TYPES = """
+WITH RECURSIVE v AS (
+    (SELECT type AS value FROM tasks ORDER BY type LIMIT 1)
+    UNION ALL
+    SELECT (SELECT type FROM tasks WHERE type > v.value ORDER BY type LIMIT 1)
+    FROM v WHERE v.value IS NOT NULL
+)
+SELECT value FROM v WHERE value IS NOT NULL LIMIT %(limit)s
+"""
+
+SMALL_TABLE = 100_000  # rows below which reading every queue name is cheap
+
+
+def _rows(sql: str, params: dict | list | None = None) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params or {})
+        return cursor.fetchall()
+
+
+def task_types(limit: int = 500) -> list[str]:
+    """The task types present in the table, from the type index."""
+    return [r[0] for r in _rows(_DISTINCT_TYPES, {"limit": limit})]
+
+
+def estimated_rows(table: str = "tasks") -> int:
+    """The planner's row count for a table (-1 before its first ANALYZE)."""
+    return _rows("SELECT reltuples::bigint FROM pg_class WHERE oid = %(t)s::regclass",
+                 {"t": table})[0][0]
+
+
+def estimated_count(queryset: QuerySet) -> int | None:
+    """The planner's estimate of the rows `queryset` returns (pg_class's count for a whole
+    table, EXPLAIN's for a filtered one); None if there is none (never analysed)."""
+    try:
+        if not queryset.query.where:
+            count = estimated_rows(queryset.model._meta.db_table)
+            return count if count >= 0 else None
+        sql, params = queryset.query.sql_with_params()
+        plan = _rows(f"EXPLAIN (FORMAT JSON) {sql}", params)[0][0]
+    except Exception:  # an estimate is an optimisation: the caller counts instead
+        return None
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def known_queues() -> list[str]:
+    """Queue names for the admin's filter without scanning a big table (queue has no index).
+
+    Small table: the exact distinct values. Large: the planner's most common values, plus
+    the queues of waiting tasks and of registered workers, which is what operators filter.
+    """
+    if estimated_rows() < SMALL_TABLE:
+        return [r[0] for r in _rows("SELECT DISTINCT queue FROM tasks ORDER BY 1")]
+    names = {r[0] for r in _rows(
+        "SELECT DISTINCT queue FROM tasks WHERE status IN ('queued', 'retrying')")}
+    common = _rows("SELECT most_common_vals::text::text[] FROM pg_stats "
+                   "WHERE tablename = 'tasks' AND attname = 'queue'")
+    if common and common[0][0]:
+        names.update(common[0][0])
+    for queues in Worker.objects.values_list("queues", flat=True):
+        names.update(q for q in queues or () if isinstance(q, str))
+    return sorted(names)
+
+
+def created_span(start: datetime.datetime | None = None,
+                 end: datetime.datetime | None = None) -> tuple:
+    """(first, last) created_at of the tasks created in [start, end), from the index;
+    (None, None) when there are none."""
+    rows = Task.objects.all()
+    if start is not None:
+        rows = rows.filter(created_at__gte=start, created_at__lt=end)
+    span = rows.aggregate(first=Min("created_at"), last=Max("created_at"))
+    return span["first"], span["last"]

@@ -18,7 +18,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from tasks.routing import websocket_urlpatterns  # noqa: E402
+from tasks.live.routing import websocket_urlpatterns  # noqa: E402
 from taskservice import daphne_edge  # noqa: E402
 from taskservice.edge import BodyLimit  # noqa: E402
 from taskservice.ws_origin import OriginValidator  # noqa: E402

@@ -345,10 +345,10 @@ LOGGING["formatters"]["json"] = {"()": "taskservice.logging.JsonFormatter"}
 LOGGING["handlers"]["console"].update(formatter=LOG_FORMAT, stream="ext://sys.stdout")
 
 # --- django.tasks ---
-# `@task` functions (django.tasks) enqueue into the engine; see tasks/backends.py.
+# `@task` functions (django.tasks) enqueue into the engine; see tasks/djtasks/.
 TASKS = {
     "default": {
-        "BACKEND": "tasks.backends.TaskServiceBackend",
+        "BACKEND": "tasks.djtasks.backend.TaskServiceBackend",
         "QUEUES": env_list("TASKS_DJANGO_QUEUES", ["default"]),
         "OPTIONS": {},  # MAX_RETRIES / TIMEOUT; the engine's defaults apply without them
     }

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from tasks import views
-from tasks.admin import dashboard_view
+from tasks.live.page import dashboard_view
 from tasks.metrics import metrics_view
 
 urlpatterns = [

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import psycopg
 
 from tasks.conf import engine
-from tasks.events import connect_kwargs
+from tasks.listener import connect_kwargs
 from tasks.maintenance.pruner import Pruner
 from tasks.maintenance.reaper import Reaper
 from tasks.maintenance.rescuer import Rescuer

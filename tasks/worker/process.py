@@ -32,7 +32,7 @@ from django.db import close_old_connections
 
 from tasks import queue
 from tasks.conf import engine
-from tasks.events import Listener
+from tasks.listener import Listener
 from tasks.maintenance import Maintainer
 from tasks.worker.completer import Completer
 from tasks.worker.dbretry import close_connection, with_db_retry

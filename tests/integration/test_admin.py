@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tasks import queue
-from tasks.admin import EstimatedCountPaginator
+from tasks.admin.paging import EstimatedCountPaginator
 from tasks.models import Status, Task, TaskHistory
 
 pytestmark = pytest.mark.django_db
@@ -413,7 +413,7 @@ def test_a_number_searches_the_id_only(admin_client):
 @pytest.mark.parametrize("action", ["cancel_selected", "retry_selected",
                                     "delete_selected_finished"])
 def test_too_many_selected_is_refused_and_changes_nothing(admin_client, monkeypatch, action):
-    monkeypatch.setattr("tasks.admin.MAX_BULK", 2)
+    monkeypatch.setattr("tasks.admin.actions.MAX_BULK", 2)
     tasks = [enqueue(f"t{i}") for i in range(3)]
     for task in tasks[:2]:
         queue.cancel(task.pk)

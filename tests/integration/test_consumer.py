@@ -12,8 +12,8 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from tasks import queue
-from tasks.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, MAX_WATCHED
-from tasks.relay import FLUSH_INTERVAL, relay
+from tasks.live.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, MAX_WATCHED
+from tasks.live.relay import FLUSH_INTERVAL, relay
 from taskservice.asgi import application
 from tests.support import users
 from tests.support.users import grant

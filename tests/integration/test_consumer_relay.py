@@ -7,11 +7,11 @@ import asyncio
 import threading
 import time
 
-from tasks.relay import FEED_LIMIT, MAX_IDS, Relay
+from tasks.live.relay import FEED_LIMIT, MAX_IDS, Relay
 
 
 class FiringListener(threading.Thread):
-    """Stands in for tasks.events.Listener: same constructor, same callbacks."""
+    """Stands in for tasks.listener.Listener: same constructor, same callbacks."""
 
     def __init__(self, on_event, *, on_reconnect=None, name="fake"):
         super().__init__(name=name, daemon=True)

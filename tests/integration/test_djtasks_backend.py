@@ -17,8 +17,9 @@ from django.utils import timezone
 
 from plugins.base import TaskCancelled
 from tasks import queue
-from tasks.backends import TaskServiceBackend, TaskServiceTask, WorkerLost, exception_path
 from tasks.conf import engine
+from tasks.djtasks.backend import TaskServiceBackend
+from tasks.djtasks.mapping import TaskServiceTask, WorkerLost, exception_path
 from tasks.exceptions import InvalidTask as EngineInvalidTask
 from tasks.models import Task, TaskHistory
 from tasks.worker import format_error
@@ -28,7 +29,7 @@ from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db
 
-BACKEND = "tasks.backends.TaskServiceBackend"
+BACKEND = "tasks.djtasks.backend.TaskServiceBackend"
 
 
 def _row(result) -> Task:
@@ -222,7 +223,7 @@ def test_exception_path_names_builtins_and_engine_texts():
     except ValueError as exc:
         assert exception_path(format_error(exc)) == "builtins.ValueError"
     assert exception_path("timed out after 5s") == "builtins.TimeoutError"
-    assert exception_path("worker h:1:a lost: lease expired") == "tasks.backends.WorkerLost"
+    assert exception_path("worker h:1:a lost: lease expired") == "tasks.djtasks.mapping.WorkerLost"
     assert exception_path("no exception here at all!") == "builtins.Exception"
 
 

@@ -16,7 +16,7 @@ from django.db import connection
 from django.test import override_settings
 
 from tasks import queue
-from tasks.events import connect_kwargs
+from tasks.listener import connect_kwargs
 from tasks.maintenance import Maintainer
 from tasks.maintenance.pruner import Pruner, PrunerConfig
 from tasks.maintenance.reaper import Reaper, ReaperConfig

@@ -14,8 +14,8 @@ import pytest
 from django.db import transaction
 
 from tasks import queue
-from tasks.events import connect_kwargs
 from tasks.exceptions import InvalidTask
+from tasks.listener import connect_kwargs
 from tasks.models import Task
 from tests.integration.conftest import WORKER, enqueue, expire_lease, outcome
 

@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from tasks import queue
 from tasks.conf import engine
-from tasks.events import connect_kwargs
 from tasks.exceptions import IdempotencyConflict, InvalidTask, InvalidTransition, TaskNotFound
+from tasks.listener import connect_kwargs
 from tasks.models import Status, Task, TaskHistory, Worker
 from tests.integration.conftest import (
     OTHER_WORKER,

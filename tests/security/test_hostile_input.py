@@ -271,7 +271,7 @@ def test_admin_a_nul_in_a_filter_or_search_is_a_400_page_naming_it(admin_client,
 def test_admin_filters_and_search_alone_ignore_unstorable_text(admin_client, rf):
     from django.contrib.admin.sites import site
 
-    from tasks.admin import QueueFilter, TypeFilter
+    from tasks.admin.filters import QueueFilter, TypeFilter
 
     model_admin = site._registry[Task]
     task = TaskFactory()

@@ -8,8 +8,8 @@ import pytest
 from channels.db import database_sync_to_async
 
 from tasks import queue
-from tasks.consumers import CLOSE_FORBIDDEN
-from tasks.relay import relay
+from tasks.live.consumers import CLOSE_FORBIDDEN
+from tasks.live.relay import relay
 from tests.integration.test_consumer import DASHBOARD, TASK_LIST, communicator, receive_until
 from tests.support import users
 from tests.support.users import grant

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from tasks.consumers import CLOSE_UNAUTHENTICATED
-from tasks.relay import relay
+from tasks.live.consumers import CLOSE_UNAUTHENTICATED
+from tasks.live.relay import relay
 from taskservice.asgi import application
 from taskservice.ws_origin import OriginValidator, parse_origin
 

@@ -1,6 +1,6 @@
 """`django_task`: runs a `django.tasks` @task function by its module path.
 
-The payload is what `tasks.backends.TaskServiceBackend.enqueue` stores:
+The payload is what `tasks.djtasks.backend.TaskServiceBackend.enqueue` stores:
 `{"func": "pkg.mod.name", "args": [...], "kwargs": {...}, "takes_context": bool}`.
 Only objects decorated with @task can run (a module-level django.tasks Task at that
 path), never an arbitrary callable, and enqueue accepts only modules already imported by
@@ -27,7 +27,8 @@ from django.utils import timezone
 from django.utils.json import normalize_json
 
 from plugins.base import PayloadError, Plugin, TaskCancelled, TaskContext
-from tasks import backends
+from tasks.djtasks import mapping
+from tasks.djtasks import payload as payloads
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,7 +75,7 @@ class DjangoTaskPlugin(Plugin):
             errors["payload"] = f"Unknown fields: {', '.join(sorted(unknown))}."
         task = None
         try:
-            task = backends.load_task(payload.get("func"), loaded_only=True)
+            task = payloads.load_task(payload.get("func"), loaded_only=True)
         except ValueError as exc:
             errors["func"] = str(exc)
         args, kwargs = payload.get("args", []), payload.get("kwargs", {})
@@ -97,11 +98,11 @@ class DjangoTaskPlugin(Plugin):
         from tasks.models import Task as Row
 
         row = Row.objects.get(pk=ctx.task_id)
-        task = backends.task_for_row(row, backends.load_task(payload["func"]))
+        task = mapping.task_for_row(row, payloads.load_task(payload["func"]))
         backend = task.get_backend()
         sender = type(backend)
-        result = backends.build_result(row, task=task, backend=backend.alias,
-                                       history=backends.read_history(row.pk))
+        result = mapping.build_result(row, task=task, backend=backend.alias,
+                                       history=mapping.read_history(row.pk))
         task_started.send(sender, task_result=result)
         args, kwargs = payload.get("args", []), payload.get("kwargs", {})
         try:

@@ -5,6 +5,9 @@ workers online), never by the size of the whole table, except the counts per sta
 which use the (status, created_at) index. The websocket relay calls `snapshot()` at most
 a few times a second per process, shared by all its clients who see every task.
 
+The counts per status and the workers online are tasks.selectors', as everywhere else;
+the queries here are the dashboard's own (throughput, recent failures, queue depth).
+
 `owner_id` scopes the task figures to one user's tasks (tasks.authz.owner_scope): None
 means every task. The owner predicate is bound client-side, so with None it folds away.
 """
@@ -19,8 +22,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from plugins import registry
-from tasks.conf import engine
-from tasks.models import Status, TaskHistory, Worker
+from tasks import selectors
+from tasks.models import Task, TaskHistory
 
 THROUGHPUT_MINUTES = 60
 RECENT_FAILURES = 10
@@ -65,66 +68,10 @@ FROM tasks t WHERE status IN ('queued', 'retrying') AND {_OWNER}
 GROUP BY queue, type ORDER BY queue, type
 """
 
-# A loose index scan: one index probe per distinct value instead of reading every row.
-_DISTINCT = """
-WITH RECURSIVE v AS (
-    (SELECT {col} AS value FROM tasks ORDER BY {col} LIMIT 1)
-    UNION ALL
-    SELECT (SELECT {col} FROM tasks WHERE {col} > v.value ORDER BY {col} LIMIT 1)
-    FROM v WHERE v.value IS NOT NULL
-)
-SELECT value FROM v WHERE value IS NOT NULL
-"""
-
-
 def _rows(sql: str, params: dict | None = None) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params or {})
         return cursor.fetchall()
-
-
-def distinct_values(column: str, limit: int = 500) -> list[str]:
-    """Distinct values of an indexed leading column (loose index scan): `type`."""
-    if column not in ("type",):
-        raise ValueError(f"no distinct index scan for column {column!r}")
-    with connection.cursor() as cursor:
-        cursor.execute(_DISTINCT.format(col=column) + f" LIMIT {int(limit)}")
-        return [r[0] for r in cursor.fetchall()]
-
-
-def estimated_rows(table: str = "tasks") -> int:
-    """The planner's row count for a table (-1 before its first ANALYZE)."""
-    return _rows("SELECT reltuples::bigint FROM pg_class WHERE oid = %(t)s::regclass",
-                 {"t": table})[0][0]
-
-
-SMALL_TABLE = 100_000  # rows below which reading every queue name is cheap
-
-
-def known_queues() -> list[str]:
-    """Queue names for the admin's filter without scanning a big table (queue has no index).
-
-    Small table: the exact distinct values. Large: the planner's most common values, plus
-    the queues of waiting tasks and of registered workers, which is what operators filter.
-    """
-    if estimated_rows() < SMALL_TABLE:
-        return [r[0] for r in _rows("SELECT DISTINCT queue FROM tasks ORDER BY 1")]
-    names = {r[0] for r in _rows(
-        "SELECT DISTINCT queue FROM tasks WHERE status IN ('queued', 'retrying')")}
-    common = _rows("SELECT most_common_vals::text::text[] FROM pg_stats "
-                   "WHERE tablename = 'tasks' AND attname = 'queue'")
-    if common and common[0][0]:
-        names.update(common[0][0])
-    for queues in Worker.objects.values_list("queues", flat=True):
-        names.update(q for q in queues or () if isinstance(q, str))
-    return sorted(names)
-
-
-def status_counts(owner_id: int | None = None) -> dict[str, int]:
-    counts = dict.fromkeys(Status.values, 0)
-    counts.update(_rows(f"SELECT status, count(*) FROM tasks t WHERE {_OWNER} GROUP BY status",
-                        {"owner": owner_id}))
-    return counts
 
 
 def queue_depth(owner_id: int | None = None) -> list[dict[str, Any]]:
@@ -163,24 +110,6 @@ def recent_failures(start_id: int, limit: int = RECENT_FAILURES,
     return failures
 
 
-def workers_online(now: datetime.datetime | None = None) -> list[dict[str, Any]]:
-    """Registered workers with their running task counts; `online` if seen recently."""
-    now = now or timezone.now()
-    cfg = engine()
-    stale_after = max(cfg.LEASE_SECONDS, 3 * cfg.HEARTBEAT_INTERVAL)
-    running = dict(_rows("SELECT locked_by, count(*) FROM tasks WHERE status = 'running' "
-                         "GROUP BY locked_by"))
-    workers = []
-    for w in Worker.objects.order_by("started_at"):
-        workers.append({
-            "id": w.id, "host": w.hostname, "pid": w.pid, "queues": w.queues or ["*"],
-            "concurrency": w.concurrency, "running": running.get(w.id, 0),
-            "last_seen": w.last_seen.isoformat(),
-            "online": (now - w.last_seen).total_seconds() <= stale_after,
-        })
-    return workers
-
-
 def recent_events(limit: int = RECENT_EVENTS,
                   owner_id: int | None = None) -> list[dict[str, Any]]:
     """The latest history rows, newest first, shaped like live feed entries."""
@@ -200,10 +129,10 @@ def snapshot(*, include_throughput: bool = True, owner_id: int | None = None) ->
     start_id = window_start(now - datetime.timedelta(minutes=THROUGHPUT_MINUTES))
     data: dict[str, Any] = {
         "at": now.isoformat(),
-        "counts": status_counts(owner_id),
+        "counts": selectors.status_counts(selectors.owned(Task.objects.all(), owner_id)),
         "queues": queue_depth(owner_id),
         "failures": recent_failures(start_id, owner_id=owner_id),
-        "workers": workers_online(now),
+        "workers": selectors.workers(now),
     }
     if include_throughput:
         data["throughput"] = throughput(now, start_id, owner_id=owner_id)

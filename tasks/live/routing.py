@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from tasks import consumers
+from tasks.live import consumers
 
 websocket_urlpatterns = [
     path("ws/tasks/dashboard/", consumers.DashboardConsumer.as_asgi(), name="ws-dashboard"),

@@ -6,7 +6,7 @@ A user without tasks.view_all_tasks hears only of their own tasks (tasks.authz):
 snapshots are their own, and event entries are kept only for ids they own.
 
 Messages sent (JSON, `type` first):
-- `snapshot`: the dashboard's data (tasks.dashboard.snapshot); `throughput` only when
+- `snapshot`: the dashboard's data (tasks.live.dashboard.snapshot); `throughput` only when
   re-read (every THROUGHPUT_REFRESH seconds; clients add live events in between).
 - `events`: a coalesced batch: `events` (latest entries), `totals` (event -> tasks),
   `dropped` (events only counted), `resync` (events may have been lost).
@@ -25,9 +25,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from tasks import authz, dashboard
-from tasks.models import Task
-from tasks.relay import Batch, Subscription, relay
+from tasks import authz, selectors
+from tasks.live import dashboard
+from tasks.live.relay import Batch, Subscription, relay
 
 logger = logging.getLogger(__name__)
 
@@ -209,8 +209,7 @@ class TaskListConsumer(StaffConsumer):
 def _own_events(events, owner_id: int) -> list[dict[str, Any]]:
     """The batch's entries that name a task of this owner, with only those ids."""
     ids = {i for entry in events for i in entry.get("ids") or ()}
-    own = set(Task.objects.filter(pk__in=list(ids), owner_id=owner_id)
-              .values_list("pk", flat=True)) if ids else set()
+    own = selectors.owned_ids(ids, owner_id)
     kept = []
     for entry in events:
         mine = [i for i in entry.get("ids") or () if i in own]
@@ -220,9 +219,6 @@ def _own_events(events, owner_id: int) -> list[dict[str, Any]]:
 
 
 def _statuses(ids: frozenset[int], owner_id: int | None) -> dict[str, dict[str, Any]]:
-    tasks = Task.objects.filter(pk__in=list(ids))
-    if owner_id is not None:
-        tasks = tasks.filter(owner_id=owner_id)
-    tasks = tasks.values_list("id", "status", "retry_count", "max_retries")
     return {str(pk): {"status": status, "retries": f"{retries}/{max_retries}"}
-            for pk, status, retries, max_retries in tasks}
+            for pk, (status, retries, max_retries)
+            in selectors.task_statuses(ids, owner_id).items()}

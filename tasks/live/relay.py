@@ -1,6 +1,6 @@
 """Fan PostgreSQL NOTIFY events out to this process's websocket clients, without Redis.
 
-One `tasks.events.Listener` thread per process (started with the first subscriber,
+One `tasks.listener.Listener` thread per process (started with the first subscriber,
 stopped with the last) hears every event on the task channel. Events are folded into a
 `Batch` per event loop and flushed at most every `interval` seconds, so a burst of
 thousands of events a second reaches each client as a few updates a second. A client
@@ -19,7 +19,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from tasks.events import Listener
+from tasks.listener import Listener
 
 logger = logging.getLogger(__name__)
 

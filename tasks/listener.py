@@ -3,6 +3,9 @@
 The worker uses it to wake when work arrives and to hear cancellations; the websocket
 relay uses it to push events to the dashboard. A NOTIFY is sent in the same transaction
 as the change it describes, so an event always means a committed change.
+
+It sits below the worker, the maintainer and the live view (tasks/live/relay.py), beside
+the engine: the worker must not import a wing to listen.
 """
 
 from __future__ import annotations

@@ -1,0 +1,58 @@
+"""How a task's fields read on the admin's pages: badges the live script updates, JSON
+shown bounded, run times."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.utils import timezone
+from django.utils.html import format_html
+
+from tasks import jsonsafe
+from tasks.models import Status, Task
+
+
+def status_badge(status: str, task_id: int | None = None) -> str:
+    """A coloured badge; `data-task-id` lets the live script update it in place."""
+    return format_html('<span class="task-status task-status-{}" data-task-id="{}">{}</span>',
+                       status, task_id or "", status)
+
+
+PRETTY_MAX_CHARS = 20_000  # per value on the task page; the API has the whole of it
+
+
+def pretty(value: Any) -> str:
+    if value is None or value == "":
+        return format_html('<span class="task-empty">{}</span>', "—")
+    if isinstance(value, str):
+        text = value
+    elif jsonsafe.depth_exceeds(value, jsonsafe.max_depth()):
+        # Indenting N levels costs N^2 characters, and json.dumps recurses.
+        return truncated("", f"nested deeper than {jsonsafe.max_depth()} levels: not shown")
+    else:
+        text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    if len(text) > PRETTY_MAX_CHARS:
+        return truncated(text[:PRETTY_MAX_CHARS],
+                          f"truncated: the first {PRETTY_MAX_CHARS:,} of {len(text):,} "
+                          f"characters are shown")
+    return format_html('<pre class="task-pre">{}</pre>', text)
+
+
+def truncated(text: str, note: str) -> str:
+    return format_html('<pre class="task-pre">{}</pre><p class="task-truncated">{}</p>',
+                       text, note)
+
+
+def duration(task: Task) -> str:
+    if not task.started_at:
+        return "—"
+    end = task.finished_at or (timezone.now() if task.status == Status.RUNNING else None)
+    if end is None:
+        return "—"
+    seconds = max(0.0, (end - task.started_at).total_seconds())
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {seconds:02d}s"

@@ -1,0 +1,272 @@
+"""The task pages: the list (search, filters, live statuses), the read-only task page with
+its history, the add form, and the Cancel / Retry buttons.
+
+Every change of a task's state goes through tasks.queue (cancel, retry, enqueue); the
+admin only reads tasks, and deletes finished ones.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.options import ActionLocation, IncorrectLookupParameters
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from tasks import authz, jsonsafe, queue, states
+from tasks.admin.actions import BulkActions
+from tasks.admin.display import duration, pretty, status_badge
+from tasks.admin.filters import QueueFilter, TypeFilter
+from tasks.admin.forms import TaskAddForm
+from tasks.admin.paging import EstimatedCountPaginator, date_hierarchy_links
+from tasks.exceptions import IdempotencyConflict, InvalidTransition, TaskNotFound
+from tasks.models import Status, Task, TaskHistory
+
+
+class TaskHistoryInline(admin.TabularInline):
+    model = TaskHistory
+    fields = ("when", "event_type", "status", "attempt", "worker_id", "details")
+    readonly_fields = fields
+    ordering = ("created_at", "id")
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="when")
+    def when(self, row: TaskHistory) -> str:
+        # To the millisecond: a task's transitions are often within the same second.
+        return timezone.localtime(row.created_at).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+ENGINE_FIELDS = ("attempts", "retry_count", "max_retries", "timeout_seconds", "run_at",
+                 "locked_by", "locked_until", "cancel_requested_at", "idempotency_key",
+                 "created_at", "updated_at", "started_at", "finished_at")
+
+
+@admin.register(Task)
+class TaskAdmin(BulkActions, admin.ModelAdmin):
+    list_display = ("id", "name", "type", "status_display", "priority", "queue", "retries",
+                    "created", "run_time")
+    list_display_links = ("id", "name")
+    list_filter = ("status", TypeFilter, QueueFilter, "created_at")
+    search_fields = ("name", "type")  # and a number means an id: get_search_results
+    search_help_text = "A number finds that task id; text searches names and types."
+    date_hierarchy = "created_at"
+    ordering = ("-id",)
+    # Sorting is offered only where an index serves it (id, created_at).
+    sortable_by = ("id", "created")
+    # Facet counts are a COUNT per filter choice on every page load: never on this table.
+    show_facets = admin.ShowFacets.NEVER
+    list_per_page = 50
+    list_max_show_all = 500
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    actions = ["cancel_selected", "retry_selected", "delete_selected_finished"]
+    form = TaskAddForm
+
+    class Media:
+        css = {"all": ["tasks/admin.css"]}
+        js = ["tasks/live.js", "tasks/task_live.js"]
+
+    # --- columns ---
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, task: Task) -> str:
+        return status_badge(task.status, task.pk)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, task: Task) -> str:
+        local = timezone.localtime(task.created_at)
+        return format_html('<time datetime="{}">{}</time>', local.isoformat(),
+                           local.strftime("%Y-%m-%d %H:%M:%S"))
+
+    @admin.display(description="retries")
+    def retries(self, task: Task) -> str:
+        return format_html('<span data-task-retries="{}">{}/{}</span>', task.pk,
+                           task.retry_count, task.max_retries)
+
+    @admin.display(description="run time")
+    def run_time(self, task: Task) -> str:
+        return duration(task)
+
+    @admin.display(description="payload")
+    def payload_display(self, task: Task) -> str:
+        return pretty(task.payload)
+
+    @admin.display(description="result")
+    def result_display(self, task: Task) -> str:
+        return pretty(task.result)
+
+    @admin.display(description="last error")
+    def error_display(self, task: Task) -> str:
+        return pretty(task.last_error)
+
+    # --- list page: search and date drill-down without table scans ---
+
+    def get_search_results(self, request, queryset, search_term):
+        if jsonsafe.text_problem(search_term):
+            return queryset.none(), False  # no name holds what PostgreSQL cannot store
+        term = search_term.strip().removeprefix("#")
+        if term.isascii() and term.isdigit():
+            # A number is a task id: one index lookup, not a scan of every name.
+            task_id = states.parse_id(term)
+            return (queryset.filter(pk=task_id) if task_id else queryset.none()), False
+        return super().get_search_results(request, queryset, search_term)
+
+    def get_changelist_instance(self, request):
+        try:
+            cl = super().get_changelist_instance(request)
+            cl.task_dates = date_hierarchy_links(cl)
+        except (ValueError, OverflowError) as exc:
+            # Django's date drill-down computes the end of ?created_at__year=9999 as year
+            # 10000; the changelist answers bad parameters with its "?e=1" page instead.
+            raise IncorrectLookupParameters(exc) from exc
+        return cl
+
+    # --- permissions (tasks.authz): engine fields are never edited here ---
+
+    def get_queryset(self, request):
+        # Without tasks.view_all_tasks a user sees (and so steers) only their own tasks.
+        return authz.visible(super().get_queryset(request), request.user)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # Tasks change only through the queue (the Cancel / Retry buttons and actions),
+        # so the change page is a read-only view and Save never overwrites a worker.
+        return False
+
+    def has_cancel_permission(self, request) -> bool:
+        return authz.may(request.user, "cancel")
+
+    def has_retry_permission(self, request) -> bool:
+        return authz.may(request.user, "retry")
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        if obj is not None and not obj.is_finished:
+            return False  # cancel it first; a running task is held by a worker
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request, action_location=ActionLocation.CHANGE_LIST):
+        actions = super().get_actions(request, action_location=action_location)
+        actions.pop("delete_selected", None)  # ours reports what it skipped, and why
+        return actions
+
+    # --- pages ---
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [(None, {"fields": TaskAddForm.Meta.fields})]
+        return [
+            (None, {"fields": ("name", "type", "status_display", "queue", "priority")}),
+            ("Payload and outcome", {"fields": ("payload_display", "result_display",
+                                                "error_display")}),
+            ("Engine", {"fields": ENGINE_FIELDS, "classes": ("collapse",)}),
+        ]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is not None:  # the read-only task page needs no add form
+            kwargs["form"] = forms.ModelForm
+        else:
+            kwargs["form"] = type("TaskAddForm", (TaskAddForm,), {"user": request.user})
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return ("name", "type", "status_display", "queue", "priority", "payload_display",
+                "result_display", "error_display", *ENGINE_FIELDS)
+
+    def get_inlines(self, request, obj):
+        return [TaskHistoryInline] if obj is not None else []
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        task = self.get_object(request, object_id)
+        extra_context = {
+            **(extra_context or {}),
+            "can_cancel": bool(task and self.has_cancel_permission(request)
+                               and not task.is_finished and task.cancel_requested_at is None),
+            "can_retry": bool(task and self.has_retry_permission(request)
+                              and task.status in (Status.FAILED, Status.CANCELLED)),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change:  # unreachable while has_change_permission is False; never save a task
+            return
+        try:
+            task = form.enqueue()
+        except IdempotencyConflict as exc:
+            # The key names another task: show that one, and say why nothing was queued.
+            obj.pk, obj.was_created, obj.conflict = exc.task_id, False, str(exc)
+        else:
+            for f in Task._meta.concrete_fields:
+                setattr(obj, f.attname, getattr(task, f.attname))
+            obj.was_created = task.was_created
+        obj._state.adding = False
+
+    def save_related(self, request, form, formsets, change) -> None:
+        pass  # nothing related is edited here; the queue wrote the history row
+
+    def log_addition(self, request, obj, message):
+        if getattr(obj, "was_created", True):  # a reused key added nothing
+            return super().log_addition(request, obj, message)
+        return None
+
+    def response_add(self, request, obj, post_url_continue=None):
+        if getattr(obj, "conflict", None):
+            self.message_user(request, f"Nothing was queued: {obj.conflict}", messages.ERROR)
+        elif not obj.was_created:
+            self.message_user(request, format_html(
+                "Nothing was queued: the idempotency key belongs to task #{}.", obj.pk),
+                messages.WARNING)
+        else:
+            self.message_user(request, format_html("Task #{} “{}” queued.", obj.pk, obj.name),
+                              messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:tasks_task_change", args=[obj.pk]))
+
+    # --- Cancel / Retry buttons on the task page ---
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:task_id>/cancel/", wrap(self.cancel_view), name="tasks_task_cancel"),
+            path("<int:task_id>/retry/", wrap(self.retry_view), name="tasks_task_retry"),
+            *super().get_urls(),
+        ]
+
+    def _steer(self, request: HttpRequest, task_id: int, action, done: str,
+               allowed: bool) -> HttpResponse:
+        get_object_or_404(self.get_queryset(request), pk=task_id)  # another's task: 404
+        if not allowed:
+            self.message_user(request, f"You may not {action.__name__} tasks.", messages.ERROR)
+        else:
+            try:
+                task = action(task_id, reason=f"{done} by {request.user.get_username()} "
+                                              f"in the admin")
+            except TaskNotFound:
+                get_object_or_404(Task, pk=task_id)
+                raise
+            except InvalidTransition as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+            else:
+                if task.status == Status.RUNNING:
+                    done = "asked to stop: its worker will end it as cancelled"
+                self.message_user(request, f"Task #{task_id} {done}.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:tasks_task_change", args=[task_id]))
+
+    def cancel_view(self, request, task_id: int) -> HttpResponse:
+        return require_POST(lambda r: self._steer(
+            r, task_id, queue.cancel, "cancelled", self.has_cancel_permission(r)))(request)
+
+    def retry_view(self, request, task_id: int) -> HttpResponse:
+        return require_POST(lambda r: self._steer(
+            r, task_id, queue.retry, "requeued", self.has_retry_permission(r)))(request)
