@@ -35,9 +35,9 @@ from django.utils.text import capfirst
 from django.views.decorators.http import require_POST
 
 from plugins import registry
-from tasks import authz, dashboard, jsonsafe, queue, states
+from tasks import authz, dashboard, engine, jsonsafe, states
 from tasks.exceptions import IdempotencyConflict, InvalidTask, InvalidTransition, TaskNotFound
-from tasks.models import FINISHED_STATUSES, Origin, Status, Task, TaskHistory, Worker
+from tasks.models import Origin, Status, Task, TaskHistory, Worker
 
 MAX_BULK = 5000  # tasks one action may touch; beyond it, filter the list first
 SKIPPED_IDS_SHOWN = 10
@@ -324,7 +324,7 @@ class TaskAddForm(forms.ModelForm):
         spec["idempotency_key"] = spec["idempotency_key"] or None
         spec["payload"] = {} if spec["payload"] is None else spec["payload"]
         try:
-            queue.prepare(**spec)
+            engine.prepare(**spec)
         except InvalidTask as exc:
             self._add_task_errors(exc.errors)
         else:
@@ -333,7 +333,7 @@ class TaskAddForm(forms.ModelForm):
 
     def enqueue(self) -> Task:
         """Submit the cleaned task as the form's user (IdempotencyConflict propagates)."""
-        return queue.enqueue(**self.spec, owner=self.user, origin=Origin.ADMIN)
+        return engine.enqueue(**self.spec, owner=self.user, origin=Origin.ADMIN)
 
     def _add_task_errors(self, errors: dict[str, Any]) -> None:
         for name, messages_ in errors.items():
@@ -591,11 +591,11 @@ class TaskAdmin(admin.ModelAdmin):
 
     def cancel_view(self, request, task_id: int) -> HttpResponse:
         return require_POST(lambda r: self._steer(
-            r, task_id, queue.cancel, "cancelled", self.has_cancel_permission(r)))(request)
+            r, task_id, engine.cancel, "cancelled", self.has_cancel_permission(r)))(request)
 
     def retry_view(self, request, task_id: int) -> HttpResponse:
         return require_POST(lambda r: self._steer(
-            r, task_id, queue.retry, "requeued", self.has_retry_permission(r)))(request)
+            r, task_id, engine.retry, "requeued", self.has_retry_permission(r)))(request)
 
     # --- bulk actions ---
 
@@ -640,7 +640,7 @@ class TaskAdmin(admin.ModelAdmin):
         ids = self._selected_ids(request, queryset)
         if ids is None:
             return None
-        result = queue.cancel_many(ids, reason=f"cancelled by {request.user.get_username()} "
+        result = engine.cancel_many(ids, reason=f"cancelled by {request.user.get_username()} "
                                                "in the admin")
         stopping = set(Task.objects.filter(pk__in=result.done, status=Status.RUNNING)
                        .values_list("pk", flat=True))
@@ -655,7 +655,7 @@ class TaskAdmin(admin.ModelAdmin):
         ids = self._selected_ids(request, queryset)
         if ids is None:
             return None
-        result = queue.retry_many(ids, reason=f"requeued by {request.user.get_username()} "
+        result = engine.retry_many(ids, reason=f"requeued by {request.user.get_username()} "
                                               "in the admin")
         text = bulk_report("requeued", len(result.done), result.skipped)
         self._report(request, text, len(result.done), result.skipped)
@@ -671,15 +671,11 @@ class TaskAdmin(admin.ModelAdmin):
         ids = self._selected_ids(request, queryset)
         if ids is None:
             return None
-        # Re-read at the moment of deleting: a task requeued meanwhile is skipped.
-        deletable = Task.objects.filter(pk__in=ids, status__in=FINISHED_STATUSES)
-        self.log_deletions(request, list(deletable))
-        deleted_ids = set(deletable.values_list("pk", flat=True))
-        Task.objects.filter(pk__in=deleted_ids).delete()
-        present = dict(Task.objects.filter(pk__in=set(ids) - deleted_ids)
-                       .values_list("pk", "status"))
-        skipped = {i: (f"still {present[i]}: cancel it first" if i in present else "not found")
-                   for i in ids if i not in deleted_ids}
+        # The engine re-checks the status while deleting: a task requeued meanwhile stays.
+        selected = {t.pk: t for t in Task.objects.filter(pk__in=ids)}
+        result = engine.delete_finished(ids)
+        self.log_deletions(request, [selected[i] for i in result.done if i in selected])
+        deleted_ids, skipped = result.done, result.skipped
         text = bulk_report("deleted", len(deleted_ids), skipped)
         self._report(request, text, len(deleted_ids), skipped)
         return None
