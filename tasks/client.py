@@ -80,7 +80,7 @@ def _check_page(page: int, page_size: int) -> int:
 
 
 class LocalClient:
-    """Talks to the database of this Django project (tasks.queue and tasks.selectors)."""
+    """Talks to the database of this Django project (tasks.engine and tasks.selectors)."""
 
     def create(self, spec: dict[str, Any]) -> dict:
         serializer = TaskCreateSerializer(data=spec)

@@ -1,6 +1,6 @@
 """Read queries: every list, count and summary the API, CLI and dashboard show.
 
-Writes live in tasks/queue.py; this module only reads, so it may use the ORM freely.
+Writes live in tasks/engine/; this module only reads, so it may use the ORM freely.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""API views: declarative viewsets; writes call tasks.queue, reads tasks.selectors."""
+"""API views: declarative viewsets; writes call tasks.engine, reads tasks.selectors."""
 
 from __future__ import annotations
 

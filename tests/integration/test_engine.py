@@ -1,4 +1,4 @@
-"""Every transition and every guard of tasks/queue.py against the real PostgreSQL."""
+"""Every transition and every guard of tasks/engine/ against the real PostgreSQL."""
 
 from __future__ import annotations
 
