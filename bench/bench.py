@@ -119,7 +119,7 @@ def bench_drain(nworkers: int, concurrency: int | None) -> tuple[float, float]:
     reset()
     for start in range(0, N, 10000):
         engine.enqueue_many([{"name": f"t{i}", "type": "noop"}
-                            for i in range(start, min(N, start + 10000))])
+                             for i in range(start, min(N, start + 10000))])
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE tasks")
     procs = [worker(concurrency) for _ in range(nworkers)]

@@ -118,12 +118,12 @@ class LocalClient:
 
     def cancel(self, task_id: str) -> dict:
         return self._call(lambda pk: engine.cancel(selectors.task_id(pk),
-                                                  reason="cancelled from the command line"),
+                                                   reason="cancelled from the command line"),
                           task_id)
 
     def retry(self, task_id: str) -> dict:
         return self._call(lambda pk: engine.retry(selectors.task_id(pk),
-                                                 reason="requeued from the command line"),
+                                                  reason="requeued from the command line"),
                           task_id)
 
     @staticmethod

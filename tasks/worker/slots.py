@@ -44,7 +44,7 @@ class Job:
 
     def outcome(self, **kwargs) -> engine.Outcome:
         return engine.Outcome(task_id=self.task.id, attempt=self.task.attempt,
-                             retry_count=self.task.retry_count, **kwargs)
+                              retry_count=self.task.retry_count, **kwargs)
 
 
 class Slots:

@@ -50,7 +50,7 @@ def test_admin_dashboard_and_api_docs_work_under_the_policy(daphne, django_user_
     django_user_model.objects.create_superuser("operator", "op@example.com", PASSWORD)
     # Committed at once (a transactional test), so daphne's connection sees it.
     engine.enqueue(name="csp check", type="noop", queue="later",
-                  run_at=timezone.now() + datetime.timedelta(hours=1))
+                   run_at=timezone.now() + datetime.timedelta(hours=1))
     console: list[str] = []
     errors: list[str] = []
 

@@ -132,7 +132,7 @@ def test_a_second_signal_exits_at_once(worker_factory):
 
 def test_timeout_retries_then_fails_even_if_the_plugin_never_returns(worker_factory):
     task = engine.enqueue(name="hangs", type="block", payload={"seconds": 3600},
-                         timeout_seconds=1, max_retries=1)
+                          timeout_seconds=1, max_retries=1)
     proc = worker_factory("--concurrency", "1", **FAST)
     wait_until(lambda: status(task) == "failed", timeout=20)
     assert events(task) == ["task_queued", "task_started", "retry_scheduled", "task_started",
@@ -148,7 +148,7 @@ def test_timeout_retries_then_fails_even_if_the_plugin_never_returns(worker_fact
 
 def test_a_plugin_that_stops_on_timeout_keeps_its_thread(worker_factory, count_file):
     task = engine.enqueue(name="sleepy", type="count", payload={"sleep": 60},
-                         timeout_seconds=1, max_retries=0)
+                          timeout_seconds=1, max_retries=0)
     proc = worker_factory("--concurrency", "1", COUNT_FILE=str(count_file), **FAST)
     wait_until(lambda: status(task) == "failed", timeout=15)
     assert Task.objects.get(pk=task.pk).last_error == "timed out after 1s"
@@ -219,7 +219,7 @@ def test_deferred_task_runs_when_due(worker_factory):
     from django.utils import timezone
 
     task = engine.enqueue(name="later", type="simulate", payload={"duration": 0},
-                         run_at=timezone.now() + timedelta(seconds=1.5))
+                          run_at=timezone.now() + timedelta(seconds=1.5))
     worker_factory(TASKS_POLL_INTERVAL="60")
     wait_until(lambda: status(task) == "succeeded", timeout=10)
     t = Task.objects.get(pk=task.pk)
@@ -228,7 +228,7 @@ def test_deferred_task_runs_when_due(worker_factory):
 
 def test_worker_survives_losing_its_database_connections(worker_factory, count_file):
     tasks = engine.enqueue_many([{"name": f"n{i}", "type": "count", "payload": {"sleep": 0.01}}
-                                for i in range(300)])
+                                 for i in range(300)])
     worker_factory("--worker-id", "w1", "--concurrency", "4", COUNT_FILE=str(count_file),
                    **FAST)
     done = 0
@@ -247,7 +247,7 @@ def test_worker_survives_losing_its_database_connections(worker_factory, count_f
 
 def test_batch_and_max_tasks_exit_by_themselves(worker_factory):
     engine.enqueue_many([{"name": f"n{i}", "type": "simulate", "payload": {"duration": 0}}
-                        for i in range(5)])
+                         for i in range(5)])
     proc = worker_factory("--max-tasks", "2", "--concurrency", "1")
     assert proc.wait(timeout=30) == 0
     assert Task.objects.filter(status="succeeded").count() == 2

@@ -55,7 +55,7 @@ def make_due(task_id: int) -> None:
 
 def outcome(claimed: engine.ClaimedTask, **kwargs: Any) -> engine.Outcome:
     return engine.Outcome(task_id=claimed.id, attempt=claimed.attempt,
-                         retry_count=claimed.retry_count, **kwargs)
+                          retry_count=claimed.retry_count, **kwargs)
 
 
 def claim_ids(worker: str = WORKER, limit: int = 100, **kwargs: Any) -> list[int]:

@@ -38,7 +38,7 @@ def run_to(status: str, *tasks: Task, worker: str = "test-worker") -> None:
     claimed = engine.claim(worker_id=worker, limit=len(ids))
     assert {c.id for c in claimed} == ids, "the tasks to run must be the due ones"
     outcomes = [engine.Outcome(task_id=c.id, attempt=c.attempt, retry_count=c.retry_count,
-                              error="it broke") for c in claimed]
+                               error="it broke") for c in claimed]
     if status == "succeeded":
         engine.complete(worker_id=worker, outcomes=outcomes)
     elif status == "failed":
@@ -312,9 +312,9 @@ def test_add_form_shows_invalid_payloads_as_field_errors(admin_client, data, fie
 
 def test_workers_page_lists_workers_with_running_counts(admin_client):
     engine.register_worker(worker_id="host-a:42:x", hostname="host-a", pid=42,
-                          queues=["mail", "default"], concurrency=4)
+                           queues=["mail", "default"], concurrency=4)
     engine.register_worker(worker_id="host-b:7:y", hostname="host-b", pid=7, queues=[],
-                          concurrency=2)
+                           concurrency=2)
     task = enqueue("busy")
     run_to("running", task, worker="host-a:42:x")
     response = admin_client.get(reverse("admin:tasks_worker_changelist"))

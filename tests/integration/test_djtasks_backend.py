@@ -301,7 +301,7 @@ def test_the_plugin_runs_only_task_objects_even_through_the_engine():
                           ("tests.djtasks_app.tasks.plain", "not a django.tasks Task")):
         with pytest.raises(EngineInvalidTask, match=message):
             engine.enqueue(name="x", type="django_task",
-                          payload={"func": func, "args": ["rm -rf /"]})
+                           payload={"func": func, "args": ["rm -rf /"]})
     with pytest.raises(EngineInvalidTask, match="takes_context"):
         engine.enqueue(name="x", type="django_task", payload={
             "func": "tests.djtasks_app.tasks.add", "args": [1, 2], "takes_context": True})

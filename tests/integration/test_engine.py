@@ -224,7 +224,7 @@ def test_enqueue_many_idempotency_within_and_across_batches(counts):
 
     # A later batch with the same keys and fields creates nothing.
     again = engine.enqueue_many([{"name": "a", "type": "count", "idempotency_key": "k-new"},
-                                {"name": "old", "type": "count", "idempotency_key": "k-old"}])
+                                 {"name": "old", "type": "count", "idempotency_key": "k-old"}])
     assert [(t.pk, t.was_created) for t in again] == [(tasks[0].pk, False),
                                                       (existing.pk, False)]
     assert (Task.objects.count(), TaskHistory.objects.count()) == (4, 4)
@@ -233,14 +233,14 @@ def test_enqueue_many_idempotency_within_and_across_batches(counts):
     before = counts()
     with pytest.raises(InvalidTask) as excinfo:
         engine.enqueue_many([{"name": "z", "type": "count", "idempotency_key": "dup"},
-                            {"name": "z", "type": "count"},
-                            {"name": "z", "type": "count", "idempotency_key": "dup"}])
+                             {"name": "z", "type": "count"},
+                             {"name": "z", "type": "count", "idempotency_key": "dup"}])
     assert excinfo.value.errors == {"2": {"idempotency_key": [
         "Repeats the key of task 0 in this request."]}}
     # A reused key with other fields refuses the whole batch, even in autocommit.
     with pytest.raises(IdempotencyConflict) as conflict:
         engine.enqueue_many([{"name": "fresh", "type": "count"},
-                            {"name": "changed", "type": "count", "idempotency_key": "k-old"}])
+                             {"name": "changed", "type": "count", "idempotency_key": "k-old"}])
     assert conflict.value.task_id == existing.pk
     assert counts() == before
 
@@ -443,7 +443,7 @@ def test_complete_of_a_batch_in_one_call():
         enqueue()
     claimed = engine.claim(worker_id=WORKER, limit=5)
     applied = engine.complete(worker_id=WORKER,
-                             outcomes=[outcome(c, result=c.id) for c in claimed])
+                              outcomes=[outcome(c, result=c.id) for c in claimed])
     assert applied == {c.id for c in claimed}
     assert {t.pk: t.result for t in Task.objects.all()} == {c.id: c.id for c in claimed}
     assert TaskHistory.objects.filter(event_type="task_succeeded").count() == 5
@@ -530,7 +530,7 @@ def test_fail_schedules_a_retry_with_backoff(backoff_settings):
     task = enqueue(max_retries=3)
     c = claim_one()
     applied = engine.fail(worker_id=WORKER, outcomes=[outcome(c, error="Boom: it broke")],
-                         rand=lambda: 0.5)
+                          rand=lambda: 0.5)
     assert applied == {task.pk: Status.RETRYING}
     stored = fresh(task)
     now = db_now()
@@ -619,7 +619,7 @@ def test_finish_cancelled_ends_a_running_task_cancelled():
     c = claim_one()
     engine.cancel(task.pk, reason="user asked")
     applied = engine.finish_cancelled(worker_id=WORKER,
-                                     outcomes=[outcome(c, error="cancelled while running")])
+                                      outcomes=[outcome(c, error="cancelled while running")])
     assert applied == {task.pk}
     stored = fresh(task)
     assert stored.status == Status.CANCELLED
@@ -637,7 +637,7 @@ def test_release_puts_the_task_back_in_the_queue():
     task = enqueue()
     c = claim_one()
     applied = engine.release(worker_id=WORKER,
-                            outcomes=[outcome(c, error="released: worker shutting down")])
+                             outcomes=[outcome(c, error="released: worker shutting down")])
     assert applied == {task.pk}
     stored = fresh(task)
     assert stored.status == Status.QUEUED
@@ -818,7 +818,7 @@ def test_heartbeat_renews_leases_and_reports_cancel_requests():
 
 def test_heartbeat_updates_the_worker_row():
     engine.register_worker(worker_id=WORKER, hostname="host-a", pid=101, queues=["a"],
-                          concurrency=4)
+                           concurrency=4)
     sql("UPDATE task_workers SET last_seen = now() - interval '1 hour'")
     beat = engine.heartbeat(worker_id=WORKER)
     assert beat.registered is True
@@ -921,9 +921,9 @@ def test_reconcile_skips_while_another_session_holds_the_lock(lock_kind):
 
 def test_reconcile_deletes_stale_worker_rows():
     engine.register_worker(worker_id="gone:1:x", hostname="gone", pid=1, queues=[],
-                          concurrency=1)
+                           concurrency=1)
     engine.register_worker(worker_id="alive:2:y", hostname="alive", pid=2, queues=["a"],
-                          concurrency=2)
+                           concurrency=2)
     sql("UPDATE task_workers SET last_seen = now() - interval '10 minutes' "
         "WHERE id = 'gone:1:x'")
     assert engine.reconcile(worker_timeout=60) == {}

@@ -48,9 +48,9 @@ def populated(settings):
     for _ in range(3):
         engine.enqueue(name="q", type="count")
     engine.enqueue(name="old", type="count", queue="emails",
-                  run_at=now - datetime.timedelta(seconds=120))
+                   run_at=now - datetime.timedelta(seconds=120))
     engine.enqueue(name="later", type="count", queue="emails",
-                  run_at=now + datetime.timedelta(hours=1))
+                   run_at=now + datetime.timedelta(hours=1))
     cancelled = engine.enqueue(name="c", type="boom", queue="emails")
     engine.cancel(cancelled.id, reason="test")
 
@@ -67,7 +67,7 @@ def populated(settings):
     engine.complete(worker_id="w1", outcomes=[outcome(bulk[0], result=1)])
     time.sleep(0.3)  # a longer run: lands in a higher duration bucket
     applied = engine.fail(worker_id="w1", outcomes=[outcome(bulk[1], error="x"),
-                                                   outcome(bulk[3], error="y")])
+                                                    outcome(bulk[3], error="y")])
     assert applied == {bulk[1].id: Status.RETRYING, bulk[3].id: Status.FAILED}
     # bulk[2] stays running.
 

@@ -308,9 +308,9 @@ def test_a_worker_runs_queries_safely_and_stops_them_on_cancel_and_timeout(
         return Task.objects.get(pk=task.pk).status
 
     ok = engine.enqueue(name="ok", type="run_query",
-                       payload={"sql": "SELECT id, name FROM items ORDER BY id", "max_rows": 2})
+                        payload={"sql": "SELECT id, name FROM items ORDER BY id", "max_rows": 2})
     shell = engine.enqueue(name="shell", type="run_query", max_retries=0,
-                          payload={"sql": "COPY (SELECT 1) TO PROGRAM 'id'"})
+                           payload={"sql": "COPY (SELECT 1) TO PROGRAM 'id'"})
     wait_until(lambda: {status(ok), status(shell)} <= {"succeeded", "failed"}, timeout=60,
                message=lambda: "the first queries did not finish; log:\n" + log.read_text())
     assert Task.objects.get(pk=ok.pk).result["rows"] == [[1, "item 1"], [2, "item 2"]]
@@ -324,7 +324,7 @@ def test_a_worker_runs_queries_safely_and_stops_them_on_cancel_and_timeout(
     assert run_query_on.active_statements() == []
 
     late = engine.enqueue(name="late", type="run_query", payload={"sql": SLEEP},
-                         timeout_seconds=2, max_retries=0)
+                          timeout_seconds=2, max_retries=0)
     wait_until(lambda: status(late) == "failed", timeout=30)
     assert run_query_on.active_statements() == []
     assert worker.poll() is None

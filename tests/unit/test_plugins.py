@@ -134,7 +134,7 @@ def test_send_email_refuses_fields_it_does_not_support(field):
 def test_send_email_unknown_fields_reach_the_api_caller_as_field_errors():
     with pytest.raises(InvalidTask) as excinfo:
         engine.prepare(name="mail", type="send_email",
-                      payload={"to": "a@example.com", "subject": "Hi", "body": "x",
+                       payload={"to": "a@example.com", "subject": "Hi", "body": "x",
                                "bcc": ["x@evil.org"]})
     assert "send_email takes only" in excinfo.value.errors["payload"]["bcc"][0]
 
@@ -275,5 +275,5 @@ def test_enqueue_validation_nests_the_plugin_field_errors():
 
 def test_enqueue_validation_stores_the_cleaned_payload():
     prepared = engine.prepare(name="mail", type="send_email",
-                             payload={"to": "a@example.com", "subject": "Hi", "body": "x"})
+                              payload={"to": "a@example.com", "subject": "Hi", "body": "x"})
     assert '"to":["a@example.com"]' in prepared.payload_json
