@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models.functions import Now
 
 from tasks import states
-from tasks.engine import events
+from tasks.engine.events import CHANNEL, payload
 from tasks.engine.sql import run
 from tasks.exceptions import InvalidTransition, TaskNotFound
 from tasks.models import Task, TaskHistory
@@ -24,7 +24,7 @@ from tasks.states import Event, Status, parse_id
 
 def notify(event: str, ids: Iterable[int], **extra: Any) -> None:
     """Send one event on the channel inside the current transaction."""
-    run("send_event", {"channel": events.CHANNEL, "payload": events.payload(event, ids, **extra)})
+    run("send_event", {"channel": CHANNEL, "payload": payload(event, ids, **extra)})
 
 
 def _locked(task_id: Any) -> Task:
