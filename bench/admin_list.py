@@ -11,7 +11,7 @@ was a COUNT. The last rows use Django's stock paginator (COUNT on every page, pl
 full-table count) for comparison. Prints a table; changes nothing outside its database.
 
 The rows are written with one INSERT ... SELECT generate_series: benchmark fixture data,
-not a path tasks take in the service (that is tasks.queue).
+not a path tasks take in the service (that is tasks.engine).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@
 
 Phases follow ../shared/bench-peers (same workload, same definitions) so the figures can
 be compared in one sitting with pgqueuer, procrastinate, Celery and a raw psycopg loop:
-- enq1: N `queue.enqueue` calls, one at a time, from one process (tasks/s);
-- enqbulk: N tasks in one `queue.enqueue_many` call (tasks/s);
+- enq1: N `engine.enqueue` calls, one at a time, from one process (tasks/s);
+- enqbulk: N tasks in one `engine.enqueue_many` call (tasks/s);
 - drain1 / drain2: N no-op tasks queued first, then 1 or 2 `runworker` processes;
   rate = N / (last finished - first started), start-up excluded; history rows kept;
 - lat: an idle worker, 200 tasks enqueued 50 ms apart; plugin start - enqueue call, ms;
@@ -40,7 +40,7 @@ django.setup()
 import psutil  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from tasks import queue  # noqa: E402
+from tasks import engine  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "20000"))
 REPS = int(os.environ.get("BENCH_REPS", "3"))
@@ -103,7 +103,7 @@ def bench_enq1() -> float:
     reset()
     t0 = time.perf_counter()
     for i in range(N):
-        queue.enqueue(name=f"t{i}", type="noop")
+        engine.enqueue(name=f"t{i}", type="noop")
     return N / (time.perf_counter() - t0)
 
 
@@ -111,15 +111,15 @@ def bench_enqbulk() -> float:
     reset()
     specs = [{"name": f"t{i}", "type": "noop"} for i in range(N)]
     t0 = time.perf_counter()
-    queue.enqueue_many(specs)
+    engine.enqueue_many(specs)
     return N / (time.perf_counter() - t0)
 
 
 def bench_drain(nworkers: int, concurrency: int | None) -> tuple[float, float]:
     reset()
     for start in range(0, N, 10000):
-        queue.enqueue_many([{"name": f"t{i}", "type": "noop"}
-                            for i in range(start, min(N, start + 10000))])
+        engine.enqueue_many([{"name": f"t{i}", "type": "noop"}
+                             for i in range(start, min(N, start + 10000))])
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE tasks")
     procs = [worker(concurrency) for _ in range(nworkers)]
@@ -144,7 +144,7 @@ def bench_latency(concurrency: int | None) -> tuple[float, float]:
     reset()
     proc = worker(concurrency)
     try:
-        warm = queue.enqueue(name="warm", type="bench_mark")
+        warm = engine.enqueue(name="warm", type="bench_mark")
         t0 = time.time()
         while count("succeeded") < 1:
             if time.time() - t0 > 60:
@@ -159,7 +159,7 @@ def bench_latency(concurrency: int | None) -> tuple[float, float]:
             if target > now:
                 time.sleep(target - now)
             t = time.time()
-            task = queue.enqueue(name=f"lat{i}", type="bench_mark")
+            task = engine.enqueue(name=f"lat{i}", type="bench_mark")
             sent[task.pk] = t
         t1 = time.time()
         while count("succeeded") < LAT_N + 1 and time.time() - t1 < 30:

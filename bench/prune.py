@@ -196,7 +196,7 @@ def drain_child() -> None:
     setup_django()
     from django.db import connection
 
-    from tasks import queue
+    from tasks import engine
 
     connection.ensure_connection()
     with connection.cursor() as cursor:
@@ -204,10 +204,10 @@ def drain_child() -> None:
     done, last = 0, time.monotonic()
     specs = [{"name": "d", "type": "noop"} for _ in range(DRAIN_BATCH)]
     while True:
-        queue.enqueue_many(specs)
-        claimed = queue.claim(worker_id="bench-drain", limit=DRAIN_BATCH)
-        done += len(queue.complete(worker_id="bench-drain", outcomes=[
-            queue.Outcome(task_id=c.id, attempt=c.attempt) for c in claimed]))
+        engine.enqueue_many(specs)
+        claimed = engine.claim(worker_id="bench-drain", limit=DRAIN_BATCH)
+        done += len(engine.complete(worker_id="bench-drain", outcomes=[
+            engine.Outcome(task_id=c.id, attempt=c.attempt) for c in claimed]))
         now = time.monotonic()
         if now - last >= 0.5:
             print(f"{now} {done}", flush=True)

@@ -17,7 +17,7 @@ from django.core.paginator import EmptyPage, Paginator
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import QueryDict
 
-from tasks import queue, selectors
+from tasks import engine, selectors
 from tasks.api.filters import TaskFilter
 from tasks.api.pagination import TaskPagination
 from tasks.api.serializers import (
@@ -80,13 +80,13 @@ def _check_page(page: int, page_size: int) -> int:
 
 
 class LocalClient:
-    """Talks to the database of this Django project (tasks.queue and tasks.selectors)."""
+    """Talks to the database of this Django project (tasks.engine and tasks.selectors)."""
 
     def create(self, spec: dict[str, Any]) -> dict:
         serializer = TaskCreateSerializer(data=spec)
         if not serializer.is_valid():
             raise ClientError(_one_line(serializer.errors))
-        return self._call(queue.enqueue, **serializer.enqueue_spec(), origin=Origin.CLI)
+        return self._call(engine.enqueue, **serializer.enqueue_spec(), origin=Origin.CLI)
 
     def get(self, task_id: str) -> dict:
         return self._call(selectors.task, task_id)
@@ -117,13 +117,13 @@ class LocalClient:
         return _plain(TaskHistorySerializer(rows, many=True).data)
 
     def cancel(self, task_id: str) -> dict:
-        return self._call(lambda pk: queue.cancel(selectors.task_id(pk),
-                                                  reason="cancelled from the command line"),
+        return self._call(lambda pk: engine.cancel(selectors.task_id(pk),
+                                                   reason="cancelled from the command line"),
                           task_id)
 
     def retry(self, task_id: str) -> dict:
-        return self._call(lambda pk: queue.retry(selectors.task_id(pk),
-                                                 reason="requeued from the command line"),
+        return self._call(lambda pk: engine.retry(selectors.task_id(pk),
+                                                  reason="requeued from the command line"),
                           task_id)
 
     @staticmethod

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import psycopg
 from django.db import connections
 
-from tasks.queue import CHANNEL
+from tasks.engine.events import CHANNEL
 
 logger = logging.getLogger(__name__)
 

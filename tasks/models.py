@@ -1,4 +1,4 @@
-"""The task engine's tables. Only tasks/queue.py changes a task's state."""
+"""The task engine's tables. Only tasks/engine/ changes a task's state."""
 
 from __future__ import annotations
 

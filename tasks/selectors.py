@@ -1,6 +1,6 @@
 """Read queries: every list, count and summary the API, CLI, admin and live view show.
 
-Writes live in tasks/queue.py; this module only reads, so it may use the ORM freely. A
+Writes live in tasks/engine/; this module only reads, so it may use the ORM freely. A
 figure shown in two places (tasks per status, workers online) is computed here once.
 Queries that back admin filters read indexes and planner statistics, never the whole table.
 """

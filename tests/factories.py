@@ -1,7 +1,7 @@
 """factory-boy factories for test data.
 
 TaskFactory writes rows directly, to set up states (failed, running, ...) that would
-otherwise need a worker; tests of transitions themselves go through tasks.queue.
+otherwise need a worker; tests of transitions themselves go through tasks.engine.
 """
 
 from __future__ import annotations

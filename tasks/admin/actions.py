@@ -8,8 +8,8 @@ from collections import defaultdict
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
-from tasks import queue, selectors
-from tasks.models import FINISHED_STATUSES, Status, Task
+from tasks import engine, selectors
+from tasks.models import Status, Task
 
 MAX_BULK = 5000  # tasks one action may touch; beyond it, filter the list first
 SKIPPED_IDS_SHOWN = 10
@@ -77,7 +77,7 @@ class BulkActions:
         ids = self._selected_ids(request, queryset)
         if ids is None:
             return None
-        result = queue.cancel_many(ids, reason=f"cancelled by {request.user.get_username()} "
+        result = engine.cancel_many(ids, reason=f"cancelled by {request.user.get_username()} "
                                                "in the admin")
         stopping = {pk for pk, (status, *_) in selectors.task_statuses(result.done).items()
                     if status == Status.RUNNING}
@@ -92,7 +92,7 @@ class BulkActions:
         ids = self._selected_ids(request, queryset)
         if ids is None:
             return None
-        result = queue.retry_many(ids, reason=f"requeued by {request.user.get_username()} "
+        result = engine.retry_many(ids, reason=f"requeued by {request.user.get_username()} "
                                               "in the admin")
         text = bulk_report("requeued", len(result.done), result.skipped)
         self._report(request, text, len(result.done), result.skipped)
@@ -108,15 +108,11 @@ class BulkActions:
         ids = self._selected_ids(request, queryset)
         if ids is None:
             return None
-        # Re-read at the moment of deleting: a task requeued meanwhile is skipped.
-        deletable = Task.objects.filter(pk__in=ids, status__in=FINISHED_STATUSES)
-        self.log_deletions(request, list(deletable))
-        deleted_ids = set(deletable.values_list("pk", flat=True))
-        Task.objects.filter(pk__in=deleted_ids).delete()
-        present = {pk: status for pk, (status, *_)
-                   in selectors.task_statuses(set(ids) - deleted_ids).items()}
-        skipped = {i: (f"still {present[i]}: cancel it first" if i in present else "not found")
-                   for i in ids if i not in deleted_ids}
+        # The engine re-checks the status while deleting: a task requeued meanwhile stays.
+        selected = {t.pk: t for t in Task.objects.filter(pk__in=ids)}
+        result = engine.delete_finished(ids)
+        self.log_deletions(request, [selected[i] for i in result.done if i in selected])
+        deleted_ids, skipped = result.done, result.skipped
         text = bulk_report("deleted", len(deleted_ids), skipped)
         self._report(request, text, len(deleted_ids), skipped)
         return None

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 
 from plugins import registry
-from tasks import authz, jsonsafe, queue
+from tasks import authz, engine, jsonsafe
 from tasks.exceptions import InvalidTask
 from tasks.models import Origin, Task
 
@@ -39,7 +39,7 @@ class PayloadField(forms.JSONField):
 
 
 class TaskAddForm(forms.ModelForm):
-    """Enqueue a task by hand. Validation is the queue's own (tasks.queue.prepare, the
+    """Enqueue a task by hand. Validation is the engine's own (tasks.engine.prepare, the
     first step of enqueue), so the form accepts exactly what the API and CLI accept."""
 
     type = forms.ChoiceField(choices=(), help_text="A registered task type (plugin).")
@@ -76,7 +76,7 @@ class TaskAddForm(forms.ModelForm):
         spec["idempotency_key"] = spec["idempotency_key"] or None
         spec["payload"] = {} if spec["payload"] is None else spec["payload"]
         try:
-            queue.prepare(**spec)
+            engine.prepare(**spec)
         except InvalidTask as exc:
             self._add_task_errors(exc.errors)
         else:
@@ -85,7 +85,7 @@ class TaskAddForm(forms.ModelForm):
 
     def enqueue(self) -> Task:
         """Submit the cleaned task as the form's user (IdempotencyConflict propagates)."""
-        return queue.enqueue(**self.spec, owner=self.user, origin=Origin.ADMIN)
+        return engine.enqueue(**self.spec, owner=self.user, origin=Origin.ADMIN)
 
     def _add_task_errors(self, errors: dict[str, Any]) -> None:
         for name, messages_ in errors.items():

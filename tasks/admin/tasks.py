@@ -1,7 +1,7 @@
 """The task pages: the list (search, filters, live statuses), the read-only task page with
 its history, the add form, and the Cancel / Retry buttons.
 
-Every change of a task's state goes through tasks.queue (cancel, retry, enqueue); the
+Every change of a task's state goes through tasks.engine (cancel, retry, enqueue, delete); the
 admin only reads tasks, and deletes finished ones.
 """
 
@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from tasks import authz, jsonsafe, queue, states
+from tasks import authz, engine, jsonsafe, states
 from tasks.admin.actions import BulkActions
 from tasks.admin.display import duration, pretty, status_badge
 from tasks.admin.filters import QueueFilter, TypeFilter
@@ -265,8 +265,8 @@ class TaskAdmin(BulkActions, admin.ModelAdmin):
 
     def cancel_view(self, request, task_id: int) -> HttpResponse:
         return require_POST(lambda r: self._steer(
-            r, task_id, queue.cancel, "cancelled", self.has_cancel_permission(r)))(request)
+            r, task_id, engine.cancel, "cancelled", self.has_cancel_permission(r)))(request)
 
     def retry_view(self, request, task_id: int) -> HttpResponse:
         return require_POST(lambda r: self._steer(
-            r, task_id, queue.retry, "requeued", self.has_retry_permission(r)))(request)
+            r, task_id, engine.retry, "requeued", self.has_retry_permission(r)))(request)

@@ -1,1 +1,1 @@
-"""The REST API under /api/: declarative viewsets over tasks.queue and tasks.selectors."""
+"""The REST API under /api/: declarative viewsets over tasks.engine and tasks.selectors."""

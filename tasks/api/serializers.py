@@ -1,4 +1,4 @@
-"""Shapes of the API's JSON. Parsing only: the rules live in tasks.queue.prepare."""
+"""Shapes of the API's JSON. Parsing only: the rules live in tasks.engine.prepare."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class TaskListSerializer(TaskSerializer):
 
 
 class TaskCreateSerializer(serializers.Serializer):
-    """One task to enqueue. Every field is optional here so that tasks.queue reports
+    """One task to enqueue. Every field is optional here so that tasks.engine reports
     missing or out-of-range values with the same messages as the CLI and Python."""
 
     name = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False,
@@ -79,7 +79,7 @@ class TaskCreateSerializer(serializers.Serializer):
         return values
 
     def enqueue_spec(self) -> dict[str, Any]:
-        """Keyword arguments for tasks.queue.enqueue: what the client sent, parsed."""
+        """Keyword arguments for tasks.engine.enqueue: what the client sent, parsed."""
         spec = {k: v for k, v in self.validated_data.items() if v is not None}
         spec.setdefault("name", None)  # absent: the queue names the missing field
         spec.setdefault("type", None)

@@ -1,4 +1,4 @@
-"""API views: declarative viewsets; writes call tasks.queue, reads tasks.selectors."""
+"""API views: declarative viewsets; writes call tasks.engine, reads tasks.selectors."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tasks import authz, queue, selectors
+from tasks import authz, engine, selectors
 from tasks.api.filters import TaskFilter
 from tasks.api.permissions import TaskPermissions
 from tasks.api.serializers import (
@@ -101,7 +101,7 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         serializer.is_valid(raise_exception=True)
         spec = serializer.enqueue_spec()
         _check_types(request, [spec])
-        task = queue.enqueue(**spec, **_submitter(request))
+        task = engine.enqueue(**spec, **_submitter(request))
         return Response(TaskSerializer(task).data,
                         status=status.HTTP_201_CREATED if task.was_created else status.HTTP_200_OK)
 
@@ -122,13 +122,13 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             # Report every bad task at once: the queue's rules for the ones that parsed.
             for index, spec in specs.items():
                 try:
-                    queue.prepare(**spec)
+                    engine.prepare(**spec)
                 except InvalidTask as exc:
                     errors[index] = exc.errors
             raise ValidationError(dict(sorted(errors.items(), key=lambda kv: int(kv[0]))))
         _check_types(request, specs.values())
         with transaction.atomic():
-            created = queue.enqueue_many(list(specs.values()), **_submitter(request))
+            created = engine.enqueue_many(list(specs.values()), **_submitter(request))
         any_new = any(task.was_created for task in created)
         return Response(TaskSerializer(created, many=True).data,
                         status=status.HTTP_201_CREATED if any_new else status.HTTP_200_OK)
@@ -146,7 +146,7 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                                                    description="Already finished.")})
     @action(detail=True, methods=["post"], filterset_class=None)
     def cancel(self, request: Request, pk: str) -> Response:
-        task = queue.cancel(self.get_object().pk, reason=f"cancelled by {_who(request)}")
+        task = engine.cancel(self.get_object().pk, reason=f"cancelled by {_who(request)}")
         return Response(TaskSerializer(task).data)
 
     @extend_schema(summary="Retry a failed or cancelled task", request=None, filters=False,
@@ -155,7 +155,7 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                                                    description="Not failed or cancelled.")})
     @action(detail=True, methods=["post"], filterset_class=None)
     def retry(self, request: Request, pk: str) -> Response:
-        task = queue.retry(self.get_object().pk, reason=f"requeued by {_who(request)}")
+        task = engine.retry(self.get_object().pk, reason=f"requeued by {_who(request)}")
         return Response(TaskSerializer(task).data)
 
 

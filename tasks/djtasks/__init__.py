@@ -4,7 +4,7 @@
                          "QUEUES": ["default", "emails"],
                          "OPTIONS": {"MAX_RETRIES": 5, "TIMEOUT": 120}}}
 
-`enqueue` stores a task of type `django_task` through `tasks.queue.enqueue`, so it gets
+`enqueue` stores a task of type `django_task` through `tasks.engine.enqueue`, so it gets
 history, events, leases, retries, the admin and the API like any other task; a worker
 runs it through `tasks.djtasks.plugin`. Mapping onto the engine:
 

@@ -67,7 +67,7 @@ class TaskServiceBackend(BaseTaskBackend):
             raise InvalidTask("idempotency_key must be a string of 1 to 255 characters.")
 
     def enqueue(self, task: Task, args, kwargs) -> TaskResult:
-        from tasks import queue
+        from tasks import engine
         from tasks.exceptions import IdempotencyConflict
         from tasks.exceptions import InvalidTask as EngineInvalidTask
         from tasks.models import Origin
@@ -86,7 +86,7 @@ class TaskServiceBackend(BaseTaskBackend):
         max_retries = getattr(task, "max_retries", None)
         timeout = getattr(task, "timeout", None)
         try:
-            row = queue.enqueue(
+            row = engine.enqueue(
                 name=task.module_path[:255],
                 type=TASK_TYPE,
                 payload={"func": task.module_path, "args": args, "kwargs": kwargs,

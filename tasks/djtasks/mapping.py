@@ -92,7 +92,7 @@ def exception_path(error: str) -> str:
 
 
 _EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
-# queue.fail() writes these prefixes before the (shortened) error in history details.
+# engine.fail() writes these prefixes before the (shortened) error in history details.
 _DETAIL_PREFIX = re.compile(r"^(?:retry \d+ of \d+ in [\d.]+s|failed after \d+ attempts): ")
 
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from django.db import connection
 
 from tasks.conf import engine
+from tasks.engine.events import CHANNEL, NOTIFY_MAX_IDS
 from tasks.maintenance.service import Service, ServiceConfig
 from tasks.models import FINISHED_STATUSES
-from tasks.queue import CHANNEL, NOTIFY_MAX_IDS
 
 logger = logging.getLogger("tasks.maintenance")
 

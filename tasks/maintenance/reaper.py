@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasks import queue
-from tasks.conf import engine
+from tasks import engine
+from tasks.conf import engine as engine_settings
 from tasks.maintenance.service import Service, ServiceConfig
 
 
 @dataclass(frozen=True)
 class ReaperConfig(ServiceConfig):
-    window: float | None = None  # seconds of silence; None: queue.liveness_window()
+    window: float | None = None  # seconds of silence; None: engine.liveness_window()
 
     @classmethod
     def from_settings(cls) -> ReaperConfig:
-        return cls(interval=engine().REAP_INTERVAL, batch_size=1000)
+        return cls(interval=engine_settings().REAP_INTERVAL, batch_size=1000)
 
 
 class Reaper(Service):
@@ -30,4 +30,4 @@ class Reaper(Service):
         super().__init__(config or ReaperConfig.from_settings())
 
     def run_batch(self) -> int:
-        return len(queue.reap_workers(window=self.config.window, limit=self.config.batch_size))
+        return len(engine.reap_workers(window=self.config.window, limit=self.config.batch_size))

@@ -3,15 +3,15 @@
 The worker's heartbeat renews its leases; when it stops (crash, kill -9, lost network),
 the lease runs out and the task is settled like a failed run: retried after the backoff,
 failed for good without retries left, or cancelled if a cancel was requested
-(queue.rescue_expired writes the `lease_expired` history row and the NOTIFY).
+(engine.rescue_expired writes the `lease_expired` history row and the NOTIFY).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasks import queue
-from tasks.conf import engine
+from tasks import engine
+from tasks.conf import engine as engine_settings
 from tasks.maintenance.service import Service, ServiceConfig
 
 
@@ -19,7 +19,7 @@ from tasks.maintenance.service import Service, ServiceConfig
 class RescuerConfig(ServiceConfig):
     @classmethod
     def from_settings(cls) -> RescuerConfig:
-        return cls(interval=engine().RESCUE_INTERVAL, batch_size=1000)
+        return cls(interval=engine_settings().RESCUE_INTERVAL, batch_size=1000)
 
 
 class Rescuer(Service):
@@ -30,4 +30,4 @@ class Rescuer(Service):
         self.rand = rand  # tests pass a fixed jitter
 
     def run_batch(self) -> int:
-        return len(queue.rescue_expired(limit=self.config.batch_size, rand=self.rand))
+        return len(engine.rescue_expired(limit=self.config.batch_size, rand=self.rand))

@@ -15,7 +15,7 @@ import threading
 
 from django.db import Error as DatabaseError
 
-from tasks import queue
+from tasks import engine
 from tasks.worker.dbretry import close_connection, with_db_retry
 from tasks.worker.hooks import Hooks
 from tasks.worker.slots import CANCELLED, FAIL, OK, RELEASE
@@ -28,20 +28,20 @@ MAX_BATCH = 1000
 # its data failing to be encoded on the way (an int too long to print, a lone surrogate).
 REFUSALS = (DatabaseError, ValueError, RecursionError)
 
-WRITERS = {OK: queue.complete, FAIL: queue.fail, CANCELLED: queue.finish_cancelled,
-           RELEASE: queue.release}
+WRITERS = {OK: engine.complete, FAIL: engine.fail, CANCELLED: engine.finish_cancelled,
+           RELEASE: engine.release}
 
 
 class Completer:
     def __init__(self, *, worker_id: str, hooks: Hooks):
         self.worker_id = worker_id
         self.hooks = hooks
-        self.outcomes: stdqueue.SimpleQueue[tuple[str, queue.Outcome]] = stdqueue.SimpleQueue()
+        self.outcomes: stdqueue.SimpleQueue[tuple[str, engine.Outcome]] = stdqueue.SimpleQueue()
         self.cond = threading.Condition()
         self.pending = 0  # submitted but not yet written
         self.gone = False  # the thread ended: nothing more will be written
 
-    def submit(self, kind: str, outcome: queue.Outcome) -> None:
+    def submit(self, kind: str, outcome: engine.Outcome) -> None:
         with self.cond:
             self.pending += 1
         self.outcomes.put((kind, outcome))
@@ -77,14 +77,14 @@ class Completer:
                 self.gone = True
                 self.cond.notify_all()
 
-    def write(self, batch: list[tuple[str, queue.Outcome]]) -> None:
-        groups: dict[str, list[queue.Outcome]] = {}
+    def write(self, batch: list[tuple[str, engine.Outcome]]) -> None:
+        groups: dict[str, list[engine.Outcome]] = {}
         for kind, outcome in batch:
             groups.setdefault(kind, []).append(outcome)
         for kind, outcomes in groups.items():
             self._write_group(kind, outcomes)
 
-    def _write_group(self, kind: str, outcomes: list[queue.Outcome]) -> None:
+    def _write_group(self, kind: str, outcomes: list[engine.Outcome]) -> None:
         writer = WRITERS[kind]
         try:
             # Keep retrying through an outage. If the process dies first, the leases

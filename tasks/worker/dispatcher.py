@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from plugins.base import TaskContext
-from tasks import queue
+from tasks import engine
 from tasks.conf import EngineSettings
 from tasks.worker.dbretry import with_db_retry
 from tasks.worker.hooks import Hooks
@@ -80,16 +80,16 @@ class Dispatcher:
         timeout = self.cfg.POLL_INTERVAL if not self.batch else min(self.cfg.POLL_INTERVAL, 0.2)
         if self.listen and not self.batch:
             # Deferred and retrying tasks send no event when they fall due.
-            due = with_db_retry("next_due", lambda: queue.next_due_in(self.queues),
+            due = with_db_retry("next_due", lambda: engine.next_due_in(self.queues),
                                 stop=lambda: self.slots.stopping)
             if due is not None:
                 timeout = min(timeout, max(due, 0.001))
         return timeout
 
-    def _claim(self, limit: int) -> list[queue.ClaimedTask]:
+    def _claim(self, limit: int) -> list[engine.ClaimedTask]:
         tasks = with_db_retry(
             "claim",
-            lambda: queue.claim(worker_id=self.worker_id, limit=limit, queues=self.queues),
+            lambda: engine.claim(worker_id=self.worker_id, limit=limit, queues=self.queues),
             stop=lambda: self.slots.stopping, on_give_up=[])
         now = time.monotonic()
         jobs = []

@@ -20,7 +20,7 @@ from django.db import close_old_connections
 
 from plugins import registry
 from plugins.base import TaskCancelled
-from tasks import queue
+from tasks import engine
 from tasks.exceptions import UnknownTaskType
 from tasks.worker.completer import Completer
 from tasks.worker.dbretry import close_connection
@@ -87,7 +87,7 @@ class Execution:
         self.executors.discard(me)
         close_connection()
 
-    def _execute(self, job: Job) -> tuple[str, queue.Outcome]:
+    def _execute(self, job: Job) -> tuple[str, engine.Outcome]:
         ctx = job.ctx
         try:
             plugin = registry.get(job.task.type)
@@ -106,7 +106,7 @@ class Execution:
             return CANCELLED, job.outcome(error="cancelled while running")
         return OK, job.outcome(result=result)
 
-    def report(self, job: Job, kind: str, outcome: queue.Outcome) -> None:
+    def report(self, job: Job, kind: str, outcome: engine.Outcome) -> None:
         """Hand the outcome to the completer, then free the slot (in that order, so a
         drain that sees no running job also sees the outcome waiting to be written)."""
         self.completer.submit(kind, outcome)
@@ -153,7 +153,7 @@ class Execution:
                                    extra={"action": "abandon", "task_id": job.task.id})
                 self.hooks.emit("grace_over", task_id=job.task.id, abandoned=abandon)
 
-    def _end_early(self, job: Job, kind: str, outcome: queue.Outcome) -> None:
+    def _end_early(self, job: Job, kind: str, outcome: engine.Outcome) -> None:
         """End a run at its deadline (or cancel grace) whether or not the plugin returns.
 
         The task leaves `running` now; the plugin has been told (ctx.cancelled) and gets

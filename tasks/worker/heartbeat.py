@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from django.db import Error as DatabaseError
 
-from tasks import queue
+from tasks import engine
 from tasks.conf import EngineSettings
 from tasks.worker.dbretry import close_connection
 from tasks.worker.hooks import Hooks
@@ -39,9 +39,9 @@ class Heartbeat:
         self.hooks = hooks
 
     def register(self) -> None:
-        queue.register_worker(worker_id=self.worker_id, hostname=socket.gethostname(),
-                              pid=os.getpid(), queues=self.queues,
-                              concurrency=self.slots.concurrency)
+        engine.register_worker(worker_id=self.worker_id, hostname=socket.gethostname(),
+                               pid=os.getpid(), queues=self.queues,
+                               concurrency=self.slots.concurrency)
 
     def run(self, stopped: threading.Event) -> None:
         """The housekeeping thread: until `stopped` is set."""
@@ -57,7 +57,7 @@ class Heartbeat:
                 if not self.listen and now >= next_cancel_poll and self.slots.running:
                     # Without LISTEN, cancellations are polled at the poll interval.
                     next_cancel_poll = now + cfg.POLL_INTERVAL
-                    self.request_cancel(queue.cancel_requested_ids(worker_id=self.worker_id))
+                    self.request_cancel(engine.cancel_requested_ids(worker_id=self.worker_id))
             except DatabaseError as exc:
                 logger.warning("database error during housekeeping (%s); will retry",
                                type(exc).__name__, extra={"action": "db_retry"})
@@ -66,7 +66,7 @@ class Heartbeat:
     def beat(self, started: float) -> None:
         """Renew this worker's leases; drop the runs claimed before `started` that it no
         longer holds."""
-        beat = queue.heartbeat(worker_id=self.worker_id)
+        beat = engine.heartbeat(worker_id=self.worker_id)
         if not beat.registered:
             self.register()
         if beat.cancel_requested:

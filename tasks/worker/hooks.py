@@ -3,7 +3,7 @@ TestSignals). In production nothing subscribes and `emit` is a dictionary lookup
 
 The points, and what each passes as keyword arguments:
 
-- `claimed` (tasks): the dispatcher claimed these `queue.ClaimedTask`s.
+- `claimed` (tasks): the dispatcher claimed these `engine.ClaimedTask`s.
 - `run_returned` (task_id, reported): a plugin call returned; `reported` is False when the
   run had already been ended (deadline, cancel grace, lost lease) and its result is dropped.
 - `ended_early` (task_id, kind, error): the monitor ended a run at its deadline or at the

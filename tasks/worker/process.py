@@ -30,8 +30,8 @@ from collections.abc import Callable, Sequence
 
 from django.db import close_old_connections
 
-from tasks import queue
-from tasks.conf import engine
+from tasks import engine
+from tasks.conf import engine as engine_settings
 from tasks.listener import Listener
 from tasks.maintenance import Maintainer
 from tasks.worker.completer import Completer
@@ -55,7 +55,7 @@ class Worker:
                  listen: bool | None = None, shutdown_grace: float | None = None,
                  worker_id: str | None = None, hooks: Hooks | None = None,
                  maintain: bool = True):
-        cfg = engine()
+        cfg = engine_settings()
         self.cfg = cfg
         self.concurrency = concurrency or cfg.CONCURRENCY
         self.queues = list(queues)
@@ -165,7 +165,7 @@ class Worker:
 
     def _on_event(self, event: dict) -> None:
         name = event.get("event")
-        if name in queue.WAKE_EVENTS:
+        if name in engine.WAKE_EVENTS:
             self.slots.hint_work()
         elif name == "cancel_requested":
             self.execution.request_cancel(event.get("ids") or [])
@@ -190,7 +190,7 @@ class Worker:
             self.listener.stop()
         for t in self.side_threads:
             t.join(timeout=2)
-        with_db_retry("unregister", lambda: queue.unregister_worker(worker_id=self.worker_id),
+        with_db_retry("unregister", lambda: engine.unregister_worker(worker_id=self.worker_id),
                       stop=lambda: True)
         logger.info("worker %s stopped after %d task(s)", self.worker_id,
                     self.slots.claimed_total,

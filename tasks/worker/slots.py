@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from plugins.base import TaskContext
-from tasks import queue
+from tasks import engine
 
 # How a run ended: each kind is written back by its own queue function.
 OK, FAIL, CANCELLED, RELEASE = "ok", "fail", "cancelled", "release"
@@ -23,7 +23,7 @@ OK, FAIL, CANCELLED, RELEASE = "ok", "fail", "cancelled", "release"
 class Job:
     """One claimed task on its way through an executor."""
 
-    task: queue.ClaimedTask
+    task: engine.ClaimedTask
     ctx: TaskContext
     deadline: float
     claimed_at: float
@@ -42,9 +42,9 @@ class Job:
             self._done = True
             return True
 
-    def outcome(self, **kwargs) -> queue.Outcome:
-        return queue.Outcome(task_id=self.task.id, attempt=self.task.attempt,
-                             retry_count=self.task.retry_count, **kwargs)
+    def outcome(self, **kwargs) -> engine.Outcome:
+        return engine.Outcome(task_id=self.task.id, attempt=self.task.attempt,
+                              retry_count=self.task.retry_count, **kwargs)
 
 
 class Slots:

@@ -1,7 +1,7 @@
 """Run a worker inside a test: in a thread of the test process, with hooks to wait on.
 
     with WorkerThread(concurrency=2) as w:         # started; stopped and drained on exit
-        task = queue.enqueue(...)
+        task = engine.enqueue(...)
         w.events.wait("completed_batch")           # no sleeping: wait for what happened
 
 The worker uses the real database from its own threads, each with its own Django

@@ -10,7 +10,7 @@ import os
 import pytest
 from django.utils import timezone
 
-from tasks import queue
+from tasks import engine
 
 CHROMIUM = "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):
@@ -40,8 +40,8 @@ document.addEventListener("securitypolicyviolation", (e) => {
 def test_admin_dashboard_and_api_docs_work_under_the_policy(daphne, django_user_model):  # noqa: F811
     django_user_model.objects.create_superuser("operator", "op@example.com", PASSWORD)
     # Committed at once (a transactional test), so daphne's connection sees it.
-    queue.enqueue(name="csp check", type="noop", queue="later",
-                  run_at=timezone.now() + datetime.timedelta(hours=1))
+    engine.enqueue(name="csp check", type="noop", queue="later",
+                   run_at=timezone.now() + datetime.timedelta(hours=1))
     console: list[str] = []
     errors: list[str] = []
 

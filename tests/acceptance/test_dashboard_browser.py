@@ -115,7 +115,7 @@ def test_dashboard_updates_live_and_survives_a_server_restart(
             page.evaluate("window.__notReloaded = true")
 
             # Another process enqueues: counts, queue depth and the feed change live.
-            run_python("from tasks import queue; queue.enqueue_many("
+            run_python("from tasks import engine; engine.enqueue_many("
                        "[{'name': f'browser {i}', 'type': 'noop', 'queue': 'mail'} "
                        "for i in range(5)])")
             expect(page.locator("#count-queued")).to_have_text("5")
@@ -143,8 +143,8 @@ def test_dashboard_updates_live_and_survives_a_server_restart(
             expect(status).to_have_attribute("data-state", "ok", timeout=30_000)
             run_python("import datetime\n"
                        "from django.utils import timezone\n"
-                       "from tasks import queue\n"
-                       "queue.enqueue(name='after restart', type='noop', queue='later',\n"
+                       "from tasks import engine\n"
+                       "engine.enqueue(name='after restart', type='noop', queue='later',\n"
                        "              run_at=timezone.now() + datetime.timedelta(hours=1))")
             expect(page.locator("#count-queued")).to_have_text("1")
             assert page.evaluate("window.__notReloaded") is True
@@ -155,8 +155,8 @@ def test_dashboard_updates_live_and_survives_a_server_restart(
             badge = page.locator("#result_list .task-status").first
             expect(badge).to_have_text("queued")
             page.evaluate("window.__notReloaded = true")
-            run_python("from tasks import queue; from tasks.models import Task; "
-                       "queue.cancel(Task.objects.get(name='after restart').pk)")
+            run_python("from tasks import engine; from tasks.models import Task; "
+                       "engine.cancel(Task.objects.get(name='after restart').pk)")
             expect(badge).to_have_text("cancelled")
             expect(badge).to_have_class("task-status task-status-cancelled task-flash")
             assert page.evaluate("window.__notReloaded") is True

@@ -60,7 +60,7 @@ def test_worker_survives_a_database_restart(private_postgres, tmp_path):
         TASKS_RESCUE_INTERVAL="0.5",
         TASKS_MAINTAINER_ELECTION_INTERVAL="0.2", TASKS_BACKOFF_BASE="0.1")
     assert processes.manage("migrate", "-v0", env=env).wait(timeout=120) == 0
-    seed = ("from tasks import queue; queue.enqueue_many([{'name': f'n{i}', 'type': 'count', "
+    seed = ("from tasks import engine; engine.enqueue_many([{'name': f'n{i}', 'type': 'count', "
             f"'payload': {{'sleep': 0.02}}}} for i in range({N})])")
     assert processes.manage("shell", "-c", seed, env=env).wait(timeout=60) == 0
 

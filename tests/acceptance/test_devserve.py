@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from tasks import queue
+from tasks import engine
 from tasks.models import Task
 from tests.support import processes
 from tests.support.processes import wait_until
@@ -37,7 +37,7 @@ def test_devserve_serves_runs_tasks_and_stops_cleanly_on_ctrl_c(transactional_db
     proc = processes.manage("devserve", "--port", str(port), log=log)
     try:
         wait_until(lambda: healthy(port), timeout=60, message="devserve never served /health")
-        task = queue.enqueue(name="via devserve", type="simulate", payload={"duration": 0})
+        task = engine.enqueue(name="via devserve", type="simulate", payload={"duration": 0})
         wait_until(lambda: Task.objects.get(pk=task.pk).status == "succeeded", timeout=20)
         # A terminal's Ctrl-C: SIGINT to the whole foreground process group.
         os.killpg(proc.pid, signal.SIGINT)

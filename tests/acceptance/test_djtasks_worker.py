@@ -11,7 +11,7 @@ from django.tasks import TaskResultStatus
 from django.utils import timezone
 
 from plugins.base import TaskCancelled
-from tasks import queue
+from tasks import engine
 from tasks.models import Worker
 from tests.djtasks_app import tasks as app
 from tests.djtasks_app.tasks import DjTaskError
@@ -116,8 +116,8 @@ def test_cancellation_and_timeout_read_as_failed(worker_factory, tmp_path):
         return running.status == TaskResultStatus.RUNNING
 
     wait_until(is_running, timeout=TIMEOUT, message="the slow task never started")
-    queue.cancel(int(running.id), reason="stop it")
-    queue.cancel(int(waiting.id))
+    engine.cancel(int(running.id), reason="stop it")
+    engine.cancel(int(waiting.id))
     wait_until(lambda: _finished(running, waiting, overrun), timeout=TIMEOUT,
                message=f"tasks did not finish; log: {proc.log_path.read_text()[-2000:]}")
 

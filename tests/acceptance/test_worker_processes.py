@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from django.db import connection, transaction
 
-from tasks import queue
+from tasks import engine
 from tasks.models import Task, TaskHistory
 from tests.support.processes import wait_until
 
@@ -59,7 +59,7 @@ def listening() -> bool:
 
 
 def test_four_workers_drain_2000_tasks_each_exactly_once(worker_factory, count_file):
-    tasks = queue.enqueue_many([{"name": f"n{i}", "type": "count"} for i in range(2000)])
+    tasks = engine.enqueue_many([{"name": f"n{i}", "type": "count"} for i in range(2000)])
     procs = [worker_factory("--concurrency", "8", COUNT_FILE=str(count_file))
              for _ in range(4)]
     wait_until(lambda: Task.objects.filter(status="succeeded").count() == 2000, timeout=90,
@@ -77,7 +77,7 @@ def test_four_workers_drain_2000_tasks_each_exactly_once(worker_factory, count_f
 
 
 def test_kill_9_mid_task_is_recovered_by_the_reconciler(worker_factory, count_file):
-    task = queue.enqueue(name="long", type="count", payload={"sleep": 60, "only_attempt": 1})
+    task = engine.enqueue(name="long", type="count", payload={"sleep": 60, "only_attempt": 1})
     doomed = worker_factory("--worker-id", "doomed", COUNT_FILE=str(count_file), **FAST)
     wait_until(lambda: running_on(task, "doomed"), timeout=20)
     doomed.send_signal(signal.SIGKILL)
@@ -94,7 +94,7 @@ def test_kill_9_mid_task_is_recovered_by_the_reconciler(worker_factory, count_fi
 
 
 def test_sigterm_lets_the_running_task_finish_and_exits_0(worker_factory, count_file):
-    task = queue.enqueue(name="finish me", type="count", payload={"sleep": 1.5})
+    task = engine.enqueue(name="finish me", type="count", payload={"sleep": 1.5})
     proc = worker_factory("--worker-id", "w1", COUNT_FILE=str(count_file))
     wait_until(lambda: running_on(task, "w1"), timeout=20)
     proc.send_signal(signal.SIGTERM)
@@ -108,7 +108,7 @@ def test_sigterm_lets_the_running_task_finish_and_exits_0(worker_factory, count_
 
 
 def test_sigterm_past_the_grace_period_releases_the_task(worker_factory, count_file):
-    task = queue.enqueue(name="too long", type="block", payload={"seconds": 60})
+    task = engine.enqueue(name="too long", type="block", payload={"seconds": 60})
     proc = worker_factory("--worker-id", "w1", TASKS_SHUTDOWN_GRACE="1")
     wait_until(lambda: running_on(task, "w1"), timeout=20)
     proc.send_signal(signal.SIGTERM)
@@ -119,7 +119,7 @@ def test_sigterm_past_the_grace_period_releases_the_task(worker_factory, count_f
 
 
 def test_a_second_signal_exits_at_once(worker_factory):
-    task = queue.enqueue(name="stuck", type="block", payload={"seconds": 60})
+    task = engine.enqueue(name="stuck", type="block", payload={"seconds": 60})
     proc = worker_factory("--worker-id", "w1", TASKS_SHUTDOWN_GRACE="60")
     wait_until(lambda: running_on(task, "w1"), timeout=20)
     proc.send_signal(signal.SIGTERM)
@@ -131,8 +131,8 @@ def test_a_second_signal_exits_at_once(worker_factory):
 
 
 def test_timeout_retries_then_fails_even_if_the_plugin_never_returns(worker_factory):
-    task = queue.enqueue(name="hangs", type="block", payload={"seconds": 3600},
-                         timeout_seconds=1, max_retries=1)
+    task = engine.enqueue(name="hangs", type="block", payload={"seconds": 3600},
+                          timeout_seconds=1, max_retries=1)
     proc = worker_factory("--concurrency", "1", **FAST)
     wait_until(lambda: status(task) == "failed", timeout=20)
     assert events(task) == ["task_queued", "task_started", "retry_scheduled", "task_started",
@@ -140,19 +140,19 @@ def test_timeout_retries_then_fails_even_if_the_plugin_never_returns(worker_fact
     t = Task.objects.get(pk=task.pk)
     assert t.last_error == "timed out after 1s" and t.retry_count == 1 and t.attempts == 2
     # The stuck thread's slot was replaced: the single-slot worker still runs work.
-    after = queue.enqueue(name="after", type="simulate", payload={"duration": 0})
+    after = engine.enqueue(name="after", type="simulate", payload={"duration": 0})
     wait_until(lambda: status(after) == "succeeded", timeout=15)
     assert proc.poll() is None
     assert "its thread is abandoned" in proc.log_path.read_text()
 
 
 def test_a_plugin_that_stops_on_timeout_keeps_its_thread(worker_factory, count_file):
-    task = queue.enqueue(name="sleepy", type="count", payload={"sleep": 60},
-                         timeout_seconds=1, max_retries=0)
+    task = engine.enqueue(name="sleepy", type="count", payload={"sleep": 60},
+                          timeout_seconds=1, max_retries=0)
     proc = worker_factory("--concurrency", "1", COUNT_FILE=str(count_file), **FAST)
     wait_until(lambda: status(task) == "failed", timeout=15)
     assert Task.objects.get(pk=task.pk).last_error == "timed out after 1s"
-    after = queue.enqueue(name="after", type="simulate", payload={"duration": 0})
+    after = engine.enqueue(name="after", type="simulate", payload={"duration": 0})
     wait_until(lambda: status(after) == "succeeded", timeout=15)
     # ctx.sleep woke at the deadline, so the thread returned and was reused.
     assert "abandoned" not in proc.log_path.read_text()
@@ -164,28 +164,28 @@ def test_a_plugin_that_stops_on_timeout_keeps_its_thread(worker_factory, count_f
 ])
 def test_cancel_of_a_running_task_ends_cancelled_within_2s(worker_factory, count_file,
                                                            kind, payload):
-    task = queue.enqueue(name="cancel me", type=kind, payload=payload)
+    task = engine.enqueue(name="cancel me", type=kind, payload=payload)
     worker_factory("--worker-id", "w1", COUNT_FILE=str(count_file))
     wait_until(lambda: running_on(task, "w1"), timeout=20)
-    queue.cancel(task.pk)
+    engine.cancel(task.pk)
     wait_until(lambda: status(task) == "cancelled", timeout=2.0, interval=0.02,
                message="a cancelled running task was still running after 2 s")
     assert events(task)[-2:] == ["cancel_requested", "task_cancelled"]
 
 
 def test_cancel_without_listen_is_polled(worker_factory, count_file):
-    task = queue.enqueue(name="cancel me", type="count", payload={"sleep": 60})
+    task = engine.enqueue(name="cancel me", type="count", payload={"sleep": 60})
     worker_factory("--worker-id", "w1", "--no-listen", COUNT_FILE=str(count_file),
                    TASKS_POLL_INTERVAL="0.3")
     wait_until(lambda: running_on(task, "w1"), timeout=20)
-    queue.cancel(task.pk)
+    engine.cancel(task.pk)
     wait_until(lambda: status(task) == "cancelled", timeout=2.0, interval=0.02)
 
 
 def test_priority_order_then_fifo(worker_factory, count_file):
     specs = [("low-a", 0), ("high-a", 10), ("low-b", 0), ("mid", 5), ("high-b", 10),
              ("neg", -5)]
-    tasks = {name: queue.enqueue(name=name, type="count", priority=p) for name, p in specs}
+    tasks = {name: engine.enqueue(name=name, type="count", priority=p) for name, p in specs}
     worker_factory("--concurrency", "1", "--batch", COUNT_FILE=str(count_file))
     wait_until(lambda: Task.objects.filter(status="succeeded").count() == len(specs), timeout=30)
     order = [task_id for task_id, _ in runs(count_file)]
@@ -198,17 +198,17 @@ def test_listen_wakes_the_worker_and_a_rolled_back_enqueue_leaves_nothing(worker
     worker_factory("--worker-id", "w1", TASKS_POLL_INTERVAL="60")
     wait_until(listening, timeout=20, message="the worker never LISTENed")
     with pytest.raises(RuntimeError), transaction.atomic():
-        queue.enqueue(name="never", type="simulate", payload={"duration": 0})
+        engine.enqueue(name="never", type="simulate", payload={"duration": 0})
         raise RuntimeError("roll back")
     assert not Task.objects.filter(name="never").exists()
-    task = queue.enqueue(name="now", type="simulate", payload={"duration": 0})
+    task = engine.enqueue(name="now", type="simulate", payload={"duration": 0})
     wait_until(lambda: status(task) == "succeeded", timeout=5)
     assert Task.objects.count() == 1
 
 
 def test_a_task_enqueued_before_listen_is_in_place_is_not_missed(worker_factory):
     # Enqueued before the worker starts; LISTEN comes up after the first claim attempt.
-    task = queue.enqueue(name="early", type="simulate", payload={"duration": 0})
+    task = engine.enqueue(name="early", type="simulate", payload={"duration": 0})
     worker_factory(TASKS_POLL_INTERVAL="60")
     wait_until(lambda: status(task) == "succeeded", timeout=15)
 
@@ -218,8 +218,8 @@ def test_deferred_task_runs_when_due(worker_factory):
 
     from django.utils import timezone
 
-    task = queue.enqueue(name="later", type="simulate", payload={"duration": 0},
-                         run_at=timezone.now() + timedelta(seconds=1.5))
+    task = engine.enqueue(name="later", type="simulate", payload={"duration": 0},
+                          run_at=timezone.now() + timedelta(seconds=1.5))
     worker_factory(TASKS_POLL_INTERVAL="60")
     wait_until(lambda: status(task) == "succeeded", timeout=10)
     t = Task.objects.get(pk=task.pk)
@@ -227,8 +227,8 @@ def test_deferred_task_runs_when_due(worker_factory):
 
 
 def test_worker_survives_losing_its_database_connections(worker_factory, count_file):
-    tasks = queue.enqueue_many([{"name": f"n{i}", "type": "count", "payload": {"sleep": 0.01}}
-                                for i in range(300)])
+    tasks = engine.enqueue_many([{"name": f"n{i}", "type": "count", "payload": {"sleep": 0.01}}
+                                 for i in range(300)])
     worker_factory("--worker-id", "w1", "--concurrency", "4", COUNT_FILE=str(count_file),
                    **FAST)
     done = 0
@@ -246,8 +246,8 @@ def test_worker_survives_losing_its_database_connections(worker_factory, count_f
 
 
 def test_batch_and_max_tasks_exit_by_themselves(worker_factory):
-    queue.enqueue_many([{"name": f"n{i}", "type": "simulate", "payload": {"duration": 0}}
-                        for i in range(5)])
+    engine.enqueue_many([{"name": f"n{i}", "type": "simulate", "payload": {"duration": 0}}
+                         for i in range(5)])
     proc = worker_factory("--max-tasks", "2", "--concurrency", "1")
     assert proc.wait(timeout=30) == 0
     assert Task.objects.filter(status="succeeded").count() == 2

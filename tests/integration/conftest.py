@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from tasks import queue
+from tasks import engine
 from tasks.models import Task, TaskHistory
 
 WORKER = "host-a:101:aaaa"
@@ -16,10 +16,10 @@ OTHER_WORKER = "host-b:202:bbbb"
 
 
 def enqueue(**spec: Any) -> Task:
-    """queue.enqueue with a name and the session's `count` test type by default."""
+    """engine.enqueue with a name and the session's `count` test type by default."""
     spec.setdefault("name", "job")
     spec.setdefault("type", "count")
-    return queue.enqueue(**spec)
+    return engine.enqueue(**spec)
 
 
 def events(task_id: int) -> list[str]:
@@ -53,13 +53,13 @@ def make_due(task_id: int) -> None:
     sql("UPDATE tasks SET run_at = now() - interval '1 second' WHERE id = %s", [task_id])
 
 
-def outcome(claimed: queue.ClaimedTask, **kwargs: Any) -> queue.Outcome:
-    return queue.Outcome(task_id=claimed.id, attempt=claimed.attempt,
-                         retry_count=claimed.retry_count, **kwargs)
+def outcome(claimed: engine.ClaimedTask, **kwargs: Any) -> engine.Outcome:
+    return engine.Outcome(task_id=claimed.id, attempt=claimed.attempt,
+                          retry_count=claimed.retry_count, **kwargs)
 
 
 def claim_ids(worker: str = WORKER, limit: int = 100, **kwargs: Any) -> list[int]:
-    return [c.id for c in queue.claim(worker_id=worker, limit=limit, **kwargs)]
+    return [c.id for c in engine.claim(worker_id=worker, limit=limit, **kwargs)]
 
 
 @pytest.fixture

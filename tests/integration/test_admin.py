@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from tasks import queue
+from tasks import engine
 from tasks.admin.paging import EstimatedCountPaginator
 from tasks.models import Status, Task, TaskHistory
 
@@ -29,20 +29,20 @@ def change_url(task_id: int) -> str:
 
 def enqueue(name: str, **spec) -> Task:
     spec.setdefault("type", "noop")
-    return queue.enqueue(name=name, **spec)
+    return engine.enqueue(name=name, **spec)
 
 
 def run_to(status: str, *tasks: Task, worker: str = "test-worker") -> None:
     """Drive tasks through the queue to `status` (succeeded/failed/running)."""
     ids = {t.pk for t in tasks}
-    claimed = queue.claim(worker_id=worker, limit=len(ids))
+    claimed = engine.claim(worker_id=worker, limit=len(ids))
     assert {c.id for c in claimed} == ids, "the tasks to run must be the due ones"
-    outcomes = [queue.Outcome(task_id=c.id, attempt=c.attempt, retry_count=c.retry_count,
-                              error="it broke") for c in claimed]
+    outcomes = [engine.Outcome(task_id=c.id, attempt=c.attempt, retry_count=c.retry_count,
+                               error="it broke") for c in claimed]
     if status == "succeeded":
-        queue.complete(worker_id=worker, outcomes=outcomes)
+        engine.complete(worker_id=worker, outcomes=outcomes)
     elif status == "failed":
-        queue.fail(worker_id=worker, outcomes=outcomes)
+        engine.fail(worker_id=worker, outcomes=outcomes)
 
 
 def messages_of(response) -> list[str]:
@@ -114,7 +114,7 @@ def test_search_by_name_id_and_type(admin_client):
 
 
 def test_large_lists_use_the_planners_estimate_not_count(admin_client, monkeypatch):
-    queue.enqueue_many([{"name": f"t{i}", "type": "noop"} for i in range(30)])
+    engine.enqueue_many([{"name": f"t{i}", "type": "noop"} for i in range(30)])
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE tasks")
     monkeypatch.setattr(EstimatedCountPaginator, "ESTIMATE_THRESHOLD", 10)
@@ -182,7 +182,7 @@ def test_retry_action_requeues_failed_and_cancelled_and_skips_the_rest(admin_cli
     failed = enqueue("bad", max_retries=0, priority=10)
     run_to("failed", failed)
     cancelled = enqueue("stopped")
-    queue.cancel(cancelled.pk)
+    engine.cancel(cancelled.pk)
     waiting = enqueue("waiting")
 
     response = post_action(admin_client, "retry_selected", [failed.pk, cancelled.pk, waiting.pk])
@@ -224,8 +224,8 @@ def test_task_page_is_read_only_with_pretty_payload_and_ordered_history(admin_cl
     task = enqueue("mail someone", type="send_email",
                    payload={"to": ["a@example.com"], "subject": "Hi", "body": "Hello <b>"},
                    priority=3)
-    queue.cancel(task.pk, reason="not today")
-    queue.retry(task.pk, reason="after all")
+    engine.cancel(task.pk, reason="not today")
+    engine.retry(task.pk, reason="after all")
     response = admin_client.get(change_url(task.pk))
     assert response.status_code == 200
     html = response.content.decode()
@@ -311,10 +311,10 @@ def test_add_form_shows_invalid_payloads_as_field_errors(admin_client, data, fie
 
 
 def test_workers_page_lists_workers_with_running_counts(admin_client):
-    queue.register_worker(worker_id="host-a:42:x", hostname="host-a", pid=42,
-                          queues=["mail", "default"], concurrency=4)
-    queue.register_worker(worker_id="host-b:7:y", hostname="host-b", pid=7, queues=[],
-                          concurrency=2)
+    engine.register_worker(worker_id="host-a:42:x", hostname="host-a", pid=42,
+                           queues=["mail", "default"], concurrency=4)
+    engine.register_worker(worker_id="host-b:7:y", hostname="host-b", pid=7, queues=[],
+                           concurrency=2)
     task = enqueue("busy")
     run_to("running", task, worker="host-a:42:x")
     response = admin_client.get(reverse("admin:tasks_worker_changelist"))
@@ -416,7 +416,7 @@ def test_too_many_selected_is_refused_and_changes_nothing(admin_client, monkeypa
     monkeypatch.setattr("tasks.admin.actions.MAX_BULK", 2)
     tasks = [enqueue(f"t{i}") for i in range(3)]
     for task in tasks[:2]:
-        queue.cancel(task.pk)
+        engine.cancel(task.pk)
     before = dict(Task.objects.values_list("pk", "status"))
     response = admin_client.post(CHANGELIST, {
         "action": action, "_selected_action": [str(t.pk) for t in tasks],

@@ -13,8 +13,8 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tasks import queue
-from tasks.conf import engine
+from tasks import engine
+from tasks.conf import engine as engine_settings
 from tasks.models import Task, TaskHistory, Worker
 from tests.factories import TaskFactory, UserFactory
 from tests.support import users
@@ -221,7 +221,7 @@ def test_a_payload_the_plugin_rejects_returns_the_plugins_field_errors(api):
 
 
 def test_an_oversized_payload_names_the_documented_limit(api):
-    limit = engine().MAX_PAYLOAD_BYTES
+    limit = engine_settings().MAX_PAYLOAD_BYTES
     response = post(api, "/api/tasks", {"name": "x", "type": "noop",
                                         "payload": {"blob": "a" * (limit + 10)}})
     assert response.status_code == 400
@@ -277,7 +277,7 @@ def test_unsupported_methods_are_405(api, method, url):
 
 @pytest.mark.parametrize("suffix", ["", "/"])
 def test_get_one_task(api, suffix):
-    task = queue.enqueue(name="one", type="noop")
+    task = engine.enqueue(name="one", type="noop")
     response = api.get(f"/api/tasks/{task.pk}{suffix}")
     assert response.status_code == 200
     assert response.json()["id"] == task.pk
@@ -300,8 +300,8 @@ def test_unknown_api_paths_are_json_404(api):
 
 
 def test_history_is_a_plain_array_oldest_first(api):
-    task = queue.enqueue(name="h", type="noop")
-    queue.cancel(task.pk, reason="testing")
+    task = engine.enqueue(name="h", type="noop")
+    engine.cancel(task.pk, reason="testing")
     response = api.get(f"/api/tasks/{task.pk}/history")
     assert response.status_code == 200
     rows = response.json()
@@ -373,7 +373,7 @@ def test_bad_filter_values_are_400_naming_the_filter(api, query):
 
 
 def test_cancel_a_queued_task(api):
-    task = queue.enqueue(name="c", type="noop")
+    task = engine.enqueue(name="c", type="noop")
     response = api.post(f"/api/tasks/{task.pk}/cancel")
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
@@ -399,7 +399,7 @@ def test_retry_a_failed_task(api):
 
 
 def test_retry_a_queued_task_is_409(api):
-    task = queue.enqueue(name="r", type="noop")
+    task = engine.enqueue(name="r", type="noop")
     response = api.post(f"/api/tasks/{task.pk}/retry")
     assert response.status_code == 409
     assert "Cannot retry" in response.json()["detail"]

@@ -12,7 +12,7 @@ import yaml
 from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 
-from tasks import queue
+from tasks import engine
 from tasks.models import Task, TaskHistory
 from tests.factories import TaskFactory, UserFactory
 from tests.support import processes, users
@@ -110,7 +110,7 @@ def test_status_counts_per_status():
 
 @pytest.mark.django_db
 def test_cancel_retry_and_history():
-    task = queue.enqueue(name="c", type="noop")
+    task = engine.enqueue(name="c", type="noop")
     assert as_json("cancel", "--id", str(task.pk))["status"] == "cancelled"
     assert as_json("retry", "--id", str(task.pk))["status"] == "queued"
     rows = as_json("history", "--id", str(task.pk))
@@ -214,7 +214,7 @@ def test_remote_output_is_identical_to_local(remote):
 
 
 def test_remote_cancel_and_retry(remote):
-    task = queue.enqueue(name="c", type="noop")
+    task = engine.enqueue(name="c", type="noop")
     assert as_json("cancel", "--id", str(task.pk), *remote)["status"] == "cancelled"
     assert as_json("retry", "--id", str(task.pk), *remote)["status"] == "queued"
     events = list(TaskHistory.objects.filter(task=task).values_list("event_type", flat=True))

@@ -11,7 +11,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from tasks import queue
+from tasks import engine
 from tasks.live.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, MAX_WATCHED
 from tasks.live.relay import FLUSH_INTERVAL, relay
 from taskservice.asgi import application
@@ -62,8 +62,8 @@ async def receive_until(comm: WebsocketCommunicator, kind: str, timeout: float =
             return message
 
 
-enqueue = database_sync_to_async(queue.enqueue)  # committed by its own connection
-cancel = database_sync_to_async(queue.cancel)
+enqueue = database_sync_to_async(engine.enqueue)  # committed by its own connection
+cancel = database_sync_to_async(engine.cancel)
 
 
 def test_staff_is_accepted_and_gets_a_snapshot(login):
@@ -184,7 +184,7 @@ def test_a_burst_of_notifies_is_coalesced_into_a_few_updates(login):
 
     def enqueue_one_by_one():
         for i in range(burst):  # one statement, one NOTIFY each
-            queue.enqueue(name=f"burst {i}", type="noop")
+            engine.enqueue(name=f"burst {i}", type="noop")
 
     async def scenario():
         comm = communicator(DASHBOARD, cookie)

@@ -16,8 +16,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from plugins.base import TaskCancelled
-from tasks import queue
-from tasks.conf import engine
+from tasks import engine
+from tasks.conf import engine as engine_settings
 from tasks.djtasks.backend import TaskServiceBackend
 from tasks.djtasks.mapping import TaskServiceTask, WorkerLost, exception_path
 from tasks.exceptions import InvalidTask as EngineInvalidTask
@@ -103,7 +103,7 @@ def test_priority_queue_and_run_after_map_onto_the_engine():
 
 
 def test_options_set_defaults_and_tasks_override_them():
-    cfg = engine()
+    cfg = engine_settings()
     plain = app.add.enqueue(1, 1)
     assert (_row(plain).max_retries, _row(plain).timeout_seconds) == (
         cfg.DEFAULT_MAX_RETRIES, cfg.DEFAULT_TIMEOUT)
@@ -140,7 +140,7 @@ def test_the_async_api_enqueues_and_reads_too():
 
 
 def _claim(worker: str = "w-1"):
-    return queue.claim(worker_id=worker, limit=1)[0]
+    return engine.claim(worker_id=worker, limit=1)[0]
 
 
 def test_get_result_follows_the_lifecycle_to_success():
@@ -154,8 +154,8 @@ def test_get_result_follows_the_lifecycle_to_success():
     with pytest.raises(ValueError, match="not finished"):
         _ = result.return_value
 
-    queue.complete(worker_id="w-1", outcomes=[
-        queue.Outcome(task_id=claimed.id, attempt=claimed.attempt, result=5)])
+    engine.complete(worker_id="w-1", outcomes=[
+        engine.Outcome(task_id=claimed.id, attempt=claimed.attempt, result=5)])
     result.refresh()
     assert result.status == TaskResultStatus.SUCCESSFUL
     assert result.return_value == 5
@@ -174,7 +174,7 @@ def test_failures_read_as_errors_with_class_path_and_traceback(settings):
     result = app.fails.using(max_retries=1).enqueue("first")
     for worker, message in (("w-1", "first try"), ("w-2", "second try")):
         claimed = _claim(worker)
-        queue.fail(worker_id=worker, outcomes=[queue.Outcome(
+        engine.fail(worker_id=worker, outcomes=[engine.Outcome(
             task_id=claimed.id, attempt=claimed.attempt, retry_count=claimed.retry_count,
             error=_raise(message))])
         if worker == "w-1":
@@ -196,7 +196,7 @@ def test_failures_read_as_errors_with_class_path_and_traceback(settings):
 
 def test_a_cancelled_task_reads_as_failed_with_the_reason():
     result = app.add.enqueue(1, 2)
-    queue.cancel(int(result.id), reason="not needed any more")
+    engine.cancel(int(result.id), reason="not needed any more")
     result.refresh()
     assert result.status == TaskResultStatus.FAILED
     assert result.worker_ids == []
@@ -208,8 +208,8 @@ def test_a_cancelled_task_reads_as_failed_with_the_reason():
 @pytest.mark.django_db(transaction=True)  # the reconciler compares leases with now()
 def test_a_lost_worker_reads_as_a_worker_lost_error():
     result = app.add.enqueue(1, 2)
-    queue.claim(worker_id="w-gone", limit=1, lease_seconds=0.01)
-    assert wait_until(queue.reconcile, timeout=5) == {int(result.id): "retrying"}
+    engine.claim(worker_id="w-gone", limit=1, lease_seconds=0.01)
+    assert wait_until(engine.reconcile, timeout=5) == {int(result.id): "retrying"}
     result.refresh()
     assert result.status == TaskResultStatus.READY and result.worker_ids == ["w-gone"]
     [error] = result.errors
@@ -228,7 +228,7 @@ def test_exception_path_names_builtins_and_engine_texts():
 
 
 def test_get_result_of_unknown_ids_raises_the_frameworks_error():
-    other = queue.enqueue(name="not a django task", type="simulate", payload={})
+    other = engine.enqueue(name="not a django task", type="simulate", payload={})
     for bad in ("999999999", "abc", str(2**70), "-1", str(other.pk)):
         with pytest.raises(TaskResultDoesNotExist):
             task_backends["default"].get_result(bad)
@@ -301,10 +301,10 @@ def test_the_plugin_runs_only_task_objects_even_through_the_engine():
                           ("antigravity.fly", "is not loaded in this process"),
                           ("tests.djtasks_app.tasks.plain", "not a django.tasks Task")):
         with pytest.raises(EngineInvalidTask, match=message):
-            queue.enqueue(name="x", type="django_task",
-                          payload={"func": func, "args": ["rm -rf /"]})
+            engine.enqueue(name="x", type="django_task",
+                           payload={"func": func, "args": ["rm -rf /"]})
     with pytest.raises(EngineInvalidTask, match="takes_context"):
-        queue.enqueue(name="x", type="django_task", payload={
+        engine.enqueue(name="x", type="django_task", payload={
             "func": "tests.djtasks_app.tasks.add", "args": [1, 2], "takes_context": True})
     assert Task.objects.count() == 0 and TaskHistory.objects.count() == 0
     assert "antigravity" not in sys.modules

@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import override_settings
 
-from tasks import queue
+from tasks import engine
 from tasks.listener import connect_kwargs
 from tasks.maintenance import Maintainer
 from tasks.maintenance.pruner import Pruner, PrunerConfig
@@ -184,10 +184,10 @@ def test_a_rescued_task_is_retried_after_the_same_backoff_as_a_failed_run():
     task = enqueue(max_retries=3)
     half = lambda: 0.5  # noqa: E731 - no jitter: delay = base * 2**retry_count
     with engine_settings(BACKOFF_BASE=100.0, BACKOFF_CAP=3600.0):
-        first = queue.claim(worker_id=WORKER, limit=1)[0]
-        queue.fail(worker_id=WORKER, outcomes=[outcome(first, error="boom")], rand=half)
+        first = engine.claim(worker_id=WORKER, limit=1)[0]
+        engine.fail(worker_id=WORKER, outcomes=[outcome(first, error="boom")], rand=half)
         make_due(task.pk)
-        queue.claim(worker_id=WORKER, limit=1)
+        engine.claim(worker_id=WORKER, limit=1)
         expire_lease(task.pk)
         assert Rescuer(rand=half).run_once() == 1
     stored = Task.objects.get(pk=task.pk)
@@ -197,14 +197,14 @@ def test_a_rescued_task_is_retried_after_the_same_backoff_as_a_failed_run():
     h = last_history(task.pk)
     assert (h.event_type, h.status, h.worker_id) == ("lease_expired", "retrying", WORKER)
     assert "retry 2 of 3 in 200.0s" in h.details
-    assert queue.claim(worker_id=WORKER, limit=1) == []  # not due yet
+    assert engine.claim(worker_id=WORKER, limit=1) == []  # not due yet
 
 
 @pytest.mark.django_db
 def test_the_rescuer_works_in_batches_until_a_short_one():
     for _ in range(5):
         enqueue(max_retries=0)
-    for claimed in queue.claim(worker_id=WORKER, limit=5):
+    for claimed in engine.claim(worker_id=WORKER, limit=5):
         expire_lease(claimed.id)
     rescuer = Rescuer(RescuerConfig(interval=1, batch_size=2))
     assert rescuer.run_once() == 5
@@ -218,11 +218,11 @@ def test_the_rescuer_works_in_batches_until_a_short_one():
 @pytest.mark.django_db(transaction=True)
 def test_the_reaper_forgets_silent_workers_with_a_worker_offline_event():
     for name in ("gone:1:a", "gone:2:b", "alive:3:c"):
-        queue.register_worker(worker_id=name, hostname="h", pid=1, queues=[], concurrency=1)
+        engine.register_worker(worker_id=name, hostname="h", pid=1, queues=[], concurrency=1)
     sql("UPDATE task_workers SET last_seen = now() - interval '10 minutes' "
         "WHERE id LIKE 'gone:%%'")
     with psycopg.connect(autocommit=True, **connect_kwargs()) as listen:
-        listen.execute(f'LISTEN "{queue.CHANNEL}"')
+        listen.execute(f'LISTEN "{engine.CHANNEL}"')
         assert Reaper(ReaperConfig(interval=1, batch_size=1, window=60)).run_once() == 2
         heard = [json.loads(n.payload) for n in listen.notifies(timeout=1, stop_after=2)]
     assert list(Worker.objects.values_list("id", flat=True)) == ["alive:3:c"]
@@ -239,7 +239,7 @@ def test_retention_prunes_50000_finished_tasks_within_two_intervals_and_keeps_th
     old = make_finished(50_000, ago="1 hour")
     failed = make_finished(20, status="failed", ago="1 day")
     active = [enqueue().pk for _ in range(3)]
-    queue.claim(worker_id=WORKER, limit=1)  # one of them running
+    engine.claim(worker_id=WORKER, limit=1)  # one of them running
     interval = 10.0
     with engine_settings(RETENTION_SUCCEEDED=1, PRUNE_INTERVAL=interval, PRUNE_BATCH_SIZE=5000):
         # Resting as long as it works (the default rests 4x as long): 10 batches of 5,000
@@ -276,7 +276,7 @@ def test_a_task_retried_between_selection_and_deletion_is_not_deleted():
     pruner = Pruner(PrunerConfig(interval=1, batch_size=10, retention={"failed": 3600}))
     batch = pruner.select("failed", 3600)
     assert batch.ids == ids
-    queue.retry(ids[1], reason="a person retried it")  # after selection, before deletion
+    engine.retry(ids[1], reason="a person retried it")  # after selection, before deletion
     assert pruner.delete(batch) == (2, 6)
     survivor = Task.objects.get()
     assert (survivor.pk, survivor.status) == (ids[1], Status.QUEUED)
@@ -304,7 +304,7 @@ def test_each_batch_sends_one_tasks_pruned_event():
     pruner = Pruner(PrunerConfig(interval=1, batch_size=2, rest=0,
                                  retention={"cancelled": 60}))
     with psycopg.connect(autocommit=True, **connect_kwargs()) as listen:
-        listen.execute(f'LISTEN "{queue.CHANNEL}"')
+        listen.execute(f'LISTEN "{engine.CHANNEL}"')
         assert pruner.run_once() == 5
         heard = [json.loads(n.payload) for n in listen.notifies(timeout=1, stop_after=3)]
     assert [(e["event"], e["status"], e["count"], e["history"], len(e["ids"]))

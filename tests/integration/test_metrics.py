@@ -10,7 +10,7 @@ from django.db.models import Count
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from tasks import queue
+from tasks import engine
 from tasks.metrics import DURATION_BUCKETS
 from tasks.models import FINISHED_STATUSES, Status, Task, TaskHistory, Worker
 
@@ -46,33 +46,33 @@ def populated(settings):
     settings.TASKS_ENGINE = {**settings.TASKS_ENGINE, "BACKOFF_BASE": 3600.0}
     now = timezone.now()
     for _ in range(3):
-        queue.enqueue(name="q", type="count")
-    queue.enqueue(name="old", type="count", queue="emails",
-                  run_at=now - datetime.timedelta(seconds=120))
-    queue.enqueue(name="later", type="count", queue="emails",
-                  run_at=now + datetime.timedelta(hours=1))
-    cancelled = queue.enqueue(name="c", type="boom", queue="emails")
-    queue.cancel(cancelled.id, reason="test")
+        engine.enqueue(name="q", type="count")
+    engine.enqueue(name="old", type="count", queue="emails",
+                   run_at=now - datetime.timedelta(seconds=120))
+    engine.enqueue(name="later", type="count", queue="emails",
+                   run_at=now + datetime.timedelta(hours=1))
+    cancelled = engine.enqueue(name="c", type="boom", queue="emails")
+    engine.cancel(cancelled.id, reason="test")
 
-    bulk = [queue.enqueue(name=f"b{i}", type="boom", queue="bulk", max_retries=1)
+    bulk = [engine.enqueue(name=f"b{i}", type="boom", queue="bulk", max_retries=1)
             for i in range(3)]
-    bulk.append(queue.enqueue(name="last", type="boom", queue="bulk", max_retries=0))
-    claimed = {c.id: c for c in queue.claim(worker_id="w1", limit=10, queues=["bulk"])}
+    bulk.append(engine.enqueue(name="last", type="boom", queue="bulk", max_retries=0))
+    claimed = {c.id: c for c in engine.claim(worker_id="w1", limit=10, queues=["bulk"])}
     assert set(claimed) == {t.id for t in bulk}
 
     def outcome(task, **kw):
         c = claimed[task.id]
-        return queue.Outcome(task_id=c.id, attempt=c.attempt, retry_count=c.retry_count, **kw)
+        return engine.Outcome(task_id=c.id, attempt=c.attempt, retry_count=c.retry_count, **kw)
 
-    queue.complete(worker_id="w1", outcomes=[outcome(bulk[0], result=1)])
+    engine.complete(worker_id="w1", outcomes=[outcome(bulk[0], result=1)])
     time.sleep(0.3)  # a longer run: lands in a higher duration bucket
-    applied = queue.fail(worker_id="w1", outcomes=[outcome(bulk[1], error="x"),
-                                                   outcome(bulk[3], error="y")])
+    applied = engine.fail(worker_id="w1", outcomes=[outcome(bulk[1], error="x"),
+                                                    outcome(bulk[3], error="y")])
     assert applied == {bulk[1].id: Status.RETRYING, bulk[3].id: Status.FAILED}
     # bulk[2] stays running.
 
-    queue.register_worker(worker_id="w1", hostname="h", pid=1, queues=["bulk"], concurrency=4)
-    queue.register_worker(worker_id="gone", hostname="h", pid=2, queues=[], concurrency=7)
+    engine.register_worker(worker_id="w1", hostname="h", pid=1, queues=["bulk"], concurrency=4)
+    engine.register_worker(worker_id="gone", hostname="h", pid=2, queues=[], concurrency=7)
     Worker.objects.filter(id="gone").update(last_seen=now - datetime.timedelta(hours=1))
     return {"bulk": bulk, "cancelled": cancelled}
 
@@ -140,8 +140,8 @@ def test_duration_histogram_matches_finished_tasks(client, populated):
 
 def test_figures_follow_changes(client, populated):
     before = by_labels(scrape(client), "taskservice_tasks", "status", "type", "queue")
-    queue.cancel(populated["bulk"][1].id)  # retrying -> cancelled
-    queue.retry(populated["cancelled"].id)  # cancelled -> queued
+    engine.cancel(populated["bulk"][1].id)  # retrying -> cancelled
+    engine.retry(populated["cancelled"].id)  # cancelled -> queued
     after = by_labels(scrape(client), "taskservice_tasks", "status", "type", "queue")
     assert before[("retrying", "boom", "bulk")] == 1
     assert after[("cancelled", "boom", "bulk")] == 1

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from django.db import transaction
 
-from tasks import queue
+from tasks import engine
 from tasks.exceptions import InvalidTask
 from tasks.listener import connect_kwargs
 from tasks.models import Task
@@ -34,7 +34,7 @@ class Listener:
 
     def until_sentinel(self, timeout: float = 10.0) -> list[dict]:
         """Send a committed sentinel and return the events received before it."""
-        queue.notify(SENTINEL, [])  # autocommit: its own transaction
+        engine.notify(SENTINEL, [])  # autocommit: its own transaction
         received: list[dict] = []
         for note in self.conn.notifies(timeout=timeout):
             event = json.loads(note.payload)
@@ -47,14 +47,14 @@ class Listener:
 @pytest.fixture
 def listener():
     with psycopg.connect(autocommit=True, **connect_kwargs()) as conn:
-        conn.execute(f'LISTEN "{queue.CHANNEL}"')
+        conn.execute(f'LISTEN "{engine.CHANNEL}"')
         yield Listener(conn)
 
 
 def test_a_rolled_back_enqueue_leaves_no_task_and_sends_nothing(listener):
     with pytest.raises(RuntimeError), transaction.atomic():
         enqueue(name="ghost")
-        queue.enqueue_many([{"name": "ghost2", "type": "count"}])
+        engine.enqueue_many([{"name": "ghost2", "type": "count"}])
         raise RuntimeError("the caller's transaction fails")
     assert not Task.objects.exists()
     assert listener.until_sentinel() == []
@@ -90,37 +90,37 @@ def test_an_existing_idempotency_key_or_an_invalid_task_sends_nothing(listener):
 
 
 def test_enqueue_many_sends_one_coalesced_event(listener):
-    tasks = queue.enqueue_many([{"name": f"t{i}", "type": "count"} for i in range(500)])
+    tasks = engine.enqueue_many([{"name": f"t{i}", "type": "count"} for i in range(500)])
     events = listener.until_sentinel()
     assert len(events) == 1
     event = events[0]
     assert (event["event"], event["count"]) == ("task_queued", 500)
     # At most 100 ids ride along (a NOTIFY payload is limited to 8000 bytes).
-    assert event["ids"] == sorted(t.pk for t in tasks)[: queue.NOTIFY_MAX_IDS]
+    assert event["ids"] == sorted(t.pk for t in tasks)[: engine.NOTIFY_MAX_IDS]
 
 
 def test_claim_and_complete_of_a_batch_send_one_event_each(listener):
-    queue.enqueue_many([{"name": f"t{i}", "type": "count"} for i in range(50)])
+    engine.enqueue_many([{"name": f"t{i}", "type": "count"} for i in range(50)])
     listener.until_sentinel()
-    claimed = queue.claim(worker_id=WORKER, limit=50)
+    claimed = engine.claim(worker_id=WORKER, limit=50)
     assert len(claimed) == 50
     started = listener.until_sentinel()
     assert [(e["event"], e["count"], e["worker"]) for e in started] == [
         ("task_started", 50, WORKER)]
     assert started[0]["ids"] == sorted(c.id for c in claimed)
 
-    queue.complete(worker_id=WORKER, outcomes=[outcome(c, result=None) for c in claimed])
+    engine.complete(worker_id=WORKER, outcomes=[outcome(c, result=None) for c in claimed])
     done = listener.until_sentinel()
     assert [(e["event"], e["count"], e["worker"]) for e in done] == [
         ("task_succeeded", 50, WORKER)]
 
 
 def test_an_empty_claim_or_a_fenced_out_completion_sends_nothing(listener):
-    assert queue.claim(worker_id=WORKER, limit=10) == []
+    assert engine.claim(worker_id=WORKER, limit=10) == []
     task = enqueue()
-    claimed = queue.claim(worker_id=WORKER, limit=1)
+    claimed = engine.claim(worker_id=WORKER, limit=1)
     listener.until_sentinel()
-    assert queue.complete(worker_id="someone-else", outcomes=[outcome(claimed[0])]) == set()
+    assert engine.complete(worker_id="someone-else", outcomes=[outcome(claimed[0])]) == set()
     assert listener.until_sentinel() == []
     assert task.pk == claimed[0].id
 
@@ -128,9 +128,9 @@ def test_an_empty_claim_or_a_fenced_out_completion_sends_nothing(listener):
 def test_a_mixed_fail_sends_one_event_per_kind(listener):
     for retries in (3, 3, 0):
         enqueue(max_retries=retries)
-    claimed = queue.claim(worker_id=WORKER, limit=3)
+    claimed = engine.claim(worker_id=WORKER, limit=3)
     listener.until_sentinel()
-    result = queue.fail(worker_id=WORKER, outcomes=[outcome(c, error="e") for c in claimed])
+    result = engine.fail(worker_id=WORKER, outcomes=[outcome(c, error="e") for c in claimed])
     events = {e["event"]: e for e in listener.until_sentinel()}
     assert set(events) == {"retry_scheduled", "task_failed"}
     assert events["retry_scheduled"]["count"] == 2
@@ -141,35 +141,35 @@ def test_a_mixed_fail_sends_one_event_per_kind(listener):
 
 def test_person_actions_and_the_reconciler_send_their_events(listener):
     running, waiting, lost = enqueue(), enqueue(), enqueue()
-    queue.claim(worker_id=WORKER, limit=1)  # `running` (FIFO)
+    engine.claim(worker_id=WORKER, limit=1)  # `running` (FIFO)
     listener.until_sentinel()
 
-    queue.cancel(running.pk)
+    engine.cancel(running.pk)
     assert listener.until_sentinel() == [
         {"event": "cancel_requested", "count": 1, "ids": [running.pk], "worker": WORKER}]
 
-    result = queue.cancel_many([waiting.pk, lost.pk])
+    result = engine.cancel_many([waiting.pk, lost.pk])
     assert sorted(result.done) == sorted([waiting.pk, lost.pk])
     events = listener.until_sentinel()
     assert [(e["event"], sorted(e["ids"])) for e in events] == [
         ("task_cancelled", sorted([waiting.pk, lost.pk]))]
 
-    queue.retry(lost.pk)
+    engine.retry(lost.pk)
     assert [(e["event"], e["ids"]) for e in listener.until_sentinel()] == [
         ("task_requeued", [lost.pk])]
 
-    queue.claim(worker_id=WORKER, limit=1)
+    engine.claim(worker_id=WORKER, limit=1)
     expire_lease(lost.pk)
     listener.until_sentinel()
-    assert queue.reconcile() == {lost.pk: "retrying"}
+    assert engine.reconcile() == {lost.pk: "retrying"}
     assert [(e["event"], e["ids"]) for e in listener.until_sentinel()] == [
         ("lease_expired", [lost.pk])]
     # lease_expired wakes idle workers: the task is due again.
-    assert "lease_expired" in queue.WAKE_EVENTS
+    assert "lease_expired" in engine.WAKE_EVENTS
 
 
 def test_worker_online_and_offline_events(listener):
-    queue.register_worker(worker_id=WORKER, hostname="h", pid=1, queues=[], concurrency=1)
-    queue.unregister_worker(worker_id=WORKER)
+    engine.register_worker(worker_id=WORKER, hostname="h", pid=1, queues=[], concurrency=1)
+    engine.unregister_worker(worker_id=WORKER)
     assert [(e["event"], e["worker"]) for e in listener.until_sentinel()] == [
         ("worker_online", WORKER), ("worker_offline", WORKER)]

@@ -9,8 +9,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from tasks import metrics, queue, selectors, states
-from tasks.conf import engine
+from tasks import engine, metrics, selectors, states
+from tasks.conf import engine as engine_settings
 from tasks.live import dashboard
 from tasks.models import Worker
 from tests.integration.conftest import enqueue
@@ -19,13 +19,13 @@ pytestmark = pytest.mark.django_db
 
 
 def register(worker_id: str, silent_for: float) -> None:
-    queue.register_worker(worker_id=worker_id, hostname="h", pid=1, queues=[], concurrency=2)
+    engine.register_worker(worker_id=worker_id, hostname="h", pid=1, queues=[], concurrency=2)
     Worker.objects.filter(id=worker_id).update(
         last_seen=timezone.now() - datetime.timedelta(seconds=silent_for))
 
 
 def test_a_worker_is_online_by_the_same_window_everywhere():
-    window = states.liveness_window(engine())
+    window = states.liveness_window(engine_settings())
     register("fresh", silent_for=window - 5)
     register("silent", silent_for=window + 5)
     assert metrics.worker_timeout() == window
@@ -40,7 +40,7 @@ def test_a_worker_is_online_by_the_same_window_everywhere():
 def test_the_dashboard_counts_are_the_stats_counts_for_everybody_and_for_one_owner():
     owner = get_user_model().objects.create_user("owner")
     enqueue(), enqueue(), enqueue(owner=owner)
-    queue.cancel(enqueue(owner=owner).id, reason="test")
+    engine.cancel(enqueue(owner=owner).id, reason="test")
 
     # `owner` may not see every task: stats, like the dashboard, are of their own.
     for owner_id, user in ((None, selectors.ALL), (owner.id, owner)):

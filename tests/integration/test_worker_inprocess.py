@@ -15,7 +15,7 @@ from django.conf import settings as django_settings
 from django.db import transaction
 
 from plugins import registry
-from tasks import queue
+from tasks import engine
 from tasks.models import Task
 from tasks.models import Worker as WorkerRow
 from tasks.worker import CANCEL_GRACE, Hooks
@@ -168,9 +168,9 @@ def test_a_lost_lease_stops_the_run_and_leaves_the_newer_run_alone(start_worker)
     with transaction.atomic():
         expire_lease(task.pk)
         # None while the worker's own reconcile holds the reconciler's lock.
-        assert wait_until(queue.reconcile, timeout=10) == {task.pk: "retrying"}
+        assert wait_until(engine.reconcile, timeout=10) == {task.pk: "retrying"}
         make_due(task.pk)  # the rescue backed off; the other worker claims at once
-        [newer] = queue.claim(worker_id=OTHER_WORKER, limit=1)
+        [newer] = engine.claim(worker_id=OTHER_WORKER, limit=1)
     assert newer.id == task.pk and newer.attempt == 2
 
     w.events.wait("lease_lost", task_id=task.pk)
@@ -183,7 +183,7 @@ def test_a_lost_lease_stops_the_run_and_leaves_the_newer_run_alone(start_worker)
     assert (t.status, t.locked_by, t.attempts) == ("running", OTHER_WORKER, 2)
     assert events(task.pk) == ["task_queued", "task_started", "lease_expired", "task_started"]
     # The newer run completes normally.
-    assert queue.complete(worker_id=OTHER_WORKER, outcomes=[outcome(newer, result=1)]) == {
+    assert engine.complete(worker_id=OTHER_WORKER, outcomes=[outcome(newer, result=1)]) == {
         task.pk}
 
 
@@ -192,7 +192,7 @@ def test_a_batch_the_database_refuses_splits_and_the_rest_lands(transactional_db
     statement fail; an outcome the database refuses is injected at the completer's
     boundary instead (an attempt number past PostgreSQL's integer range)."""
     tasks = [enqueue(max_retries=0) for _ in range(5)]
-    claimed = queue.claim(worker_id=WORKER, limit=5)
+    claimed = engine.claim(worker_id=WORKER, limit=5)
     assert {c.id for c in claimed} == {t.pk for t in tasks}
     bad = claimed[2]
     hooks = Hooks()

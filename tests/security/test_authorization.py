@@ -10,7 +10,7 @@ import requests
 from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 
-from tasks import queue
+from tasks import engine
 from tasks.models import Origin, Status, Task
 from tests.factories import UserFactory
 from tests.support import users
@@ -61,7 +61,7 @@ def test_a_user_sees_and_steers_only_their_own_tasks(people):
     secret = alice.post("/api/tasks", {"name": "payroll", "type": "noop",
                                        "payload": {"iban": "DE00 1234"}}).json()
     failed = alice.post("/api/tasks", {"name": "x", "type": "noop"}).json()
-    queue.cancel(failed["id"])
+    engine.cancel(failed["id"])
     mine = mallory.post("/api/tasks", {"name": "mine", "type": "noop"}).json()
 
     listed = mallory.get("/api/tasks").json()
@@ -88,7 +88,7 @@ def test_a_user_sees_and_steers_only_their_own_tasks(people):
 
 @pytest.mark.parametrize("who", ["nobody", "staff"])
 def test_without_permissions_nothing_is_allowed(people, who):
-    task = queue.enqueue(name="someone's", type="noop")
+    task = engine.enqueue(name="someone's", type="noop")
     _, api = people[who]
     assert api.get("/api/tasks").status_code == 403
     assert api.get("/api/stats").status_code == 403
@@ -103,7 +103,7 @@ def test_without_permissions_nothing_is_allowed(people, who):
 
 def test_anonymous_is_refused_everywhere(people):
     _, anon = people["anonymous"]
-    task = queue.enqueue(name="t", type="noop")
+    task = engine.enqueue(name="t", type="noop")
     for response in (anon.get("/api/tasks"), anon.get(f"/api/tasks/{task.pk}"),
                      anon.get("/api/stats"), anon.post("/api/tasks", {"name": "x",
                                                                       "type": "noop"}),
@@ -197,7 +197,7 @@ def test_the_admin_add_form_offers_only_permitted_types_and_records_the_owner(cl
 
 
 def test_origin_is_recorded_for_python_and_the_cli():
-    assert queue.enqueue(name="py", type="noop").origin == Origin.PYTHON
+    assert engine.enqueue(name="py", type="noop").origin == Origin.PYTHON
     call_command("task", "create", "cli", "-t", "noop", stdout=io.StringIO())
     assert Task.objects.get(name="cli").origin == Origin.CLI
 

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tasks import queue
+from tasks import engine
 
 pytestmark = pytest.mark.django_db
 
@@ -57,7 +57,7 @@ def test_api_answers_carry_the_policy_too(client):
 
 
 def test_admin_pages_dashboard_and_api_docs_fit_the_policy(admin_client):
-    task = queue.enqueue(name="csp", type="noop")
+    task = engine.enqueue(name="csp", type="noop")
     pages = ["/admin/", "/admin/tasks/task/", f"/admin/tasks/task/{task.pk}/change/",
              "/admin/tasks/task/add/", "/admin/dashboard/", "/api/docs/"]
     for url in pages:

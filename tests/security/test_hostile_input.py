@@ -15,7 +15,7 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tasks import jsonsafe, queue, states
+from tasks import engine, jsonsafe, states
 from tasks.exceptions import InvalidTask
 from tasks.models import Status, Task
 from tests.factories import TaskFactory, UserFactory
@@ -145,10 +145,10 @@ def test_python_callers_get_invalid_task_for_the_same_problems():
                           ({"a\x00": 1}, "payload.a\\u0000: the key contains a NUL"),
                           (deep_object(500), "nested deeper than 32 levels")]:
         with pytest.raises(InvalidTask) as raised:
-            queue.enqueue(name="x", type="noop", payload=payload)
+            engine.enqueue(name="x", type="noop", payload=payload)
         assert text in raised.value.errors["payload"][0]
     with pytest.raises(InvalidTask) as raised:
-        queue.enqueue(name="x\udcff", type="noop")
+        engine.enqueue(name="x\udcff", type="noop")
     assert "unpaired surrogate" in raised.value.errors["name"][0]
     assert Task.objects.count() == 0
 
@@ -286,7 +286,7 @@ def test_admin_filters_and_search_alone_ignore_unstorable_text(admin_client, rf)
 
 @pytest.mark.django_db
 def test_admin_task_page_stays_small_with_large_and_deep_values(admin_client):
-    task = queue.enqueue(name="big", type="noop", payload={"blob": "p" * 250_000})
+    task = engine.enqueue(name="big", type="noop", payload={"blob": "p" * 250_000})
     # Rows written before these limits existed (or by hand): set up with SQL.
     deep = json.dumps(json.loads(nested(500, "{}")))
     with connection.cursor() as cursor:
@@ -388,10 +388,10 @@ def run_worker_until_idle(worker_factory, **env: str) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_results_are_stored_bounded_through_a_real_run(api, worker_factory):
-    big = queue.enqueue(name="big", type="produce", payload={"bytes": 20 * 1024 * 1024})
-    deep = queue.enqueue(name="deep", type="produce", payload={"depth": 100_000})
-    bad = queue.enqueue(name="bad", type="produce", payload={"bad_text": True})
-    small = queue.enqueue(name="small", type="produce", payload={"bytes": 10})
+    big = engine.enqueue(name="big", type="produce", payload={"bytes": 20 * 1024 * 1024})
+    deep = engine.enqueue(name="deep", type="produce", payload={"depth": 100_000})
+    bad = engine.enqueue(name="bad", type="produce", payload={"bad_text": True})
+    small = engine.enqueue(name="small", type="produce", payload={"bytes": 10})
     run_worker_until_idle(worker_factory)
     for task in (big, deep, bad, small):
         task.refresh_from_db()
@@ -413,7 +413,7 @@ def test_results_are_stored_bounded_through_a_real_run(api, worker_factory):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_result_limit_is_a_setting(worker_factory):
-    task = queue.enqueue(name="mid", type="produce", payload={"bytes": 4000})
+    task = engine.enqueue(name="mid", type="produce", payload={"bytes": 4000})
     run_worker_until_idle(worker_factory, TASKS_MAX_RESULT_BYTES="2048")
     task.refresh_from_db()
     assert task.result["reason"] == "larger than 2048 bytes"

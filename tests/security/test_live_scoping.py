@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from channels.db import database_sync_to_async
 
-from tasks import queue
+from tasks import engine
 from tasks.live.consumers import CLOSE_FORBIDDEN
 from tasks.live.relay import relay
 from tests.integration.test_consumer import DASHBOARD, TASK_LIST, communicator, receive_until
@@ -16,7 +16,7 @@ from tests.support.users import grant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-enqueue = database_sync_to_async(queue.enqueue)
+enqueue = database_sync_to_async(engine.enqueue)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from django.test import override_settings
 from plugins import registry
 from plugins.base import PayloadError, TaskCancelled, TaskContext
 from plugins.query_checks import query_database_problems
-from tasks import queue
+from tasks import engine
 from tasks.exceptions import InvalidTask
 from tasks.models import Task
 from tests.support import processes
@@ -122,14 +122,14 @@ def test_session_limits_and_a_fresh_session_per_run(run_query_on):
 
 def test_an_advisory_lock_does_not_block_the_reconciler(run_query_on):
     holder = Run({"sql": "SELECT pg_advisory_lock(%s), pg_sleep(60)",
-                  "params": [queue.RECONCILE_LOCK_KEY]})
+                  "params": [engine.RECONCILE_LOCK_KEY]})
     try:
         wait_until(lambda: run_query_on.admin(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            f"AND objid = {queue.RECONCILE_LOCK_KEY}")[0][0] == 1,
+            f"AND objid = {engine.RECONCILE_LOCK_KEY}")[0][0] == 1,
             timeout=10, message="run_query did not take the advisory lock")
         # Its own database is its own lock space: the reconciler still gets its lock.
-        assert queue.reconcile() is not None
+        assert engine.reconcile() is not None
     finally:
         holder.ctx.cancel("cancelled")
         with pytest.raises(TaskCancelled):
@@ -165,7 +165,7 @@ def test_the_deadline_ends_the_statement_before_the_worker_gives_up(run_query_on
 def test_unconfigured_run_query_is_refused_at_enqueue(transactional_db):
     with override_settings(TASKS_QUERY_DATABASE=""):
         with pytest.raises(InvalidTask, match="TASKS_QUERY_DATABASE_URL") as excinfo:
-            queue.enqueue(name="q", type="run_query", payload={"sql": "SELECT 1"})
+            engine.enqueue(name="q", type="run_query", payload={"sql": "SELECT 1"})
     assert "run_query is off" in str(excinfo.value)
     assert not Task.objects.exists()
 
@@ -242,7 +242,7 @@ def test_the_default_alias_is_refused(transactional_db):
     with override_settings(TASKS_QUERY_DATABASE="default"):
         problems = query_database_problems()
         with pytest.raises(InvalidTask, match="never runs on the service's own database"):
-            queue.enqueue(name="q", type="run_query", payload={"sql": "SELECT 1"})
+            engine.enqueue(name="q", type="run_query", payload={"sql": "SELECT 1"})
     assert len(problems) == 1 and "'default'" in problems[0]
 
 
@@ -307,24 +307,24 @@ def test_a_worker_runs_queries_safely_and_stops_them_on_cancel_and_timeout(
     def status(task) -> str:
         return Task.objects.get(pk=task.pk).status
 
-    ok = queue.enqueue(name="ok", type="run_query",
-                       payload={"sql": "SELECT id, name FROM items ORDER BY id", "max_rows": 2})
-    shell = queue.enqueue(name="shell", type="run_query", max_retries=0,
-                          payload={"sql": "COPY (SELECT 1) TO PROGRAM 'id'"})
+    ok = engine.enqueue(name="ok", type="run_query",
+                        payload={"sql": "SELECT id, name FROM items ORDER BY id", "max_rows": 2})
+    shell = engine.enqueue(name="shell", type="run_query", max_retries=0,
+                           payload={"sql": "COPY (SELECT 1) TO PROGRAM 'id'"})
     wait_until(lambda: {status(ok), status(shell)} <= {"succeeded", "failed"}, timeout=60,
                message=lambda: "the first queries did not finish; log:\n" + log.read_text())
     assert Task.objects.get(pk=ok.pk).result["rows"] == [[1, "item 1"], [2, "item 2"]]
     assert status(shell) == "failed"
     assert "pg_execute_server_program" in Task.objects.get(pk=shell.pk).last_error
 
-    long = queue.enqueue(name="long", type="run_query", payload={"sql": SLEEP})
+    long = engine.enqueue(name="long", type="run_query", payload={"sql": SLEEP})
     wait_until(lambda: SLEEP in run_query_on.active_statements(), timeout=30)
-    queue.cancel(long.pk)
+    engine.cancel(long.pk)
     wait_until(lambda: status(long) == "cancelled", timeout=10)
     assert run_query_on.active_statements() == []
 
-    late = queue.enqueue(name="late", type="run_query", payload={"sql": SLEEP},
-                         timeout_seconds=2, max_retries=0)
+    late = engine.enqueue(name="late", type="run_query", payload={"sql": SLEEP},
+                          timeout_seconds=2, max_retries=0)
     wait_until(lambda: status(late) == "failed", timeout=30)
     assert run_query_on.active_statements() == []
     assert worker.poll() is None

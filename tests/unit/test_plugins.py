@@ -13,7 +13,7 @@ from plugins.base import PayloadError
 from plugins.email import MAX_RECIPIENTS, SendEmail
 from plugins.query import RunQuery
 from plugins.simulate import Simulate
-from tasks import queue
+from tasks import engine
 from tasks.exceptions import InvalidTask
 from tests.support.query_db import configured
 
@@ -133,8 +133,8 @@ def test_send_email_refuses_fields_it_does_not_support(field):
 
 def test_send_email_unknown_fields_reach_the_api_caller_as_field_errors():
     with pytest.raises(InvalidTask) as excinfo:
-        queue.prepare(name="mail", type="send_email",
-                      payload={"to": "a@example.com", "subject": "Hi", "body": "x",
+        engine.prepare(name="mail", type="send_email",
+                       payload={"to": "a@example.com", "subject": "Hi", "body": "x",
                                "bcc": ["x@evil.org"]})
     assert "send_email takes only" in excinfo.value.errors["payload"]["bcc"][0]
 
@@ -194,7 +194,7 @@ def test_run_query_is_off_until_a_query_database_is_configured():
     with override_settings(TASKS_QUERY_DATABASE=""):
         errors = errors_of(RunQuery(), {"sql": "SELECT 1"})
         with pytest.raises(InvalidTask) as excinfo:
-            queue.prepare(name="q", type="run_query", payload={"sql": "SELECT 1"})
+            engine.prepare(name="q", type="run_query", payload={"sql": "SELECT 1"})
     assert "run_query is off" in errors["payload"][0]
     assert "TASKS_QUERY_DATABASE_URL" in errors["payload"][0]
     assert "TASKS_QUERY_DATABASE_URL" in str(excinfo.value)
@@ -266,7 +266,7 @@ def test_simulate_rejects_bad_options():
 
 def test_enqueue_validation_nests_the_plugin_field_errors():
     with pytest.raises(InvalidTask) as excinfo:
-        queue.prepare(name="mail", type="send_email", payload={"to": "nope", "subject": "Hi",
+        engine.prepare(name="mail", type="send_email", payload={"to": "nope", "subject": "Hi",
                                                                 "body": "x"})
     assert set(excinfo.value.errors) == {"payload"}
     assert "nope" in excinfo.value.errors["payload"]["to"][0]
@@ -274,6 +274,6 @@ def test_enqueue_validation_nests_the_plugin_field_errors():
 
 
 def test_enqueue_validation_stores_the_cleaned_payload():
-    prepared = queue.prepare(name="mail", type="send_email",
-                             payload={"to": "a@example.com", "subject": "Hi", "body": "x"})
+    prepared = engine.prepare(name="mail", type="send_email",
+                              payload={"to": "a@example.com", "subject": "Hi", "body": "x"})
     assert '"to":["a@example.com"]' in prepared.payload_json

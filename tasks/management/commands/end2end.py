@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count, Sum
 
 from plugins.query import enabled as query_enabled
-from tasks import queue, selectors
+from tasks import engine, selectors
 from tasks.models import FINISHED_STATUSES, Origin, Status, Task
 
 BAR_WIDTH = 30
@@ -101,7 +101,7 @@ class Command(BaseCommand):
     def _create(self, specs: list[dict]) -> list[int]:
         ids: list[int] = []
         for start in range(0, len(specs), 1000):  # one statement per thousand tasks
-            ids += [task.pk for task in queue.enqueue_many(specs[start:start + 1000],
+            ids += [task.pk for task in engine.enqueue_many(specs[start:start + 1000],
                                                              origin=Origin.CLI)]
         return ids
 
@@ -109,7 +109,7 @@ class Command(BaseCommand):
     def _cancel_unfinished(ids: list[int]) -> int:
         active = list(Task.objects.filter(pk__in=ids).exclude(status__in=FINISHED_STATUSES)
                       .values_list("pk", flat=True))
-        return len(queue.cancel_many(active, reason="end2end timed out").done)
+        return len(engine.cancel_many(active, reason="end2end timed out").done)
 
     @staticmethod
     def _summary(ids: list[int], elapsed: float) -> str:

@@ -1,4 +1,4 @@
-"""Every transition and every guard of tasks/queue.py against the real PostgreSQL."""
+"""Every transition and every guard of tasks/engine/ against the real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from tasks import queue
-from tasks.conf import engine
+from tasks import engine
+from tasks.conf import engine as engine_settings
 from tasks.exceptions import IdempotencyConflict, InvalidTask, InvalidTransition, TaskNotFound
 from tasks.listener import connect_kwargs
 from tasks.models import Status, Task, TaskHistory, Worker
@@ -34,8 +34,8 @@ from tests.integration.conftest import (
 pytestmark = pytest.mark.django_db
 
 
-def claim_one(worker: str = WORKER, **kwargs) -> queue.ClaimedTask:
-    claimed = queue.claim(worker_id=worker, limit=1, **kwargs)
+def claim_one(worker: str = WORKER, **kwargs) -> engine.ClaimedTask:
+    claimed = engine.claim(worker_id=worker, limit=1, **kwargs)
     assert len(claimed) == 1
     return claimed[0]
 
@@ -74,8 +74,8 @@ def test_enqueue_writes_the_task_and_one_history_row():
 
 def test_enqueue_uses_the_configured_defaults():
     stored = fresh(enqueue())
-    assert stored.max_retries == engine().DEFAULT_MAX_RETRIES
-    assert stored.timeout_seconds == engine().DEFAULT_TIMEOUT
+    assert stored.max_retries == engine_settings().DEFAULT_MAX_RETRIES
+    assert stored.timeout_seconds == engine_settings().DEFAULT_TIMEOUT
     assert (stored.priority, stored.queue, stored.payload) == (0, "default", {})
 
 
@@ -133,7 +133,7 @@ def test_enqueue_of_an_unknown_type_lists_the_known_ones():
 
 
 def test_enqueue_rejects_an_oversized_payload(counts):
-    limit = engine().MAX_PAYLOAD_BYTES
+    limit = engine_settings().MAX_PAYLOAD_BYTES
     with pytest.raises(InvalidTask, match="Too large"):
         enqueue(payload={"blob": "x" * limit})
     assert counts() == (0, 0)
@@ -176,7 +176,7 @@ def test_idempotency_keys_are_per_owner(django_user_model):
 def test_idempotency_key_still_returns_a_finished_task():
     first = enqueue(idempotency_key="once")
     c = claim_one()
-    queue.complete(worker_id=WORKER, outcomes=[outcome(c, result=1)])
+    engine.complete(worker_id=WORKER, outcomes=[outcome(c, result=1)])
     again = enqueue(idempotency_key="once")
     assert (again.pk, again.was_created, again.status) == (first.pk, False, Status.SUCCEEDED)
 
@@ -194,7 +194,7 @@ def test_enqueue_inside_a_rolled_back_transaction_leaves_no_task(counts):
 
 def test_enqueue_many_keeps_the_input_order():
     specs = [{"name": f"t{i}", "type": "count", "priority": i % 3} for i in range(20)]
-    tasks = queue.enqueue_many(specs)
+    tasks = engine.enqueue_many(specs)
     assert [t.name for t in tasks] == [f"t{i}" for i in range(20)]
     assert [t.pk for t in tasks] == sorted(t.pk for t in tasks)
     assert all(t.was_created for t in tasks)
@@ -204,13 +204,13 @@ def test_enqueue_many_keeps_the_input_order():
 
 
 def test_enqueue_many_of_nothing_writes_nothing(counts):
-    assert queue.enqueue_many([]) == []
+    assert engine.enqueue_many([]) == []
     assert counts() == (0, 0)
 
 
 def test_enqueue_many_idempotency_within_and_across_batches(counts):
     existing = enqueue(name="old", idempotency_key="k-old")
-    tasks = queue.enqueue_many([
+    tasks = engine.enqueue_many([
         {"name": "a", "type": "count", "idempotency_key": "k-new"},
         {"name": "b", "type": "count"},
         {"name": "old", "type": "count", "idempotency_key": "k-old"},
@@ -224,8 +224,8 @@ def test_enqueue_many_idempotency_within_and_across_batches(counts):
     assert events(tasks[0].pk) == ["task_queued"]
 
     # A later batch with the same keys and fields creates nothing.
-    again = queue.enqueue_many([{"name": "a", "type": "count", "idempotency_key": "k-new"},
-                                {"name": "old", "type": "count", "idempotency_key": "k-old"}])
+    again = engine.enqueue_many([{"name": "a", "type": "count", "idempotency_key": "k-new"},
+                                 {"name": "old", "type": "count", "idempotency_key": "k-old"}])
     assert [(t.pk, t.was_created) for t in again] == [(tasks[0].pk, False),
                                                       (existing.pk, False)]
     assert (Task.objects.count(), TaskHistory.objects.count()) == (4, 4)
@@ -233,15 +233,15 @@ def test_enqueue_many_idempotency_within_and_across_batches(counts):
     # A key repeated inside one batch is refused, naming both places; nothing is written.
     before = counts()
     with pytest.raises(InvalidTask) as excinfo:
-        queue.enqueue_many([{"name": "z", "type": "count", "idempotency_key": "dup"},
-                            {"name": "z", "type": "count"},
-                            {"name": "z", "type": "count", "idempotency_key": "dup"}])
+        engine.enqueue_many([{"name": "z", "type": "count", "idempotency_key": "dup"},
+                             {"name": "z", "type": "count"},
+                             {"name": "z", "type": "count", "idempotency_key": "dup"}])
     assert excinfo.value.errors == {"2": {"idempotency_key": [
         "Repeats the key of task 0 in this request."]}}
     # A reused key with other fields refuses the whole batch, even in autocommit.
     with pytest.raises(IdempotencyConflict) as conflict:
-        queue.enqueue_many([{"name": "fresh", "type": "count"},
-                            {"name": "changed", "type": "count", "idempotency_key": "k-old"}])
+        engine.enqueue_many([{"name": "fresh", "type": "count"},
+                             {"name": "changed", "type": "count", "idempotency_key": "k-old"}])
     assert conflict.value.task_id == existing.pk
     assert counts() == before
 
@@ -250,7 +250,7 @@ def test_enqueue_many_rejects_the_whole_batch_keyed_by_index(counts):
     enqueue(name="before")
     before = counts()
     with pytest.raises(InvalidTask) as excinfo:
-        queue.enqueue_many([
+        engine.enqueue_many([
             {"name": "fine", "type": "count"},
             {"name": "", "type": "count"},
             {"name": "fine too", "type": "count"},
@@ -272,7 +272,7 @@ def test_enqueue_many_rejects_the_whole_batch_keyed_by_index(counts):
 
 def test_claim_marks_the_task_running_and_writes_task_started():
     task = enqueue(max_retries=4, timeout_seconds=60, payload={"k": "v"})
-    claimed = queue.claim(worker_id=WORKER, limit=5, lease_seconds=45)
+    claimed = engine.claim(worker_id=WORKER, limit=5, lease_seconds=45)
     assert len(claimed) == 1
     c = claimed[0]
     assert (c.id, c.type, c.payload, c.attempt, c.retry_count, c.max_retries,
@@ -306,7 +306,7 @@ def test_claim_order_is_priority_then_run_at_then_id():
     h = enqueue(name="h", priority=-5)
     order = [claim_one().id for _ in range(7)]
     assert order == [c.pk, b.pk, f.pk, g.pk, d.pk, a.pk, h.pk]
-    assert queue.claim(worker_id=WORKER, limit=10) == []
+    assert engine.claim(worker_id=WORKER, limit=10) == []
     assert fresh(e).status == Status.QUEUED
 
 
@@ -359,11 +359,11 @@ def test_two_claims_never_return_the_same_task():
 def test_running_succeeded_failed_and_cancelled_tasks_are_not_claimed():
     for _ in range(3):
         enqueue(max_retries=0)
-    running, succeeded, failed = queue.claim(worker_id=WORKER, limit=3)
-    queue.complete(worker_id=WORKER, outcomes=[outcome(succeeded)])
-    queue.fail(worker_id=WORKER, outcomes=[outcome(failed, error="x")])
+    running, succeeded, failed = engine.claim(worker_id=WORKER, limit=3)
+    engine.complete(worker_id=WORKER, outcomes=[outcome(succeeded)])
+    engine.fail(worker_id=WORKER, outcomes=[outcome(failed, error="x")])
     cancelled = enqueue()
-    queue.cancel(cancelled.pk)
+    engine.cancel(cancelled.pk)
     sql("UPDATE tasks SET run_at = now() - interval '1 hour'")
     assert sorted(Task.objects.values_list("status", flat=True)) == [
         "cancelled", "failed", "running", "succeeded"]
@@ -374,7 +374,7 @@ def test_running_succeeded_failed_and_cancelled_tasks_are_not_claimed():
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_claims_from_threads_never_overlap():
     total = 120
-    queue.enqueue_many([{"name": f"t{i}", "type": "count"} for i in range(total)])
+    engine.enqueue_many([{"name": f"t{i}", "type": "count"} for i in range(total)])
     barrier = threading.Barrier(4)
     results: dict[str, list[int]] = {}
     failures: list[BaseException] = []
@@ -427,7 +427,7 @@ def test_a_row_locked_by_another_transaction_is_skipped_not_waited_for():
 def test_complete_marks_succeeded_with_the_result():
     task = enqueue()
     c = claim_one()
-    applied = queue.complete(worker_id=WORKER, outcomes=[outcome(c, result={"answer": 42})])
+    applied = engine.complete(worker_id=WORKER, outcomes=[outcome(c, result={"answer": 42})])
     assert applied == {task.pk}
     stored = fresh(task)
     assert stored.status == Status.SUCCEEDED
@@ -442,9 +442,9 @@ def test_complete_marks_succeeded_with_the_result():
 def test_complete_of_a_batch_in_one_call():
     for _ in range(5):
         enqueue()
-    claimed = queue.claim(worker_id=WORKER, limit=5)
-    applied = queue.complete(worker_id=WORKER,
-                             outcomes=[outcome(c, result=c.id) for c in claimed])
+    claimed = engine.claim(worker_id=WORKER, limit=5)
+    applied = engine.complete(worker_id=WORKER,
+                              outcomes=[outcome(c, result=c.id) for c in claimed])
     assert applied == {c.id for c in claimed}
     assert {t.pk: t.result for t in Task.objects.all()} == {c.id: c.id for c in claimed}
     assert TaskHistory.objects.filter(event_type="task_succeeded").count() == 5
@@ -453,7 +453,7 @@ def test_complete_of_a_batch_in_one_call():
 def test_complete_stores_an_unserialisable_result_as_text():
     enqueue()
     c = claim_one()
-    queue.complete(worker_id=WORKER, outcomes=[outcome(c, result={1, 2})])
+    engine.complete(worker_id=WORKER, outcomes=[outcome(c, result={1, 2})])
     assert isinstance(fresh(c.id).result, str)
 
 
@@ -468,10 +468,10 @@ def test_complete_by_the_wrong_worker_changes_nothing():
     task = enqueue()
     c = claim_one()
     before, n = fresh(task), len(events(task.pk))
-    assert queue.complete(worker_id=OTHER_WORKER, outcomes=[outcome(c, result=1)]) == set()
-    assert queue.fail(worker_id=OTHER_WORKER, outcomes=[outcome(c, error="x")]) == {}
-    assert queue.finish_cancelled(worker_id=OTHER_WORKER, outcomes=[outcome(c)]) == set()
-    assert queue.release(worker_id=OTHER_WORKER, outcomes=[outcome(c)]) == set()
+    assert engine.complete(worker_id=OTHER_WORKER, outcomes=[outcome(c, result=1)]) == set()
+    assert engine.fail(worker_id=OTHER_WORKER, outcomes=[outcome(c, error="x")]) == {}
+    assert engine.finish_cancelled(worker_id=OTHER_WORKER, outcomes=[outcome(c)]) == set()
+    assert engine.release(worker_id=OTHER_WORKER, outcomes=[outcome(c)]) == set()
     _assert_untouched(task.pk, before, n)
 
 
@@ -479,28 +479,28 @@ def test_complete_of_a_stale_attempt_changes_nothing():
     task = enqueue()
     first = claim_one()
     expire_lease(task.pk)
-    assert queue.reconcile() == {task.pk: Status.RETRYING}
+    assert engine.reconcile() == {task.pk: Status.RETRYING}
     make_due(task.pk)  # past the backoff
     second = claim_one()  # the same worker wins the task again: attempt 2
     assert second.attempt == first.attempt + 1
     before, n = fresh(task), len(events(task.pk))
-    assert queue.complete(worker_id=WORKER, outcomes=[outcome(first, result="stale")]) == set()
-    assert queue.fail(worker_id=WORKER, outcomes=[outcome(first, error="stale")]) == {}
-    assert queue.release(worker_id=WORKER, outcomes=[outcome(first)]) == set()
+    assert engine.complete(worker_id=WORKER, outcomes=[outcome(first, result="stale")]) == set()
+    assert engine.fail(worker_id=WORKER, outcomes=[outcome(first, error="stale")]) == {}
+    assert engine.release(worker_id=WORKER, outcomes=[outcome(first)]) == set()
     _assert_untouched(task.pk, before, n)
     # The current attempt still completes.
-    assert queue.complete(worker_id=WORKER, outcomes=[outcome(second, result="ok")]) == {task.pk}
+    assert engine.complete(worker_id=WORKER, outcomes=[outcome(second, result="ok")]) == {task.pk}
 
 
 def test_complete_after_the_task_was_taken_over_changes_nothing():
     task = enqueue()
     first = claim_one(WORKER)
     expire_lease(task.pk)
-    queue.reconcile()
+    engine.reconcile()
     make_due(task.pk)
     claim_one(OTHER_WORKER)
     before, n = fresh(task), len(events(task.pk))
-    assert queue.complete(worker_id=WORKER, outcomes=[outcome(first, result=1)]) == set()
+    assert engine.complete(worker_id=WORKER, outcomes=[outcome(first, result=1)]) == set()
     _assert_untouched(task.pk, before, n)
     assert fresh(task).locked_by == OTHER_WORKER
 
@@ -508,18 +508,18 @@ def test_complete_after_the_task_was_taken_over_changes_nothing():
 def test_complete_of_a_finished_task_changes_nothing():
     task = enqueue()
     c = claim_one()
-    queue.complete(worker_id=WORKER, outcomes=[outcome(c, result="first")])
+    engine.complete(worker_id=WORKER, outcomes=[outcome(c, result="first")])
     before, n = fresh(task), len(events(task.pk))
-    assert queue.complete(worker_id=WORKER, outcomes=[outcome(c, result="second")]) == set()
+    assert engine.complete(worker_id=WORKER, outcomes=[outcome(c, result="second")]) == set()
     _assert_untouched(task.pk, before, n)
     assert fresh(task).result == "first"
 
 
 def test_complete_applies_the_valid_part_of_a_mixed_batch():
     a, b = enqueue(), enqueue()
-    ca, cb = queue.claim(worker_id=WORKER, limit=2)
-    stale = queue.Outcome(task_id=cb.id, attempt=cb.attempt + 7)
-    assert queue.complete(worker_id=WORKER, outcomes=[outcome(ca), stale]) == {ca.id}
+    ca, cb = engine.claim(worker_id=WORKER, limit=2)
+    stale = engine.Outcome(task_id=cb.id, attempt=cb.attempt + 7)
+    assert engine.complete(worker_id=WORKER, outcomes=[outcome(ca), stale]) == {ca.id}
     assert fresh(cb.id).status == Status.RUNNING
     assert {a.pk, b.pk} == {ca.id, cb.id}
 
@@ -530,8 +530,8 @@ def test_complete_applies_the_valid_part_of_a_mixed_batch():
 def test_fail_schedules_a_retry_with_backoff(backoff_settings):
     task = enqueue(max_retries=3)
     c = claim_one()
-    applied = queue.fail(worker_id=WORKER, outcomes=[outcome(c, error="Boom: it broke")],
-                         rand=lambda: 0.5)
+    applied = engine.fail(worker_id=WORKER, outcomes=[outcome(c, error="Boom: it broke")],
+                          rand=lambda: 0.5)
     assert applied == {task.pk: Status.RETRYING}
     stored = fresh(task)
     now = db_now()
@@ -550,7 +550,7 @@ def test_fail_schedules_a_retry_with_backoff(backoff_settings):
     make_due(task.pk)
     c2 = claim_one()
     assert (c2.attempt, c2.retry_count) == (2, 1)
-    queue.fail(worker_id=WORKER, outcomes=[outcome(c2, error="again")], rand=lambda: 0.0)
+    engine.fail(worker_id=WORKER, outcomes=[outcome(c2, error="again")], rand=lambda: 0.0)
     stored = fresh(task)
     assert stored.retry_count == 2
     # Second retry: base * 2**1 = 20 s, jitter at its low end (-25 %) = 15 s.
@@ -560,8 +560,8 @@ def test_fail_schedules_a_retry_with_backoff(backoff_settings):
 def test_fail_with_the_default_jitter_stays_in_bounds(backoff_settings):
     for _ in range(10):
         enqueue()
-    claimed = queue.claim(worker_id=WORKER, limit=10)
-    queue.fail(worker_id=WORKER, outcomes=[outcome(c, error="e") for c in claimed])
+    claimed = engine.claim(worker_id=WORKER, limit=10)
+    engine.fail(worker_id=WORKER, outcomes=[outcome(c, error="e") for c in claimed])
     now = db_now()
     for task in Task.objects.all():
         delay = (task.run_at - now).total_seconds()
@@ -571,7 +571,7 @@ def test_fail_with_the_default_jitter_stays_in_bounds(backoff_settings):
 def test_fail_with_no_retries_left_fails_for_good():
     task = enqueue(max_retries=0)
     c = claim_one()
-    assert queue.fail(worker_id=WORKER, outcomes=[outcome(c, error="fatal")]) == {
+    assert engine.fail(worker_id=WORKER, outcomes=[outcome(c, error="fatal")]) == {
         task.pk: Status.FAILED}
     stored = fresh(task)
     assert stored.status == Status.FAILED
@@ -589,7 +589,7 @@ def test_fail_uses_up_the_retries_then_fails():
     task = enqueue(max_retries=2)
     for _ in range(3):
         make_due(task.pk)
-        queue.fail(worker_id=WORKER, outcomes=[outcome(claim_one(), error="nope")])
+        engine.fail(worker_id=WORKER, outcomes=[outcome(claim_one(), error="nope")])
     stored = fresh(task)
     assert (stored.status, stored.retry_count, stored.attempts) == (Status.FAILED, 2, 3)
     assert events(task.pk) == ["task_queued", "task_started", "retry_scheduled",
@@ -600,15 +600,15 @@ def test_fail_uses_up_the_retries_then_fails():
 def test_fail_replaces_nul_characters_in_the_error():
     enqueue()
     c = claim_one()
-    queue.fail(worker_id=WORKER, outcomes=[outcome(c, error="bad\x00byte")])
+    engine.fail(worker_id=WORKER, outcomes=[outcome(c, error="bad\x00byte")])
     assert fresh(c.id).last_error == "bad\ufffdbyte"
 
 
 def test_fail_of_a_task_with_a_requested_cancel_ends_cancelled():
     task = enqueue(max_retries=3)
     c = claim_one()
-    queue.cancel(task.pk)
-    queue.fail(worker_id=WORKER, outcomes=[outcome(c, error="raised while stopping")])
+    engine.cancel(task.pk)
+    engine.fail(worker_id=WORKER, outcomes=[outcome(c, error="raised while stopping")])
     assert fresh(task).status == Status.CANCELLED
 
 
@@ -618,9 +618,9 @@ def test_fail_of_a_task_with_a_requested_cancel_ends_cancelled():
 def test_finish_cancelled_ends_a_running_task_cancelled():
     task = enqueue()
     c = claim_one()
-    queue.cancel(task.pk, reason="user asked")
-    applied = queue.finish_cancelled(worker_id=WORKER,
-                                     outcomes=[outcome(c, error="cancelled while running")])
+    engine.cancel(task.pk, reason="user asked")
+    applied = engine.finish_cancelled(worker_id=WORKER,
+                                      outcomes=[outcome(c, error="cancelled while running")])
     assert applied == {task.pk}
     stored = fresh(task)
     assert stored.status == Status.CANCELLED
@@ -637,8 +637,8 @@ def test_finish_cancelled_ends_a_running_task_cancelled():
 def test_release_puts_the_task_back_in_the_queue():
     task = enqueue()
     c = claim_one()
-    applied = queue.release(worker_id=WORKER,
-                            outcomes=[outcome(c, error="released: worker shutting down")])
+    applied = engine.release(worker_id=WORKER,
+                             outcomes=[outcome(c, error="released: worker shutting down")])
     assert applied == {task.pk}
     stored = fresh(task)
     assert stored.status == Status.QUEUED
@@ -653,8 +653,8 @@ def test_release_puts_the_task_back_in_the_queue():
 def test_release_of_a_task_with_a_requested_cancel_does_not_lose_the_cancel():
     task = enqueue()
     c = claim_one()
-    queue.cancel(task.pk)
-    queue.release(worker_id=WORKER, outcomes=[outcome(c, error="worker shutting down")])
+    engine.cancel(task.pk)
+    engine.release(worker_id=WORKER, outcomes=[outcome(c, error="worker shutting down")])
     assert fresh(task).status == Status.CANCELLED
 
 
@@ -665,9 +665,9 @@ def test_release_of_a_task_with_a_requested_cancel_does_not_lose_the_cancel():
 def test_cancel_of_a_waiting_task_cancels_it_now(status, backoff_settings):
     task = enqueue()
     if status == "retrying":
-        queue.fail(worker_id=WORKER, outcomes=[outcome(claim_one(), error="e")])
+        engine.fail(worker_id=WORKER, outcomes=[outcome(claim_one(), error="e")])
     assert fresh(task).status == status
-    returned = queue.cancel(task.pk, reason="not needed")
+    returned = engine.cancel(task.pk, reason="not needed")
     assert returned.status == Status.CANCELLED
     stored = fresh(task)
     assert stored.status == Status.CANCELLED
@@ -681,7 +681,7 @@ def test_cancel_of_a_waiting_task_cancels_it_now(status, backoff_settings):
 def test_cancel_of_a_running_task_requests_it_once():
     task = enqueue()
     claim_one()
-    returned = queue.cancel(task.pk)
+    returned = engine.cancel(task.pk)
     assert returned.status == Status.RUNNING
     stored = fresh(task)
     assert stored.status == Status.RUNNING
@@ -691,7 +691,7 @@ def test_cancel_of_a_running_task_requests_it_once():
     assert (h.event_type, h.status, h.worker_id) == ("cancel_requested", "running", WORKER)
     requested_at = stored.cancel_requested_at
 
-    queue.cancel(task.pk)  # asking twice is harmless and writes nothing new
+    engine.cancel(task.pk)  # asking twice is harmless and writes nothing new
     assert events(task.pk).count("cancel_requested") == 1
     assert fresh(task).cancel_requested_at == requested_at
 
@@ -700,16 +700,16 @@ def test_cancel_of_a_running_task_requests_it_once():
 def test_cancel_of_a_finished_task_is_an_invalid_transition(final):
     task = enqueue(max_retries=0)
     if final == "cancelled":
-        queue.cancel(task.pk)
+        engine.cancel(task.pk)
     else:
         c = claim_one()
         if final == "succeeded":
-            queue.complete(worker_id=WORKER, outcomes=[outcome(c)])
+            engine.complete(worker_id=WORKER, outcomes=[outcome(c)])
         else:
-            queue.fail(worker_id=WORKER, outcomes=[outcome(c, error="e")])
+            engine.fail(worker_id=WORKER, outcomes=[outcome(c, error="e")])
     n = len(events(task.pk))
     with pytest.raises(InvalidTransition) as excinfo:
-        queue.cancel(task.pk)
+        engine.cancel(task.pk)
     assert excinfo.value.status == final
     assert f"Cannot cancel task {task.pk}: it is {final}" in str(excinfo.value)
     assert fresh(task).status == final
@@ -718,11 +718,11 @@ def test_cancel_of_a_finished_task_is_an_invalid_transition(final):
 
 def test_cancel_and_retry_of_an_unknown_task():
     with pytest.raises(TaskNotFound):
-        queue.cancel(999999)
+        engine.cancel(999999)
     with pytest.raises(TaskNotFound):
-        queue.retry(999999)
+        engine.retry(999999)
     with pytest.raises(TaskNotFound):
-        queue.cancel("abc")
+        engine.cancel("abc")
 
 
 # --- retry (a person re-runs a task) -------------------------------------------------
@@ -734,11 +734,11 @@ def test_retry_requeues_a_failed_or_cancelled_task(final):
     if final == "failed":
         for _ in range(2):
             make_due(task.pk)
-            queue.fail(worker_id=WORKER, outcomes=[outcome(claim_one(), error="e")])
+            engine.fail(worker_id=WORKER, outcomes=[outcome(claim_one(), error="e")])
     else:
-        queue.cancel(task.pk)
+        engine.cancel(task.pk)
     assert fresh(task).status == final
-    returned = queue.retry(task.pk, reason="try again")
+    returned = engine.retry(task.pk, reason="try again")
     assert returned.status == Status.QUEUED
     stored = fresh(task)
     assert stored.status == Status.QUEUED
@@ -755,10 +755,10 @@ def test_retry_of_an_unfinished_or_succeeded_task_is_an_invalid_transition(curre
     if current != "queued":
         c = claim_one()
         if current == "succeeded":
-            queue.complete(worker_id=WORKER, outcomes=[outcome(c)])
+            engine.complete(worker_id=WORKER, outcomes=[outcome(c)])
     n = len(events(task.pk))
     with pytest.raises(InvalidTransition, match=f"Cannot retry task {task.pk}: it is {current}"):
-        queue.retry(task.pk)
+        engine.retry(task.pk)
     assert fresh(task).status == current
     assert len(events(task.pk)) == n
 
@@ -768,10 +768,10 @@ def test_retry_of_an_unfinished_or_succeeded_task_is_an_invalid_transition(curre
 
 def test_cancel_many_reports_done_and_skipped():
     enqueue(), enqueue()
-    c_running, c_done = queue.claim(worker_id=WORKER, limit=2)
+    c_running, c_done = engine.claim(worker_id=WORKER, limit=2)
     queued = enqueue()
-    queue.complete(worker_id=WORKER, outcomes=[outcome(c_done)])
-    result = queue.cancel_many([queued.pk, c_running.id, c_done.id, 424242], reason="bulk")
+    engine.complete(worker_id=WORKER, outcomes=[outcome(c_done)])
+    result = engine.cancel_many([queued.pk, c_running.id, c_done.id, 424242], reason="bulk")
     assert sorted(result.done) == sorted([queued.pk, c_running.id])
     assert result.skipped == {c_done.id: "already succeeded", 424242: "not found"}
     assert fresh(queued).status == Status.CANCELLED
@@ -782,9 +782,9 @@ def test_cancel_many_reports_done_and_skipped():
 
 def test_retry_many_reports_done_and_skipped():
     failed, cancelled, queued = enqueue(max_retries=0), enqueue(), enqueue()
-    queue.fail(worker_id=WORKER, outcomes=[outcome(claim_one(), error="e")])
-    queue.cancel(cancelled.pk)
-    result = queue.retry_many([failed.pk, cancelled.pk, queued.pk, 31337])
+    engine.fail(worker_id=WORKER, outcomes=[outcome(claim_one(), error="e")])
+    engine.cancel(cancelled.pk)
+    result = engine.retry_many([failed.pk, cancelled.pk, queued.pk, 31337])
     assert sorted(result.done) == sorted([failed.pk, cancelled.pk])
     assert result.skipped == {queued.pk: "already queued", 31337: "not found"}
     assert fresh(failed).status == fresh(cancelled).status == Status.QUEUED
@@ -800,12 +800,12 @@ def test_heartbeat_renews_leases_and_reports_cancel_requests():
     theirs = enqueue().pk
     assert set(claim_ids(WORKER, limit=2)) == set(mine)
     assert claim_ids(OTHER_WORKER) == [theirs]
-    queue.cancel(mine[1])
+    engine.cancel(mine[1])
     for task_id in (*mine, theirs):
         expire_lease(task_id)
     n = TaskHistory.objects.count()
 
-    beat = queue.heartbeat(worker_id=WORKER, lease_seconds=90)
+    beat = engine.heartbeat(worker_id=WORKER, lease_seconds=90)
     assert beat.held == set(mine)
     assert beat.cancel_requested == {mine[1]}
     assert beat.registered is False  # no Worker row yet
@@ -814,14 +814,14 @@ def test_heartbeat_renews_leases_and_reports_cancel_requests():
         assert fresh(task_id).locked_until == now + datetime.timedelta(seconds=90)
     assert fresh(theirs).locked_until < now  # someone else's lease is not touched
     assert TaskHistory.objects.count() == n  # bookkeeping, not a state change
-    assert queue.cancel_requested_ids(worker_id=WORKER) == {mine[1]}
+    assert engine.cancel_requested_ids(worker_id=WORKER) == {mine[1]}
 
 
 def test_heartbeat_updates_the_worker_row():
-    queue.register_worker(worker_id=WORKER, hostname="host-a", pid=101, queues=["a"],
-                          concurrency=4)
+    engine.register_worker(worker_id=WORKER, hostname="host-a", pid=101, queues=["a"],
+                           concurrency=4)
     sql("UPDATE task_workers SET last_seen = now() - interval '1 hour'")
-    beat = queue.heartbeat(worker_id=WORKER)
+    beat = engine.heartbeat(worker_id=WORKER)
     assert beat.registered is True
     assert beat.held == set()
     assert Worker.objects.get(pk=WORKER).last_seen == db_now()
@@ -833,9 +833,9 @@ def test_heartbeat_updates_the_worker_row():
 def test_reconcile_requeues_an_expired_lease_naming_the_lost_worker():
     task = enqueue(max_retries=2)
     claim_one(WORKER)
-    assert queue.reconcile() == {}  # the lease is still valid
+    assert engine.reconcile() == {}  # the lease is still valid
     expire_lease(task.pk)
-    assert queue.reconcile() == {task.pk: Status.RETRYING}
+    assert engine.reconcile() == {task.pk: Status.RETRYING}
     stored = fresh(task)
     assert stored.status == Status.RETRYING
     assert stored.retry_count == 1
@@ -855,7 +855,7 @@ def test_reconcile_fails_an_expired_task_with_no_retries_left():
     task = enqueue(max_retries=0)
     claim_one()
     expire_lease(task.pk)
-    assert queue.reconcile() == {task.pk: Status.FAILED}
+    assert engine.reconcile() == {task.pk: Status.FAILED}
     stored = fresh(task)
     assert stored.status == Status.FAILED
     assert stored.finished_at is not None
@@ -867,9 +867,9 @@ def test_reconcile_fails_an_expired_task_with_no_retries_left():
 def test_reconcile_cancels_an_expired_task_whose_cancel_was_requested():
     task = enqueue(max_retries=3)
     claim_one()
-    queue.cancel(task.pk)
+    engine.cancel(task.pk)
     expire_lease(task.pk)
-    assert queue.reconcile() == {task.pk: Status.CANCELLED}
+    assert engine.reconcile() == {task.pk: Status.CANCELLED}
     stored = fresh(task)
     assert stored.status == Status.CANCELLED
     assert stored.retry_count == 0
@@ -882,11 +882,11 @@ def test_reconcile_leaves_other_tasks_alone():
     queued = enqueue()
     running = enqueue()
     done = enqueue()
-    c_run, c_done = queue.claim(worker_id=WORKER, limit=2)
-    queue.complete(worker_id=WORKER, outcomes=[outcome(c_done)])
+    c_run, c_done = engine.claim(worker_id=WORKER, limit=2)
+    engine.complete(worker_id=WORKER, outcomes=[outcome(c_done)])
     expire_lease(c_done.id)
     before = {t.pk: (t.status, t.updated_at) for t in Task.objects.all()}
-    assert queue.reconcile() == {}
+    assert engine.reconcile() == {}
     assert {t.pk: (t.status, t.updated_at) for t in Task.objects.all()} == before
     assert {queued.pk, running.pk, done.pk} == set(before)
 
@@ -896,8 +896,8 @@ def test_reconcile_respects_its_limit():
         enqueue()
     for task_id in claim_ids(limit=3):
         expire_lease(task_id)
-    assert len(queue.reconcile(limit=2)) == 2
-    assert len(queue.reconcile(limit=2)) == 1
+    assert len(engine.reconcile(limit=2)) == 2
+    assert len(engine.reconcile(limit=2)) == 1
 
 
 @pytest.mark.parametrize("lock_kind", ["session", "transaction"])
@@ -907,33 +907,33 @@ def test_reconcile_skips_while_another_session_holds_the_lock(lock_kind):
     expire_lease(task.pk)
     with psycopg.connect(**connect_kwargs(), autocommit=(lock_kind == "session")) as other:
         if lock_kind == "session":
-            other.execute("SELECT pg_advisory_lock(%s)", [queue.RECONCILE_LOCK_KEY])
+            other.execute("SELECT pg_advisory_lock(%s)", [engine.RECONCILE_LOCK_KEY])
         else:
-            other.execute("SELECT pg_advisory_xact_lock(%s)", [queue.RECONCILE_LOCK_KEY])
-        assert queue.reconcile() is None
+            other.execute("SELECT pg_advisory_xact_lock(%s)", [engine.RECONCILE_LOCK_KEY])
+        assert engine.reconcile() is None
         assert fresh(task).status == Status.RUNNING
         assert "lease_expired" not in events(task.pk)
         if lock_kind == "session":
-            other.execute("SELECT pg_advisory_unlock(%s)", [queue.RECONCILE_LOCK_KEY])
+            other.execute("SELECT pg_advisory_unlock(%s)", [engine.RECONCILE_LOCK_KEY])
         else:
             other.rollback()
-    assert queue.reconcile() == {task.pk: Status.RETRYING}
+    assert engine.reconcile() == {task.pk: Status.RETRYING}
 
 
 def test_reconcile_deletes_stale_worker_rows():
-    queue.register_worker(worker_id="gone:1:x", hostname="gone", pid=1, queues=[],
-                          concurrency=1)
-    queue.register_worker(worker_id="alive:2:y", hostname="alive", pid=2, queues=["a"],
-                          concurrency=2)
+    engine.register_worker(worker_id="gone:1:x", hostname="gone", pid=1, queues=[],
+                           concurrency=1)
+    engine.register_worker(worker_id="alive:2:y", hostname="alive", pid=2, queues=["a"],
+                           concurrency=2)
     sql("UPDATE task_workers SET last_seen = now() - interval '10 minutes' "
         "WHERE id = 'gone:1:x'")
-    assert queue.reconcile(worker_timeout=60) == {}
+    assert engine.reconcile(worker_timeout=60) == {}
     assert list(Worker.objects.values_list("id", flat=True)) == ["alive:2:y"]
 
 
 def test_unregister_worker_removes_its_row():
-    queue.register_worker(worker_id=WORKER, hostname="h", pid=1, queues=[], concurrency=1)
-    queue.unregister_worker(worker_id=WORKER)
+    engine.register_worker(worker_id=WORKER, hostname="h", pid=1, queues=[], concurrency=1)
+    engine.unregister_worker(worker_id=WORKER)
     assert not Worker.objects.exists()
 
 
@@ -942,14 +942,14 @@ def test_unregister_worker_removes_its_row():
 
 def test_get_returns_the_task():
     task = enqueue(name="findme")
-    assert queue.get(task.pk).name == "findme"
-    assert queue.get(str(task.pk)).pk == task.pk
+    assert engine.get(task.pk).name == "findme"
+    assert engine.get(str(task.pk)).pk == task.pk
 
 
 @pytest.mark.parametrize("bad", [0, 987654321, "abc", "", None, "1.5", 2**70, [1]])
 def test_get_of_an_unknown_or_malformed_id_raises_task_not_found(bad):
     with pytest.raises(TaskNotFound) as excinfo:
-        queue.get(bad)
+        engine.get(bad)
     assert excinfo.value.task_id == bad
 
 
@@ -958,10 +958,10 @@ def test_get_of_an_unknown_or_malformed_id_raises_task_not_found(bad):
 
 def test_history_tells_the_whole_story():
     task = enqueue(max_retries=1)
-    queue.fail(worker_id=WORKER, outcomes=[outcome(claim_one(), error="first try")])
+    engine.fail(worker_id=WORKER, outcomes=[outcome(claim_one(), error="first try")])
     make_due(task.pk)
     c = claim_one(OTHER_WORKER)
-    queue.complete(worker_id=OTHER_WORKER, outcomes=[outcome(c, result="ok")])
+    engine.complete(worker_id=OTHER_WORKER, outcomes=[outcome(c, result="ok")])
     history = list(TaskHistory.objects.filter(task_id=task.pk).order_by("id"))
     assert [(h.event_type, h.status, h.attempt, h.worker_id) for h in history] == [
         ("task_queued", "queued", 0, ""),
@@ -992,8 +992,8 @@ def test_enqueue_accepts_the_literal_text_backslash_u0000():
 
 def test_complete_with_a_result_containing_nul_still_completes():
     a, b = enqueue(), enqueue()
-    ca, cb = queue.claim(worker_id=WORKER, limit=2)
-    applied = queue.complete(worker_id=WORKER, outcomes=[
+    ca, cb = engine.claim(worker_id=WORKER, limit=2)
+    applied = engine.complete(worker_id=WORKER, outcomes=[
         outcome(ca, result={"text": "a\x00b"}), outcome(cb, result="fine")])
     assert applied == {a.pk, b.pk}
     assert fresh(a).status == Status.SUCCEEDED
@@ -1002,7 +1002,7 @@ def test_complete_with_a_result_containing_nul_still_completes():
 
 def test_cancel_many_reports_a_malformed_id_as_not_found():
     task = enqueue()
-    result = queue.cancel_many([task.pk, "abc"])
+    result = engine.cancel_many([task.pk, "abc"])
     assert result.done == [task.pk]
     assert result.skipped == {"abc": "not found"}
 
@@ -1010,7 +1010,7 @@ def test_cancel_many_reports_a_malformed_id_as_not_found():
 def test_get_of_a_fractional_id_is_not_found():
     task = enqueue()
     with pytest.raises(TaskNotFound):
-        queue.get(task.pk + 0.5)
+        engine.get(task.pk + 0.5)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -1049,21 +1049,21 @@ def test_concurrent_enqueues_with_one_idempotency_key_make_one_task():
 
 
 def test_next_due_in():
-    assert queue.next_due_in() is None
+    assert engine.next_due_in() is None
     later = enqueue(queue="a", run_at=db_now() + datetime.timedelta(seconds=60))
-    assert queue.next_due_in() == pytest.approx(60.0)
-    assert queue.next_due_in(["a"]) == pytest.approx(60.0)
-    assert queue.next_due_in(["b"]) is None
+    assert engine.next_due_in() == pytest.approx(60.0)
+    assert engine.next_due_in(["a"]) == pytest.approx(60.0)
+    assert engine.next_due_in(["b"]) is None
     enqueue(queue="b", run_at=db_now() - datetime.timedelta(seconds=5))
-    assert queue.next_due_in() == 0.0  # overdue counts as due now, never negative
-    assert queue.next_due_in(["b"]) == 0.0
+    assert engine.next_due_in() == 0.0  # overdue counts as due now, never negative
+    assert engine.next_due_in(["b"]) == 0.0
     claim_ids(queues=["b"])
-    assert queue.next_due_in() == pytest.approx(60.0)  # running tasks are not waiting
+    assert engine.next_due_in() == pytest.approx(60.0)  # running tasks are not waiting
     assert fresh(later).status == Status.QUEUED
 
 
 def test_enqueue_many_returns_stored_tasks():
-    tasks = queue.enqueue_many([
+    tasks = engine.enqueue_many([
         {"name": "a", "type": "send_email", "payload": {"to": "x@example.com", "subject": "s",
                                                         "body": "b"}},
         {"name": "b", "type": "count", "queue": "q", "priority": 3, "max_retries": 0,
@@ -1087,9 +1087,9 @@ def test_a_run_ending_with_unstorable_or_huge_error_text_is_still_recorded():
     """A plugin's exception text may hold NUL, unpaired surrogates or megabytes."""
     enqueue(name="bad text", max_retries=0)
     enqueue(name="huge text", max_retries=0)
-    first, second = queue.claim(worker_id=WORKER, limit=2)
+    first, second = engine.claim(worker_id=WORKER, limit=2)
     huge = "RuntimeError: " + "x" * 1_000_000 + " the end"
-    applied = queue.fail(worker_id=WORKER, outcomes=[
+    applied = engine.fail(worker_id=WORKER, outcomes=[
         outcome(first, error="RuntimeError: a\udcff b\x00 c"),
         outcome(second, error=huge)])
     assert applied == {first.id: "failed", second.id: "failed"}

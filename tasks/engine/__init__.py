@@ -1,0 +1,61 @@
+"""The engine: the one place that changes a task's state (the write side).
+
+Callers write `from tasks import engine` and call its verbs: `engine.enqueue(...)`,
+`engine.claim(...)`, `engine.cancel(...)`. Every statement is in queries.sql under a name;
+each transition writes exactly one history row per task and its NOTIFY in the same
+statement or transaction, so an event always means a committed change.
+
+- submit: prepare (validation), enqueue, enqueue_many;
+- runs: the worker's side (claim, heartbeat, complete, fail, finish_cancelled, release);
+- steering: a person's side (cancel, retry, their bulk variants, delete_finished, get);
+- maintenance: rescue_expired, reap_workers, reconcile;
+- events: the NOTIFY channel and the shape of its payload;
+- sql: the loader of queries.sql and `run`.
+"""
+
+from __future__ import annotations
+
+from tasks.engine.events import CHANNEL, NOTIFY_MAX_IDS
+from tasks.engine.maintenance import (
+    RECONCILE_LOCK_KEY,
+    liveness_window,
+    reap_workers,
+    reconcile,
+    rescue_expired,
+)
+from tasks.engine.runs import (
+    ClaimedTask,
+    HeartbeatResult,
+    Outcome,
+    cancel_requested_ids,
+    claim,
+    complete,
+    fail,
+    finish_cancelled,
+    heartbeat,
+    next_due_in,
+    register_worker,
+    release,
+    unregister_worker,
+)
+from tasks.engine.steering import (
+    BulkResult,
+    cancel,
+    cancel_many,
+    delete_finished,
+    get,
+    notify,
+    retry,
+    retry_many,
+)
+from tasks.engine.submit import QUEUE_NAME_RE, TASK_COLUMNS, enqueue, enqueue_many, prepare
+from tasks.states import WAKE_EVENTS
+
+__all__ = [
+    "CHANNEL", "NOTIFY_MAX_IDS", "QUEUE_NAME_RE", "RECONCILE_LOCK_KEY", "TASK_COLUMNS",
+    "WAKE_EVENTS", "BulkResult", "ClaimedTask", "HeartbeatResult", "Outcome", "cancel",
+    "cancel_many", "cancel_requested_ids", "claim", "complete", "delete_finished", "enqueue",
+    "enqueue_many", "fail", "finish_cancelled", "get", "heartbeat", "liveness_window",
+    "next_due_in", "notify", "prepare", "reap_workers", "reconcile", "register_worker",
+    "release", "rescue_expired", "retry", "retry_many", "unregister_worker",
+]

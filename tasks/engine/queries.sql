@@ -1,0 +1,424 @@
+-- Every write statement of the task engine, each under a name, loaded by tasks/engine/sql.py.
+--
+-- Format: a line `-- name: <name> --`, then one comment line saying what it does, then the
+-- SQL up to the next name. Parameters are psycopg's named `%(name)s`; a literal percent
+-- sign is `%%`. To try one in psql, replace the parameters by values.
+--
+-- A statement that writes a `task_history` row is a transition: it changes a task's
+-- status and writes, in the same statement, one history row per changed task and one
+-- NOTIFY on the channel `taskservice` (tasks/engine/events.py: CHANNEL; at most 100 ids,
+-- NOTIFY_MAX_IDS). tests/integration/test_engine_statements.py runs every one of them.
+
+-- name: insert_task --
+-- Store one queued task (nothing if its owner already used the idempotency key).
+WITH ins AS (
+    INSERT INTO tasks (name, type, status, payload, priority, queue, run_at, retry_count,
+                       max_retries, timeout_seconds, attempts, last_error, idempotency_key,
+                       idempotency_hash, owner_id, origin, created_at, updated_at)
+    VALUES (%(name)s, %(type)s, 'queued', %(payload)s::jsonb, %(priority)s, %(queue)s,
+            coalesce(%(run_at)s, now()), 0, %(max_retries)s, %(timeout_seconds)s, 0, '',
+            %(idempotency_key)s, %(idempotency_hash)s, %(owner_id)s, %(origin)s, now(), now())
+    ON CONFLICT ((coalesce(owner_id, 0)), idempotency_key)
+        WHERE idempotency_key IS NOT NULL DO NOTHING
+    -- the model's column order (tasks/engine/submit.py: TASK_COLUMNS)
+    RETURNING id, name, type, status, payload, priority, queue, run_at, retry_count,
+              max_retries, timeout_seconds, attempts, locked_by, locked_until, last_error,
+              result, idempotency_key, idempotency_hash, owner_id, origin,
+              cancel_requested_at, created_at, updated_at, started_at, finished_at
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, 'queued', 'task_queued', 0, '', '', now() FROM ins
+)
+SELECT ins.*, pg_notify('taskservice', json_build_object(
+    'event', 'task_queued', 'count', 1, 'ids', json_build_array(ins.id),
+    'queue', ins.queue, 'type', ins.type)::text)
+FROM ins
+
+-- name: insert_tasks --
+-- Store many queued tasks in input order (skipping owner's reused idempotency keys).
+WITH src AS (
+    SELECT * FROM unnest(%(names)s::text[], %(types)s::text[], %(payloads)s::text[],
+                         %(priorities)s::int[], %(queues)s::text[], %(run_ats)s::timestamptz[],
+                         %(max_retries)s::int[], %(timeouts)s::int[], %(keys)s::text[],
+                         %(hashes)s::text[])
+           WITH ORDINALITY AS s(name, type, payload, priority, queue, run_at, max_retries,
+                                timeout_seconds, idempotency_key, idempotency_hash, ord)
+), ins AS (
+    INSERT INTO tasks (name, type, status, payload, priority, queue, run_at, retry_count,
+                       max_retries, timeout_seconds, attempts, last_error, idempotency_key,
+                       idempotency_hash, owner_id, origin, created_at, updated_at)
+    SELECT name, type, 'queued', payload::jsonb, priority, queue, coalesce(run_at, now()), 0,
+           max_retries, timeout_seconds, 0, '', idempotency_key, idempotency_hash,
+           %(owner_id)s::bigint, %(origin)s::text, now(), now()
+    FROM src ORDER BY ord
+    ON CONFLICT ((coalesce(owner_id, 0)), idempotency_key)
+        WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, idempotency_key, created_at, run_at
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, 'queued', 'task_queued', 0, '', '', now() FROM ins
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', 'task_queued',
+        'count', (SELECT count(*) FROM ins),
+        'ids', (SELECT coalesce(json_agg(id), '[]') FROM
+                  (SELECT id FROM ins ORDER BY id LIMIT 100) s)
+    )::text) AS sent
+    WHERE EXISTS (SELECT 1 FROM ins)
+)
+SELECT ins.* FROM ins LEFT JOIN note ON true
+
+-- name: select_by_keys --
+-- The tasks an owner (0: none) submitted under the given idempotency keys.
+SELECT id, name, type, status, payload, priority, queue, run_at, retry_count,
+       max_retries, timeout_seconds, attempts, locked_by, locked_until, last_error,
+       result, idempotency_key, idempotency_hash, owner_id, origin,
+       cancel_requested_at, created_at, updated_at, started_at, finished_at
+FROM tasks
+WHERE coalesce(owner_id, 0) = %(owner_id)s AND idempotency_key = ANY(%(keys)s)
+
+-- name: claim_any --
+-- Claim up to `limit` due tasks of any queue: priority first, FIFO within a priority.
+WITH picked AS MATERIALIZED (
+    SELECT id FROM tasks
+    WHERE status IN ('queued', 'retrying') AND run_at <= now()
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE tasks t
+    SET status = 'running', locked_by = %(worker)s,
+        locked_until = now() + make_interval(secs => %(lease)s),
+        attempts = t.attempts + 1, started_at = now(), updated_at = now(),
+        cancel_requested_at = NULL
+    FROM picked WHERE t.id = picked.id
+    RETURNING t.id, t.name, t.type, t.payload, t.queue, t.priority, t.attempts,
+              t.retry_count, t.max_retries, t.timeout_seconds
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, 'running', 'task_started', attempts, %(worker)s, '', now() FROM claimed
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', 'task_started',
+        'count', (SELECT count(*) FROM claimed),
+        'ids', (SELECT coalesce(json_agg(id), '[]') FROM
+                  (SELECT id FROM claimed ORDER BY id LIMIT 100) s),
+        'worker', %(worker)s::text
+    )::text) AS sent
+    WHERE EXISTS (SELECT 1 FROM claimed)
+)
+SELECT claimed.* FROM claimed LEFT JOIN note ON true
+ORDER BY claimed.priority DESC, claimed.id
+
+-- name: claim_queues --
+-- Claim up to `limit` due tasks of the given queues: priority first, FIFO within a priority.
+WITH picked AS MATERIALIZED (
+    SELECT id FROM tasks
+    WHERE status IN ('queued', 'retrying') AND run_at <= now() AND queue = ANY(%(queues)s)
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE tasks t
+    SET status = 'running', locked_by = %(worker)s,
+        locked_until = now() + make_interval(secs => %(lease)s),
+        attempts = t.attempts + 1, started_at = now(), updated_at = now(),
+        cancel_requested_at = NULL
+    FROM picked WHERE t.id = picked.id
+    RETURNING t.id, t.name, t.type, t.payload, t.queue, t.priority, t.attempts,
+              t.retry_count, t.max_retries, t.timeout_seconds
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, 'running', 'task_started', attempts, %(worker)s, '', now() FROM claimed
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', 'task_started',
+        'count', (SELECT count(*) FROM claimed),
+        'ids', (SELECT coalesce(json_agg(id), '[]') FROM
+                  (SELECT id FROM claimed ORDER BY id LIMIT 100) s),
+        'worker', %(worker)s::text
+    )::text) AS sent
+    WHERE EXISTS (SELECT 1 FROM claimed)
+)
+SELECT claimed.* FROM claimed LEFT JOIN note ON true
+ORDER BY claimed.priority DESC, claimed.id
+
+-- name: next_due_any --
+-- Seconds until the next queued or retrying task of any queue is due (NULL: none).
+SELECT extract(epoch FROM min(run_at) - now()) FROM tasks
+WHERE status IN ('queued', 'retrying')
+
+-- name: next_due_queues --
+-- Seconds until the next queued or retrying task of the given queues is due (NULL: none).
+SELECT extract(epoch FROM min(run_at) - now()) FROM tasks
+WHERE status IN ('queued', 'retrying') AND queue = ANY(%(queues)s)
+
+-- name: heartbeat --
+-- Renew a worker's leases and last_seen; its held ids, cancel flags, and whether it is known.
+WITH renewed AS (
+    UPDATE tasks SET locked_until = now() + make_interval(secs => %(lease)s)
+    WHERE status = 'running' AND locked_by = %(worker)s
+    RETURNING id, cancel_requested_at IS NOT NULL AS cancel
+), seen AS (
+    UPDATE task_workers SET last_seen = now() WHERE id = %(worker)s RETURNING id
+)
+SELECT id, cancel, (SELECT count(*) FROM seen) FROM renewed
+UNION ALL
+SELECT NULL, NULL, (SELECT count(*) FROM seen) WHERE NOT EXISTS (SELECT 1 FROM renewed)
+
+-- name: select_cancel_requested --
+-- Running tasks of a worker that somebody asked to cancel (the polling fallback).
+SELECT id FROM tasks
+WHERE status = 'running' AND locked_by = %(worker)s AND cancel_requested_at IS NOT NULL
+
+-- name: complete_runs --
+-- Mark runs succeeded, fenced on worker and attempt; returns the ids applied.
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(results)s::text[])
+           AS i(id, attempt, result)
+), done AS (
+    UPDATE tasks t
+    SET status = 'succeeded', result = i.result::jsonb, finished_at = now(),
+        updated_at = now(), locked_by = NULL, locked_until = NULL
+    FROM input i
+    WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
+      AND t.attempts = i.attempt
+    RETURNING t.id, t.attempts
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, 'succeeded', 'task_succeeded', attempts, %(worker)s, '', now() FROM done
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', 'task_succeeded',
+        'count', (SELECT count(*) FROM done),
+        'ids', (SELECT coalesce(json_agg(id), '[]') FROM
+                  (SELECT id FROM done ORDER BY id LIMIT 100) s),
+        'worker', %(worker)s::text
+    )::text) AS sent
+    WHERE EXISTS (SELECT 1 FROM done)
+)
+SELECT done.id FROM done LEFT JOIN note ON true
+
+-- name: fail_runs --
+-- End runs in error (fenced): retry after the given delay, fail for good, or cancel if asked.
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(errors)s::text[],
+                         %(delays)s::float8[]) AS i(id, attempt, error, delay)
+), upd AS (
+    UPDATE tasks t
+    SET status = CASE WHEN t.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                      WHEN t.retry_count < t.max_retries THEN 'retrying' ELSE 'failed' END,
+        retry_count = CASE WHEN t.cancel_requested_at IS NULL AND t.retry_count < t.max_retries
+                           THEN t.retry_count + 1 ELSE t.retry_count END,
+        run_at = CASE WHEN t.cancel_requested_at IS NULL AND t.retry_count < t.max_retries
+                      THEN now() + make_interval(secs => i.delay) ELSE t.run_at END,
+        finished_at = CASE WHEN t.cancel_requested_at IS NULL AND t.retry_count < t.max_retries
+                           THEN NULL ELSE now() END,
+        last_error = i.error, updated_at = now(), locked_by = NULL, locked_until = NULL
+    FROM input i
+    WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
+      AND t.attempts = i.attempt
+    RETURNING t.id, t.status, t.attempts, t.retry_count, t.max_retries, i.delay, i.error
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, status,
+           CASE status WHEN 'retrying' THEN 'retry_scheduled'
+                       WHEN 'cancelled' THEN 'task_cancelled' ELSE 'task_failed' END,
+           attempts, %(worker)s,
+           CASE status WHEN 'retrying'
+                THEN format('retry %%s of %%s in %%ss: %%s', retry_count, max_retries,
+                            round(delay::numeric, 1), right(error, 4000))
+                WHEN 'cancelled'
+                THEN format('cancelled as requested; the run ended with: %%s',
+                            right(error, 4000))
+                ELSE format('failed after %%s attempts: %%s', attempts, right(error, 4000))
+           END,
+           now()
+    FROM upd
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', CASE status WHEN 'retrying' THEN 'retry_scheduled'
+                             WHEN 'cancelled' THEN 'task_cancelled' ELSE 'task_failed' END,
+        'count', count(*), 'worker', %(worker)s::text,
+        'ids', (array_agg(id ORDER BY id))[1:100])::text) AS sent
+    FROM upd GROUP BY status
+)
+SELECT upd.id, upd.status FROM upd CROSS JOIN (SELECT count(*) FROM note) n
+
+-- name: cancel_runs --
+-- A worker ends runs that were cancelled (fenced): they end `cancelled`.
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(details)s::text[])
+           AS i(id, attempt, details)
+), upd AS (
+    UPDATE tasks t
+    SET status = 'cancelled', updated_at = now(), locked_by = NULL, locked_until = NULL,
+        finished_at = now()
+    FROM input i
+    WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
+      AND t.attempts = i.attempt
+    RETURNING t.id, t.status, t.attempts, i.details
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, status, 'task_cancelled', attempts, %(worker)s, details, now() FROM upd
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', 'task_cancelled', 'count', count(*), 'worker', %(worker)s::text,
+        'ids', (array_agg(id ORDER BY id))[1:100])::text) AS sent
+    FROM upd HAVING count(*) > 0
+)
+SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n
+
+-- name: release_runs --
+-- A stopping worker hands runs back (fenced): `queued` and due now, or `cancelled` if asked.
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(details)s::text[])
+           AS i(id, attempt, details)
+), upd AS (
+    UPDATE tasks t
+    SET status = CASE WHEN t.cancel_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END,
+        updated_at = now(), locked_by = NULL, locked_until = NULL,
+        finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN NULL ELSE now() END
+    FROM input i
+    WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
+      AND t.attempts = i.attempt
+    RETURNING t.id, t.status, t.attempts, i.details
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, status,
+           CASE status WHEN 'queued' THEN 'task_released' ELSE 'task_cancelled' END,
+           attempts, %(worker)s, details, now()
+    FROM upd
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', CASE status WHEN 'queued' THEN 'task_released' ELSE 'task_cancelled' END,
+        'count', count(*), 'worker', %(worker)s::text,
+        'ids', (array_agg(id ORDER BY id))[1:100])::text) AS sent
+    FROM upd GROUP BY status
+)
+SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n
+
+-- name: select_expired --
+-- Lock up to `limit` running tasks whose lease expired, oldest lease first.
+SELECT id, retry_count, locked_by, locked_until FROM tasks
+WHERE status = 'running' AND locked_until < now()
+ORDER BY locked_until LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: rescue_expired --
+-- Settle runs of lost workers like failed runs: retry after the delay, fail, or cancel.
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(delays)s::float8[], %(workers)s::text[],
+                         %(leases)s::timestamptz[]) AS i(id, delay, worker, lease_end)
+), upd AS (
+    UPDATE tasks t
+    SET status = CASE WHEN t.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                      WHEN t.retry_count < t.max_retries THEN 'retrying' ELSE 'failed' END,
+        retry_count = CASE WHEN t.cancel_requested_at IS NULL AND t.retry_count < t.max_retries
+                           THEN t.retry_count + 1 ELSE t.retry_count END,
+        run_at = CASE WHEN t.cancel_requested_at IS NULL AND t.retry_count < t.max_retries
+                      THEN now() + make_interval(secs => i.delay) ELSE t.run_at END,
+        finished_at = CASE WHEN t.cancel_requested_at IS NULL AND t.retry_count < t.max_retries
+                           THEN NULL ELSE now() END,
+        last_error = format('worker %%s lost: lease expired at %%s', i.worker, i.lease_end),
+        updated_at = now(), locked_by = NULL, locked_until = NULL
+    FROM input i
+    WHERE t.id = i.id AND t.status = 'running' AND t.locked_until < now()
+    RETURNING t.id, t.status, t.attempts, t.retry_count, t.max_retries, t.last_error,
+              i.worker, i.delay
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, status, 'lease_expired', attempts, coalesce(worker, ''),
+           last_error || CASE status
+               WHEN 'retrying' THEN format('; requeued: retry %%s of %%s in %%ss', retry_count,
+                                           max_retries, round(delay::numeric, 1))
+               WHEN 'cancelled' THEN '; cancelled as requested'
+               ELSE '; no retries left' END,
+           now()
+    FROM upd
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', 'lease_expired',
+        'count', (SELECT count(*) FROM upd),
+        'ids', (SELECT coalesce(json_agg(id), '[]') FROM
+                  (SELECT id FROM upd ORDER BY id LIMIT 100) s)
+    )::text) AS sent
+    WHERE EXISTS (SELECT 1 FROM upd)
+)
+SELECT upd.id, upd.status FROM upd LEFT JOIN note ON true
+
+-- name: try_reconcile_lock --
+-- Take the reconciler's transaction-level advisory lock if free (true) or say it is held.
+SELECT pg_try_advisory_xact_lock(%(key)s)
+
+-- name: reap_workers --
+-- Forget up to `limit` workers silent for `window` seconds; one worker_offline event each.
+WITH gone AS (
+    DELETE FROM task_workers WHERE id IN (
+        SELECT id FROM task_workers
+        WHERE last_seen < now() - make_interval(secs => %(window)s)
+        ORDER BY last_seen LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', 'worker_offline', 'worker', id, 'count', 0, 'ids', '[]'::json)::text)
+    FROM gone
+)
+SELECT gone.id FROM gone CROSS JOIN (SELECT count(*) FROM note) n ORDER BY gone.id
+
+-- name: register_worker --
+-- Record a worker (or refresh its last_seen) and announce it with worker_online.
+WITH reg AS (
+    INSERT INTO task_workers (id, hostname, pid, queues, concurrency, started_at, last_seen)
+    VALUES (%(worker)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s, now(),
+            now())
+    ON CONFLICT (id) DO UPDATE SET last_seen = now()
+    RETURNING id
+)
+SELECT reg.id, pg_notify('taskservice', json_build_object(
+    'event', 'worker_online', 'worker', reg.id, 'count', 0, 'ids', '[]'::json)::text)
+FROM reg
+
+-- name: unregister_worker --
+-- Forget a stopping worker and announce it with worker_offline (even if it was reaped).
+WITH gone AS (
+    DELETE FROM task_workers WHERE id = %(worker)s RETURNING id
+)
+SELECT (SELECT count(*) FROM gone), pg_notify('taskservice', json_build_object(
+    'event', 'worker_offline', 'worker', %(worker)s::text, 'count', 0,
+    'ids', '[]'::json)::text)
+
+-- name: delete_finished --
+-- Delete the given tasks that are finished at this moment, with their history; one event.
+WITH gone AS (
+    DELETE FROM tasks WHERE id IN (
+        SELECT id FROM tasks
+        WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('succeeded', 'failed', 'cancelled')
+        FOR UPDATE)
+    RETURNING id
+), hist AS (
+    DELETE FROM task_history WHERE task_id IN (SELECT id FROM gone)
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', 'tasks_deleted',
+        'count', (SELECT count(*) FROM gone),
+        'ids', (SELECT coalesce(json_agg(id), '[]') FROM
+                  (SELECT id FROM gone ORDER BY id LIMIT 100) s)
+    )::text) AS sent
+    WHERE EXISTS (SELECT 1 FROM gone)
+)
+SELECT gone.id FROM gone LEFT JOIN note ON true ORDER BY gone.id
+
+-- name: send_event --
+-- Send one event, built by tasks/engine/events.py payload(), inside the current transaction.
+SELECT pg_notify(%(channel)s, %(payload)s)

@@ -1,0 +1,226 @@
+"""The worker's side of a run: claim, heartbeat, complete, fail, finish, release, and
+the worker's own row.
+
+Each transition is one statement of queries.sql (the update, its history rows and its
+NOTIFY in data-modifying CTEs), so in autocommit mode it is its own transaction and costs
+one round trip for a whole batch. Completions are fenced on worker and attempt (`WHERE
+status = 'running' AND locked_by = ... AND attempts = ...`): a worker whose lease was taken
+over gets "0 rows", never someone else's task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tasks import jsonsafe
+from tasks.backoff import backoff_delay
+from tasks.conf import engine
+from tasks.engine.sql import run
+from tasks.engine.submit import JSON_NUL, has_nul, loads
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    """What a worker needs to run one claimed task."""
+
+    id: int
+    name: str
+    type: str
+    payload: dict
+    queue: str
+    priority: int
+    attempt: int  # the task's `attempts` after this claim: fences the completion
+    retry_count: int
+    max_retries: int
+    timeout_seconds: int
+
+
+@dataclass
+class Outcome:
+    """How one run ended, as reported by a worker to complete/fail/finish_cancelled."""
+
+    task_id: int
+    attempt: int
+    result: Any = None
+    error: str = ""
+    retry_count: int = 0  # as claimed; the backoff grows with it
+
+
+def claim(*, worker_id: str, limit: int, queues: Sequence[str] | None = None,
+          lease_seconds: float | None = None) -> list[ClaimedTask]:
+    """Claim up to `limit` due tasks, highest priority first, FIFO within a priority.
+
+    One statement: `FOR UPDATE SKIP LOCKED` means two workers never hold the same task.
+    """
+    if limit <= 0:
+        return []
+    lease = engine().LEASE_SECONDS if lease_seconds is None else lease_seconds
+    params = {"limit": limit, "worker": worker_id, "lease": lease}
+    if queues:
+        params["queues"] = list(queues)
+    rows = run("claim_queues" if queues else "claim_any", params)
+    return [
+        ClaimedTask(id=r[0], name=r[1], type=r[2], payload=loads(r[3]), queue=r[4],
+                    priority=r[5], attempt=r[6], retry_count=r[7], max_retries=r[8],
+                    timeout_seconds=r[9])
+        for r in rows
+    ]
+
+
+def next_due_in(queues: Sequence[str] | None = None) -> float | None:
+    """Seconds until the next queued/retrying task becomes due (None if there is none)."""
+    if queues:
+        ((value,),) = run("next_due_queues", {"queues": list(queues)})
+    else:
+        ((value,),) = run("next_due_any")
+    return None if value is None else max(0.0, float(value))
+
+
+@dataclass
+class HeartbeatResult:
+    held: set[int]  # ids the database says this worker holds
+    cancel_requested: set[int]
+    registered: bool  # False when the worker row was expired (e.g. after an outage)
+
+
+def heartbeat(*, worker_id: str, lease_seconds: float | None = None) -> HeartbeatResult:
+    """Renew the leases of this worker's running tasks and its own last_seen.
+
+    Not a state change, so no history row: the lease is bookkeeping.
+    """
+    lease = engine().LEASE_SECONDS if lease_seconds is None else lease_seconds
+    rows = run("heartbeat", {"lease": lease, "worker": worker_id})
+    held = {r[0] for r in rows if r[0] is not None}
+    cancel = {r[0] for r in rows if r[1]}
+    registered = bool(rows and rows[0][2])
+    return HeartbeatResult(held=held, cancel_requested=cancel, registered=registered)
+
+
+def cancel_requested_ids(*, worker_id: str) -> set[int]:
+    """Running tasks of this worker that somebody asked to cancel (polling fallback)."""
+    return {r[0] for r in run("select_cancel_requested", {"worker": worker_id})}
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+RESULT_PREVIEW_CHARS = 1000
+
+
+def _result_json(value: Any) -> str:
+    """A plugin's result as jsonb text that the database accepts, of bounded size.
+
+    Whatever the plugin returned, the batch it is written with must not fail: NULs and
+    unpaired surrogates become U+FFFD, and a result nested deeper than TASKS_MAX_JSON_DEPTH
+    or larger than TASKS_MAX_RESULT_BYTES is stored as a marker with a preview.
+    """
+    depth = jsonsafe.max_depth()
+    if jsonsafe.depth_exceeds(value, depth):
+        return json.dumps({"truncated": True, "reason": f"nested deeper than {depth} levels"})
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False, default=str,
+                          ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            text = json.dumps(repr(value)[:RESULT_PREVIEW_CHARS], ensure_ascii=False)
+        except Exception:  # a repr that fails too: say what it was
+            text = json.dumps(f"<{type(value).__name__} that is not JSON>")
+    # Raw surrogates (ensure_ascii=False) cannot be mistaken for escaped text.
+    text = _SURROGATE.sub("\ufffd", text)
+    if has_nul(text):
+        text = JSON_NUL.sub(lambda m: m.group(1) + "\\ufffd", text)
+    size = len(text.encode())
+    limit = jsonsafe.max_result_bytes()
+    if size > limit:
+        return json.dumps({"truncated": True, "reason": f"larger than {limit} bytes",
+                           "bytes": size, "preview": text[:RESULT_PREVIEW_CHARS]},
+                          ensure_ascii=False)
+    return text
+
+
+def complete(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
+    """Mark runs succeeded (fenced); returns the ids applied. Missing ids lost their lease."""
+    if not outcomes:
+        return set()
+    params = {
+        "worker": worker_id,
+        "ids": [o.task_id for o in outcomes],
+        "attempts": [o.attempt for o in outcomes],
+        "results": [_result_json(o.result) for o in outcomes],
+    }
+    applied = {r[0] for r in run("complete_runs", params)}
+    _log_lost(worker_id, outcomes, applied, "complete")
+    return applied
+
+
+def fail(*, worker_id: str, outcomes: Sequence[Outcome], rand=None) -> dict[int, str]:
+    """A run raised or timed out: schedule a retry with backoff, or fail for good.
+
+    Returns {task id: new status} for the runs applied (fenced like complete).
+    """
+    if not outcomes:
+        return {}
+    cfg = engine()
+    kwargs = {"rand": rand} if rand else {}
+    params = {
+        "worker": worker_id,
+        "ids": [o.task_id for o in outcomes],
+        "attempts": [o.attempt for o in outcomes],
+        "errors": [jsonsafe.storable_error(o.error or "error") for o in outcomes],
+        "delays": [backoff_delay(o.retry_count, base=cfg.BACKOFF_BASE, cap=cfg.BACKOFF_CAP,
+                                 **kwargs) for o in outcomes],
+    }
+    applied = dict(run("fail_runs", params))
+    _log_lost(worker_id, outcomes, set(applied), "fail")
+    return applied
+
+
+def _finish_by_worker(name: str, *, worker_id: str, outcomes: Sequence[Outcome],
+                      action: str) -> set[int]:
+    if not outcomes:
+        return set()
+    params = {"worker": worker_id, "ids": [o.task_id for o in outcomes],
+              "attempts": [o.attempt for o in outcomes],
+              "details": [jsonsafe.storable_error(o.error) for o in outcomes]}
+    applied = {r[0] for r in run(name, params)}
+    _log_lost(worker_id, outcomes, applied, action)
+    return applied
+
+
+def finish_cancelled(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
+    """The worker stopped runs that were cancelled: they end `cancelled`."""
+    return _finish_by_worker("cancel_runs", worker_id=worker_id, outcomes=outcomes,
+                             action="cancel")
+
+
+def release(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
+    """A stopping worker hands unfinished runs back to the queue, due at once (or ends
+    them `cancelled` when a cancel was requested)."""
+    return _finish_by_worker("release_runs", worker_id=worker_id, outcomes=outcomes,
+                             action="release")
+
+
+def _log_lost(worker_id, outcomes, applied, action) -> None:
+    lost = [o.task_id for o in outcomes if o.task_id not in applied]
+    if lost:
+        logger.warning("lease lost before %s: tasks %s are no longer held by %s", action,
+                       lost[:20], worker_id,
+                       extra={"action": "lease_lost", "task_ids": lost, "worker": worker_id})
+
+
+
+def register_worker(*, worker_id: str, hostname: str, pid: int, queues: Sequence[str],
+                    concurrency: int) -> None:
+    """Record this worker (or refresh it) and announce it: worker_online."""
+    run("register_worker", {"worker": worker_id, "hostname": hostname, "pid": pid,
+                            "queues": json.dumps(list(queues)), "concurrency": concurrency})
+
+
+def unregister_worker(*, worker_id: str) -> None:
+    """Forget this worker and announce it: worker_offline."""
+    run("unregister_worker", {"worker": worker_id})

@@ -1,0 +1,61 @@
+"""The engine's SQL: queries.sql parsed once into QUERIES, and `run`, which executes one.
+
+Python code names the statement it wants (`run("claim_any", params)`); the SQL itself is
+in queries.sql, where a newcomer greps the name and can paste it into psql.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from django.db import connection
+
+from tasks.conf import engine
+
+_NAME = re.compile(r"^-- name: ([a-z][a-z0-9_]*) --$", re.MULTILINE)
+
+
+def parse(text: str) -> dict[str, str]:
+    """{name: SQL} from the text of a queries file; ValueError on a repeated name or a name
+    without a statement. Each name is followed by one line of comment, then the SQL."""
+    parts = _NAME.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"queries.sql: the name {name!r} is used twice")
+        lines = body.strip().splitlines()
+        if not lines or not lines[0].startswith("-- "):
+            raise ValueError(f"queries.sql: {name!r} needs a comment line saying what it does")
+        statement = "\n".join(lines[1:]).strip()
+        if not statement:
+            raise ValueError(f"queries.sql: {name!r} has no SQL")
+        queries[name] = statement
+    return queries
+
+
+QUERIES: dict[str, str] = parse((Path(__file__).parent / "queries.sql").read_text())
+
+
+def run(name: str, params: Any = None) -> list[tuple]:
+    """Run the statement called `name` and return its rows (every statement returns rows).
+
+    Parameters are bound server-side and the statement is prepared once per connection:
+    Django's default cursor formats every parameter into the SQL text, so PostgreSQL would
+    parse and plan these CTEs again on every call (and big arrays would travel as text).
+    TASKS_DB_PREPARE=0 turns preparing off (PgBouncer in transaction pooling before 1.21).
+    """
+    sql = QUERIES[name]  # KeyError names the statement that does not exist
+    connection.ensure_connection()
+    conn = connection.connection
+    prepare = engine().DB_PREPARE
+    if prepare and conn.prepare_threshold is None:
+        # Django turns preparing off; only these server-binding cursors can use it (its own
+        # client-side cursors never prepare), so turning it back on changes nothing else.
+        conn.prepare_threshold = 5
+    with connection.wrap_database_errors, psycopg.Cursor(conn) as cursor:
+        cursor.execute(sql, params, prepare=prepare or False)
+        # Not checked via cursor.description, which builds a Column per column each call.
+        return cursor.fetchall()

@@ -1,0 +1,187 @@
+"""Every transition statement of tasks/engine/queries.sql, run through its engine verb.
+
+A transition statement is one that writes task_history. For each, against the real
+database: the tasks it changed have exactly one new history row each (no other task has
+any), and its NOTIFY arrived on a separate LISTEN connection naming the changed tasks.
+A new transition statement without a case here fails `test_every_transition_is_covered`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import psycopg
+import pytest
+from django.db.models import Count
+
+from tasks import engine
+from tasks.engine.sql import QUERIES
+from tasks.listener import connect_kwargs
+from tasks.models import Task, TaskHistory
+from tasks.states import FINISHED, Event, Status
+from tests.integration.conftest import WORKER, enqueue, expire_lease, outcome, sql
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SENTINEL = "test_sentinel"
+TRANSITIONS = {name for name, text in QUERIES.items() if "INSERT INTO task_history" in text}
+
+
+def _claimed(n: int = 1, **spec) -> list[engine.ClaimedTask]:
+    for _ in range(n):
+        enqueue(**spec)
+    return engine.claim(worker_id=WORKER, limit=n)
+
+
+# Each case sets up its tasks, then returns the action to measure: a function that runs
+# the statement's verb and returns the ids it changed, and the events it should send.
+Case = Callable[[], tuple[Callable[[], set[int]], set[str]]]
+
+
+def insert_task():
+    return (lambda: {enqueue().pk}), {Event.TASK_QUEUED}
+
+
+def insert_tasks():
+    specs = [{"name": f"n{i}", "type": "count"} for i in range(3)]
+    return (lambda: {t.pk for t in engine.enqueue_many(specs)}), {Event.TASK_QUEUED}
+
+
+def claim_any():
+    enqueue(), enqueue(queue="other")
+    return (lambda: {c.id for c in engine.claim(worker_id=WORKER, limit=5)}), {
+        Event.TASK_STARTED}
+
+
+def claim_queues():
+    enqueue(), enqueue(queue="mail")
+    return (lambda: {c.id for c in engine.claim(worker_id=WORKER, limit=5, queues=["mail"])}), {
+        Event.TASK_STARTED}
+
+
+def complete_runs():
+    runs = _claimed(2)
+    return (lambda: engine.complete(worker_id=WORKER,
+                                    outcomes=[outcome(c, result={"ok": 1}) for c in runs])), {
+        Event.TASK_SUCCEEDED}
+
+
+def fail_runs():
+    retry = _claimed(1, max_retries=3)
+    final = _claimed(1, max_retries=0)
+    runs = retry + final
+    return (lambda: set(engine.fail(worker_id=WORKER,
+                                    outcomes=[outcome(c, error="boom") for c in runs]))), {
+        Event.RETRY_SCHEDULED, Event.TASK_FAILED}
+
+
+def cancel_runs():
+    runs = _claimed(2)
+    for c in runs:
+        engine.cancel(c.id)
+    return (lambda: engine.finish_cancelled(
+        worker_id=WORKER, outcomes=[outcome(c, error="stopped") for c in runs])), {
+        Event.TASK_CANCELLED}
+
+
+def release_runs():
+    runs = _claimed(2)
+    engine.cancel(runs[1].id)  # asked to cancel meanwhile: released as cancelled
+    return (lambda: engine.release(worker_id=WORKER,
+                                   outcomes=[outcome(c, error="shutdown") for c in runs])), {
+        Event.TASK_RELEASED, Event.TASK_CANCELLED}
+
+
+def rescue_expired():
+    runs = _claimed(2, max_retries=1)
+    for c in runs:
+        expire_lease(c.id)
+    return (lambda: set(engine.rescue_expired())), {Event.LEASE_EXPIRED}
+
+
+CASES: dict[str, Case] = {f.__name__: f for f in (
+    insert_task, insert_tasks, claim_any, claim_queues, complete_runs, fail_runs, cancel_runs,
+    release_runs, rescue_expired)}
+
+
+@pytest.fixture
+def listen():
+    with psycopg.connect(autocommit=True, **connect_kwargs()) as conn:
+        conn.execute(f'LISTEN "{engine.CHANNEL}"')
+
+        def until_sentinel() -> list[dict]:
+            engine.notify(SENTINEL, [])  # NOTIFYs arrive in commit order
+            received = []
+            for note in conn.notifies(timeout=10):
+                event = json.loads(note.payload)
+                if event["event"] == SENTINEL:
+                    return received
+                received.append(event)
+            raise AssertionError(f"sentinel not received; got {received}")
+
+        yield until_sentinel
+
+
+def _history_counts() -> dict[int, int]:
+    return dict(TaskHistory.objects.values("task_id").annotate(n=Count("id"))
+                .values_list("task_id", "n"))
+
+
+def test_every_transition_is_covered():
+    assert set(CASES) == TRANSITIONS
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_transition_writes_one_history_row_per_task_and_notifies(name, listen):
+    action, expected_events = CASES[name]()
+    listen()  # the set-up's own events
+    before = _history_counts()
+    changed = action()
+    after = _history_counts()
+    events = listen()
+    assert changed, f"{name}: the case changed no task"
+    grown = {task_id: after[task_id] - before.get(task_id, 0) for task_id in after
+             if after[task_id] != before.get(task_id, 0)}
+    assert grown == dict.fromkeys(changed, 1)
+    assert {e["event"] for e in events} == expected_events
+    notified = {i for e in events for i in e["ids"]}
+    assert notified == changed
+    assert sum(e["count"] for e in events) == len(changed)
+
+
+def test_delete_finished_deletes_only_what_is_finished_when_it_deletes(listen):
+    done = _claimed(1)[0]
+    engine.complete(worker_id=WORKER, outcomes=[outcome(done)])
+    cancelled = enqueue()
+    engine.cancel(cancelled.pk)
+    requeued = enqueue()
+    engine.cancel(requeued.pk)
+    engine.retry(requeued.pk)  # finished when a person chose it, queued when deleting
+    listen()
+    result = engine.delete_finished([done.id, cancelled.pk, requeued.pk, 999999, "x"])
+    assert sorted(result.done) == sorted([done.id, cancelled.pk])
+    assert result.skipped == {requeued.pk: "still queued: cancel it first",
+                              999999: "not found", "x": "not found"}
+    assert set(Task.objects.values_list("pk", flat=True)) == {requeued.pk}
+    assert set(TaskHistory.objects.values_list("task_id", flat=True)) == {requeued.pk}
+    assert listen() == [{"event": "tasks_deleted", "count": 2,
+                         "ids": sorted([done.id, cancelled.pk])}]
+
+
+def test_delete_finished_with_nothing_finished_sends_nothing(listen):
+    task = enqueue()
+    listen()
+    result = engine.delete_finished([task.pk])
+    assert result.done == [] and Task.objects.get(pk=task.pk).status == Status.QUEUED
+    assert listen() == []
+    assert Status.QUEUED not in FINISHED
+
+
+def test_delete_finished_rechecks_the_status_in_the_statement():
+    task = enqueue()
+    engine.cancel(task.pk)
+    # Requeued behind the engine's back: the DELETE's own WHERE must refuse it.
+    sql("UPDATE tasks SET status = 'queued' WHERE id = %s", [task.pk])
+    assert engine.delete_finished([task.pk]).skipped == {task.pk: "still queued: cancel it first"}
+    assert Task.objects.filter(pk=task.pk).exists()
