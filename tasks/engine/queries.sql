@@ -398,6 +398,86 @@ SELECT (SELECT count(*) FROM gone), pg_notify('taskservice', json_build_object(
     'event', 'worker_offline', 'worker', %(worker)s::text, 'count', 0,
     'ids', '[]'::json)::text)
 
+-- name: cancel_tasks --
+-- A person cancels tasks: waiting ones end `cancelled`, running ones get cancel_requested.
+-- Returns per task found: id, event (NULL: skipped, finished) and the status it had.
+-- Locked in id order (no deadlock) and waited for, not skipped: a cancel must see a claim
+-- in flight. A running task asked before counts as cancel_requested but writes nothing.
+-- One event per kind; the single-task form also names the worker running the task.
+WITH locked AS MATERIALIZED (
+    SELECT id, status, cancel_requested_at, coalesce(locked_by, '') AS worker FROM tasks
+    WHERE id = ANY(%(ids)s::bigint[])
+    ORDER BY id
+    FOR UPDATE
+), upd AS (
+    UPDATE tasks t
+    SET status = CASE WHEN l.status = 'running' THEN t.status ELSE 'cancelled' END,
+        finished_at = CASE WHEN l.status = 'running' THEN t.finished_at ELSE now() END,
+        cancel_requested_at = now(), updated_at = now()
+    FROM locked l
+    WHERE t.id = l.id
+      AND (l.status IN ('queued', 'retrying')
+           OR (l.status = 'running' AND l.cancel_requested_at IS NULL))
+    RETURNING t.id, t.status, t.attempts
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT upd.id, upd.status,
+           CASE upd.status WHEN 'running' THEN 'cancel_requested' ELSE 'task_cancelled' END,
+           upd.attempts, CASE upd.status WHEN 'running' THEN l.worker ELSE '' END,
+           %(details)s, now()
+    FROM upd JOIN locked l ON l.id = upd.id
+), outcome AS (
+    SELECT l.id, l.status, l.worker,
+           CASE WHEN l.status IN ('queued', 'retrying') THEN 'task_cancelled'
+                WHEN l.status = 'running' THEN 'cancel_requested' END AS event
+    FROM locked l
+), note AS (
+    SELECT pg_notify('taskservice', CASE WHEN %(single)s::boolean
+        THEN json_build_object('event', event, 'count', count(*),
+                               'ids', (array_agg(id ORDER BY id))[1:100], 'worker', min(worker))
+        ELSE json_build_object('event', event, 'count', count(*),
+                               'ids', (array_agg(id ORDER BY id))[1:100]) END::text) AS sent
+    FROM outcome WHERE event IS NOT NULL GROUP BY event
+)
+SELECT outcome.id, outcome.event, outcome.status
+FROM outcome CROSS JOIN (SELECT count(*) FROM note) n
+ORDER BY outcome.id
+
+-- name: retry_tasks --
+-- A person re-runs failed or cancelled tasks: `queued` and due now, retries reset.
+-- Returns per task found: id, whether it was requeued, and the status it had. Locked in
+-- id order and waited for; one task_requeued event (workers wake on it).
+WITH locked AS MATERIALIZED (
+    SELECT id, status FROM tasks
+    WHERE id = ANY(%(ids)s::bigint[])
+    ORDER BY id
+    FOR UPDATE
+), upd AS (
+    UPDATE tasks t
+    SET status = 'queued', retry_count = 0, run_at = now(), finished_at = NULL,
+        cancel_requested_at = NULL, locked_by = NULL, locked_until = NULL, result = NULL,
+        updated_at = now()
+    FROM locked l
+    WHERE t.id = l.id AND l.status IN ('failed', 'cancelled')
+    RETURNING t.id, t.attempts
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, 'queued', 'task_requeued', attempts, '', %(details)s, now() FROM upd
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', 'task_requeued',
+        'count', (SELECT count(*) FROM upd),
+        'ids', (SELECT coalesce(json_agg(id), '[]') FROM
+                  (SELECT id FROM upd ORDER BY id LIMIT 100) s)
+    )::text) AS sent
+    WHERE EXISTS (SELECT 1 FROM upd)
+)
+SELECT l.id, upd.id IS NOT NULL, l.status
+FROM locked l LEFT JOIN upd ON upd.id = l.id LEFT JOIN note ON true
+ORDER BY l.id
+
 -- name: delete_finished --
 -- Delete the given tasks that are finished at this moment, with their history; one event.
 WITH gone AS (

@@ -1,8 +1,9 @@
 """Transitions a person asks for (admin, API, CLI): cancel, retry, their bulk variants,
 and deleting finished tasks.
 
-Each locks the rows it changes, checks their status against tasks/states.py, writes one
-history row per change and one NOTIFY per kind of change, in one transaction.
+Each is one statement of queries.sql (cancel_tasks, retry_tasks, delete_finished) that
+locks the rows, checks their status, writes one history row per change and one NOTIFY per
+kind of change; this module parses the ids and maps the rows it returns to results.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
-from django.db.models.functions import Now
 
-from tasks import states
 from tasks.engine.events import CHANNEL, payload
 from tasks.engine.sql import run
 from tasks.exceptions import InvalidTransition, TaskNotFound
-from tasks.models import Task, TaskHistory
-from tasks.states import Event, Status, parse_id
+from tasks.models import Task
+from tasks.states import parse_id
+
+CANCEL_DETAILS = "cancelled"
+RETRY_DETAILS = "requeued by a person"
 
 
 def notify(event: str, ids: Iterable[int], **extra: Any) -> None:
@@ -27,48 +29,11 @@ def notify(event: str, ids: Iterable[int], **extra: Any) -> None:
     run("send_event", {"channel": CHANNEL, "payload": payload(event, ids, **extra)})
 
 
-def _locked(task_id: Any) -> Task:
+def _pk(task_id: Any) -> int:
     pk = parse_id(task_id)
     if pk is None:
         raise TaskNotFound(task_id)
-    try:
-        return Task.objects.select_for_update().get(pk=pk)
-    except Task.DoesNotExist:
-        raise TaskNotFound(task_id) from None
-
-
-def _record(task: Task, event: str, *, details: str = "", worker_id: str = "") -> None:
-    TaskHistory.objects.create(task=task, status=task.status, event_type=event,
-                               attempt=task.attempts, worker_id=worker_id, details=details)
-
-
-NOW = object()  # in _save: the database's clock, like the SQL transitions use
-
-
-def _save(task: Task, **changes: Any) -> None:
-    changes["updated_at"] = NOW
-    Task.objects.filter(pk=task.pk).update(
-        **{name: Now() if value is NOW else value for name, value in changes.items()})
-    for name, value in changes.items():
-        if value is not NOW:
-            setattr(task, name, value)
-    task.refresh_from_db(fields=[name for name, value in changes.items() if value is NOW])
-
-
-def _cancel_locked(task: Task, reason: str) -> str:
-    """Cancel one locked task; returns the event written. Raises InvalidTransition."""
-    details = reason or "cancelled"
-    if task.status in states.CLAIMABLE:
-        _save(task, status=Status.CANCELLED, finished_at=NOW, cancel_requested_at=NOW)
-        _record(task, Event.TASK_CANCELLED, details=details)
-        return Event.TASK_CANCELLED
-    if task.status == Status.RUNNING:
-        if task.cancel_requested_at is None:
-            _save(task, cancel_requested_at=NOW)
-            _record(task, Event.CANCEL_REQUESTED, details=details,
-                    worker_id=task.locked_by or "")
-        return Event.CANCEL_REQUESTED
-    raise InvalidTransition(task.pk, task.status, "cancel")
+    return pk
 
 
 @transaction.atomic
@@ -76,27 +41,28 @@ def cancel(task_id: int, *, reason: str = "") -> Task:
     """Cancel a task. Queued or retrying: cancelled now. Running: the worker is told
     (cancel_requested) and ends it `cancelled` within seconds. Finished: InvalidTransition.
     """
-    task = _locked(task_id)
-    event = _cancel_locked(task, reason)
-    notify(event, [task.pk], worker=task.locked_by or "")
-    return task
-
-
-def _retry_locked(task: Task, reason: str) -> None:
-    if task.status not in states.RETRYABLE:
-        raise InvalidTransition(task.pk, task.status, "retry")
-    _save(task, status=Status.QUEUED, retry_count=0, run_at=NOW, finished_at=None,
-          cancel_requested_at=None, locked_by=None, locked_until=None, result=None)
-    _record(task, Event.TASK_REQUEUED, details=reason or "requeued by a person")
+    pk = _pk(task_id)
+    rows = run("cancel_tasks", {"ids": [pk], "details": reason or CANCEL_DETAILS,
+                                "single": True})
+    if not rows:
+        raise TaskNotFound(task_id)
+    ((_, event, status),) = rows
+    if event is None:
+        raise InvalidTransition(pk, status, "cancel")
+    return Task.objects.get(pk=pk)
 
 
 @transaction.atomic
 def retry(task_id: int, *, reason: str = "") -> Task:
     """A person re-runs a failed or cancelled task: back to `queued`, retries reset."""
-    task = _locked(task_id)
-    _retry_locked(task, reason)
-    notify(Event.TASK_REQUEUED, [task.pk])
-    return task
+    pk = _pk(task_id)
+    rows = run("retry_tasks", {"ids": [pk], "details": reason or RETRY_DETAILS})
+    if not rows:
+        raise TaskNotFound(task_id)
+    ((_, requeued, status),) = rows
+    if not requeued:
+        raise InvalidTransition(pk, status, "retry")
+    return Task.objects.get(pk=pk)
 
 
 @dataclass
@@ -107,43 +73,37 @@ class BulkResult:
     skipped: dict[int, str] = field(default_factory=dict)
 
 
-def _bulk(task_ids: Iterable[int], apply, reason: str) -> tuple[BulkResult, dict]:
+def _bulk(name: str, task_ids: Iterable[Any], params: dict[str, Any]) -> BulkResult:
+    """Run a bulk statement on the parseable ids; each input id is done or skipped (in
+    input order), by the status its task had when the statement locked it."""
+    task_ids = list(task_ids)
+    pks = {task_id: parse_id(task_id) for task_id in task_ids}
+    ids = sorted({pk for pk in pks.values() if pk is not None})
+    # The second column is truthy when the task was changed (cancel: its event).
+    found = {pk: (changed, status) for pk, changed, status in run(name, {"ids": ids, **params})}
     result = BulkResult()
-    events: dict[str, list[int]] = {}
-    with transaction.atomic():
-        pks = {task_id: parse_id(task_id) for task_id in task_ids}
-        tasks = {t.pk: t for t in Task.objects.select_for_update()
-                 .filter(pk__in=[pk for pk in pks.values() if pk is not None]).order_by("pk")}
-        for task_id in task_ids:
-            task = tasks.get(pks[task_id])
-            if task is None:
-                result.skipped[task_id] = "not found"
-                continue
-            try:
-                event = apply(task, reason)
-            except InvalidTransition:
-                result.skipped[task_id] = f"already {task.status}"
-                continue
+    for task_id in task_ids:
+        row = found.get(pks[task_id])
+        if row is None:
+            result.skipped[task_id] = "not found"
+        elif row[0]:
             result.done.append(task_id)
-            events.setdefault(event, []).append(task_id)
-        for event, ids in events.items():
-            notify(event, ids)  # one NOTIFY per kind of change, not one per task
-    return result, events
+        else:
+            result.skipped[task_id] = f"already {row[1]}"
+    return result
 
 
+@transaction.atomic
 def cancel_many(task_ids: Iterable[int], *, reason: str = "") -> BulkResult:
-    """Cancel many tasks in one transaction; finished ones are skipped with the reason."""
-    return _bulk(list(task_ids), _cancel_locked, reason)[0]
+    """Cancel many tasks in one statement; finished ones are skipped with the reason."""
+    return _bulk("cancel_tasks", task_ids, {"details": reason or CANCEL_DETAILS,
+                                            "single": False})
 
 
+@transaction.atomic
 def retry_many(task_ids: Iterable[int], *, reason: str = "") -> BulkResult:
-    """Requeue many failed/cancelled tasks in one transaction; others are skipped."""
-
-    def apply(task, why):
-        _retry_locked(task, why)
-        return Event.TASK_REQUEUED
-
-    return _bulk(list(task_ids), apply, reason)[0]
+    """Requeue many failed/cancelled tasks in one statement; others are skipped."""
+    return _bulk("retry_tasks", task_ids, {"details": reason or RETRY_DETAILS})
 
 
 def get(task_id: Any) -> Task:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import threading
+import time
 
 import psycopg
 import pytest
@@ -14,6 +15,7 @@ from django.utils import timezone
 
 from tasks import engine
 from tasks.conf import engine as engine_settings
+from tasks.engine.sql import QUERIES
 from tasks.exceptions import IdempotencyConflict, InvalidTask, InvalidTransition, TaskNotFound
 from tasks.listener import connect_kwargs
 from tasks.models import Status, Task, TaskHistory, Worker
@@ -723,6 +725,54 @@ def test_cancel_and_retry_of_an_unknown_task():
         engine.retry(999999)
     with pytest.raises(TaskNotFound):
         engine.cancel("abc")
+
+
+def _wait_until_a_session_waits_for_a_lock(timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                           "current_database() AND wait_event_type = 'Lock'")
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.05)
+    raise AssertionError("no session started waiting for a lock")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_waits_for_a_claim_in_flight_then_asks_its_worker():
+    task = enqueue()
+    outcome_of: dict[str, object] = {}
+
+    def cancel() -> None:
+        from django.db import connection as thread_connection
+
+        try:
+            outcome_of["task"] = engine.cancel(task.pk, reason="stop it")
+        except BaseException as exc:  # reported by the main thread
+            outcome_of["error"] = exc
+        finally:
+            thread_connection.close()
+
+    with psycopg.connect(**connect_kwargs()) as other:
+        # Another session's claim holds the row, uncommitted: to others it is still queued.
+        other.execute(QUERIES["claim_any"], {"worker": WORKER, "lease": 60, "limit": 1})
+        thread = threading.Thread(target=cancel)
+        thread.start()
+        _wait_until_a_session_waits_for_a_lock()
+        assert thread.is_alive()  # neither skipped the row nor acted on its old status
+        other.commit()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert "error" not in outcome_of
+    assert outcome_of["task"].status == Status.RUNNING
+    stored = fresh(task)
+    assert (stored.status, stored.locked_by) == (Status.RUNNING, WORKER)
+    assert stored.cancel_requested_at is not None
+    h = last_history(task.pk)
+    assert (h.event_type, h.status, h.worker_id, h.details) == (
+        "cancel_requested", "running", WORKER, "stop it")
+    assert events(task.pk) == ["task_queued", "task_started", "cancel_requested"]
 
 
 # --- retry (a person re-runs a task) -------------------------------------------------

@@ -100,9 +100,27 @@ def rescue_expired():
     return (lambda: set(engine.rescue_expired())), {Event.LEASE_EXPIRED}
 
 
+def cancel_tasks():
+    (running,) = _claimed(1)
+    (done,) = _claimed(1)
+    engine.complete(worker_id=WORKER, outcomes=[outcome(done)])
+    waiting = enqueue()
+    return (lambda: set(engine.cancel_many([waiting.pk, running.id, done.id]).done)), {
+        Event.TASK_CANCELLED, Event.CANCEL_REQUESTED}
+
+
+def retry_tasks():
+    (lost,) = _claimed(1, max_retries=0)
+    engine.fail(worker_id=WORKER, outcomes=[outcome(lost, error="boom")])
+    cancelled, waiting = enqueue(), enqueue()
+    engine.cancel(cancelled.pk)
+    return (lambda: set(engine.retry_many([lost.id, cancelled.pk, waiting.pk]).done)), {
+        Event.TASK_REQUEUED}
+
+
 CASES: dict[str, Case] = {f.__name__: f for f in (
     insert_task, insert_tasks, claim_any, claim_queues, complete_runs, fail_runs, cancel_runs,
-    release_runs, rescue_expired)}
+    release_runs, rescue_expired, cancel_tasks, retry_tasks)}
 
 
 @pytest.fixture

@@ -139,6 +139,33 @@ def test_a_mixed_fail_sends_one_event_per_kind(listener):
         result)
 
 
+def test_bulk_cancel_and_retry_of_a_mix_send_one_event_per_kind_of_change(listener):
+    running, asked, done, failed = enqueue(), enqueue(), enqueue(), enqueue(max_retries=0)
+    c_running, c_asked, c_done, c_failed = engine.claim(worker_id=WORKER, limit=4)
+    engine.cancel(c_asked.id)
+    engine.complete(worker_id=WORKER, outcomes=[outcome(c_done)])
+    engine.fail(worker_id=WORKER, outcomes=[outcome(c_failed, error="boom")])
+    waiting, waiting2 = enqueue(), enqueue()
+    listener.until_sentinel()
+
+    ids = [done.pk, waiting.pk, running.pk, 424242, asked.pk, failed.pk, "x", waiting2.pk]
+    result = engine.cancel_many(ids, reason="bulk")
+    assert result.done == [waiting.pk, running.pk, asked.pk, waiting2.pk]
+    assert result.skipped == {done.pk: "already succeeded", 424242: "not found",
+                              failed.pk: "already failed", "x": "not found"}
+    events = sorted(listener.until_sentinel(), key=lambda e: e["event"])
+    assert events == [
+        {"event": "cancel_requested", "count": 2, "ids": sorted([running.pk, asked.pk])},
+        {"event": "task_cancelled", "count": 2, "ids": sorted([waiting.pk, waiting2.pk])}]
+
+    result = engine.retry_many([failed.pk, running.pk, 424242, waiting.pk, done.pk])
+    assert result.done == [failed.pk, waiting.pk]
+    assert result.skipped == {running.pk: "already running", 424242: "not found",
+                              done.pk: "already succeeded"}
+    assert listener.until_sentinel() == [
+        {"event": "task_requeued", "count": 2, "ids": sorted([failed.pk, waiting.pk])}]
+
+
 def test_person_actions_and_the_reconciler_send_their_events(listener):
     running, waiting, lost = enqueue(), enqueue(), enqueue()
     engine.claim(worker_id=WORKER, limit=1)  # `running` (FIFO)
