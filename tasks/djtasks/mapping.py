@@ -62,15 +62,16 @@ def _errors(history: list[tuple]) -> list[TaskError]:
     """One TaskError per run that ended in error, read from the history row's columns."""
     errors: list[TaskError] = []
     reason = ""
-    for event, _worker, details, _at, error_class, message, tb in history:
+    for event, _worker, details, _at, error_class, message, trace in history:
         if event == "cancel_requested":
             reason = details  # why a person cancelled the running task
         elif event in ("retry_scheduled", "task_failed", "lease_expired"):
             errors.append(TaskError(exception_class_path=error_class or _FALLBACK_CLASS,
-                                    traceback=tb or message or details))
+                                    traceback=trace or message or details))
         elif event == "task_cancelled":
-            # Cancelled before it ran, no run ended: the person's reason is the error.
-            text = tb or message or details
+            # Why it was cancelled matters more than where the plugin stopped (the history
+            # row keeps that traceback): the person's reason, then how the run ended.
+            text = message or details
             if reason and reason not in text:
                 text = f"{reason}: {text}" if text else reason
             errors.append(TaskError(

@@ -20,8 +20,8 @@ from tasks import engine
 from tasks.conf import engine as engine_settings
 from tasks.djtasks.backend import TaskServiceBackend
 from tasks.djtasks.mapping import TaskServiceTask
-from tasks.exceptions import WorkerLost
 from tasks.exceptions import InvalidTask as EngineInvalidTask
+from tasks.exceptions import WorkerLost
 from tasks.models import Task, TaskHistory
 from tasks.worker import describe_error
 from tests.djtasks_app import tasks as app
