@@ -139,3 +139,20 @@ def test_error_columns_are_bounded_and_storable():
     assert row.error_class == ("pkg." + "x" * 400)[:255]
     assert row.error_message == "a\ufffdb\ufffdc"
     assert len(row.traceback) <= 8000 and "characters cut" in row.traceback
+
+
+@pytest.mark.django_db
+def test_a_released_run_records_its_error_only_when_it_ends_cancelled():
+    handed_back, asked = enqueue(), enqueue()
+    claimed = engine.claim(worker_id=WORKER, limit=2)
+    engine.cancel(asked.pk)
+    stopped = {"error": "released: worker shutting down",
+               "error_class": "tasks.exceptions.WorkerLost",
+               "error_message": "released: worker shutting down"}
+    engine.release(worker_id=WORKER, outcomes=[outcome(c, **stopped) for c in claimed])
+    released = _ending(handed_back, "task_released")
+    assert (released.error_class, released.error_message) == ("", "")  # handed back, not ended
+    cancelled = TaskHistory.objects.filter(task_id=asked.pk,
+                                           event_type="task_cancelled").get()
+    assert cancelled.error_class == "tasks.exceptions.WorkerLost"
+    assert cancelled.error_message == "released: worker shutting down"
