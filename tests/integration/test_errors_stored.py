@@ -10,6 +10,7 @@ from django.conf import settings as django_settings
 from plugins import registry
 from tasks import engine
 from tasks.models import Task, TaskHistory
+from tasks.worker.slots import RELEASE
 from tasks.worker.testing import WorkerThread
 from tests.integration.conftest import WORKER, enqueue, expire_lease, outcome
 from tests.support.plugins import TEST_PLUGINS
@@ -156,3 +157,19 @@ def test_a_released_run_records_its_error_only_when_it_ends_cancelled():
                                            event_type="task_cancelled").get()
     assert cancelled.error_class == "tasks.exceptions.WorkerLost"
     assert cancelled.error_message == "released: worker shutting down"
+
+
+def test_a_worker_stopping_mid_run_hands_it_back_as_worker_lost(transactional_db, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.setenv("COUNT_FILE", str(tmp_path / "runs.txt"))
+    w = WorkerThread(worker_id=WORKER, concurrency=1, shutdown_grace=0.2).start()
+    task = enqueue(payload={"sleep": 60})
+    w.events.wait("claimed", where=lambda info: task.pk in [t.id for t in info["tasks"]])
+    assert w.stop() == 0
+    [(kind, written)] = [(kind, o) for batch in w.events.all("completed_batch")
+                         for kind, o in batch["outcomes"] if o.task_id == task.pk]
+    assert kind == RELEASE
+    assert (written.error_class, written.error_message) == (
+        "tasks.exceptions.WorkerLost", "released: worker shutting down")
+    assert Task.objects.get(pk=task.pk).status == "queued"
+    assert _ending(task, "task_released").details == "released: worker shutting down"
