@@ -73,3 +73,8 @@ class IdempotencyConflict(TaskServiceError):
 
 class PluginConfigurationError(ImproperlyConfigured):
     """A plugin named in settings or an entry point cannot be loaded."""
+
+
+class WorkerLost(TaskServiceError):  # noqa: N818 - reads as what happened, like TaskCancelled
+    """A run ended because its worker was lost or stopped: its lease expired (the rescuer
+    records this class on the `lease_expired` row) or the worker shut down mid-run."""

@@ -119,6 +119,12 @@ class TaskHistory(models.Model):
     attempt = models.IntegerField(default=0)
     worker_id = models.CharField(max_length=255, blank=True, default="")
     details = models.TextField(blank=True, default="")
+    # How a run ended in error, stored as data (never parsed back out of `details`): the
+    # exception's dotted class path, its message and its traceback. The database defaults
+    # let statements that write no error leave them out.
+    error_class = models.CharField(max_length=255, blank=True, default="", db_default="")
+    error_message = models.TextField(blank=True, default="", db_default="")
+    traceback = models.TextField(blank=True, default="", db_default="")
     created_at = models.DateTimeField(db_default=Now())
 
     class Meta:

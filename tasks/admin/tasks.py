@@ -29,7 +29,8 @@ from tasks.models import Status, Task, TaskHistory
 
 class TaskHistoryInline(admin.TabularInline):
     model = TaskHistory
-    fields = ("when", "event_type", "status", "attempt", "worker_id", "details")
+    fields = ("when", "event_type", "status", "attempt", "worker_id", "details",
+              "error_class", "trace")
     readonly_fields = fields
     ordering = ("created_at", "id")
     extra = 0
@@ -46,6 +47,10 @@ class TaskHistoryInline(admin.TabularInline):
     def when(self, row: TaskHistory) -> str:
         # To the millisecond: a task's transitions are often within the same second.
         return timezone.localtime(row.created_at).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+    @admin.display(description="traceback")
+    def trace(self, row: TaskHistory) -> str:
+        return pretty(row.traceback)  # monospaced and bounded, like the task's last error
 
 
 ENGINE_FIELDS = ("attempts", "retry_count", "max_retries", "timeout_seconds", "run_at",

@@ -92,7 +92,7 @@ class TaskHistorySerializer(serializers.ModelSerializer):
     class Meta:
         model = TaskHistory
         fields = ["id", "task_id", "status", "event_type", "attempt", "worker_id", "details",
-                  "created_at"]
+                  "error_class", "error_message", "traceback", "created_at"]
         read_only_fields = fields
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import builtins
 import datetime
-import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,6 +16,7 @@ from django.tasks.base import (
 )
 from django.tasks.exceptions import InvalidTask
 
+from plugins.base import TaskCancelled
 from tasks.djtasks.payload import load_task
 
 TASK_TYPE = "django_task"
@@ -31,10 +30,6 @@ STATUS_MAP = {
     "failed": TaskResultStatus.FAILED,
     "cancelled": TaskResultStatus.FAILED,
 }
-
-
-class WorkerLost(Exception):  # noqa: N818 - reads as what happened, like TaskCancelled
-    """The worker running the task was lost: its lease expired (reported in `errors`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,76 +54,37 @@ class TaskServiceTask(Task):
         return replace(task, **extras) if extras else task
 
 
-def exception_path(error: str) -> str:
-    """The dotted class path of the exception an engine error text describes.
-
-    The worker stores "Name: message\\n\\n<traceback>"; the traceback's last exception
-    line carries the module ("pkg.mod.Name: message", bare for builtins). Engine texts
-    that are not exceptions map onto the nearest class.
-    """
-    head, _, tb = error.partition("\n\n")
-    if head.startswith("timed out after") or head == "stopped: timeout":
-        return "builtins.TimeoutError"
-    if head.startswith("cancelled"):
-        return "plugins.base.TaskCancelled"
-    if head.startswith(("stopped:", "worker ")):
-        return f"{__name__}.WorkerLost"
-    if head.startswith("type: Unknown task type"):
-        return "tasks.exceptions.UnknownTaskType"
-    match = _EXC_LINE.match(head)
-    if match:
-        name = match.group(1)
-        for line in reversed(tb.splitlines()):
-            found = _EXC_LINE.match(line)
-            if found and (found.group(1) == name or found.group(1).endswith("." + name)):
-                name = found.group(1)
-                break
-        if "." in name:
-            return name
-        obj = getattr(builtins, name, None)
-        if isinstance(obj, type) and issubclass(obj, BaseException):
-            return f"builtins.{name}"
-    return "builtins.Exception"
+_FALLBACK_CLASS = "builtins.Exception"  # a row written before errors were stored as data
+_CANCELLED_CLASS = f"{TaskCancelled.__module__}.{TaskCancelled.__qualname__}"
 
 
-_EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
-# engine.fail() writes these prefixes before the (shortened) error in history details.
-_DETAIL_PREFIX = re.compile(r"^(?:retry \d+ of \d+ in [\d.]+s|failed after \d+ attempts): ")
-
-
-def _task_error(error: str) -> TaskError:
-    _, sep, tb = error.partition("\n\n")
-    return TaskError(exception_class_path=exception_path(error),
-                     traceback=tb if sep and tb.lstrip().startswith("Traceback") else error)
-
-
-def _errors(row, history: list[tuple]) -> list[TaskError]:
-    errors: list[tuple[str, TaskError]] = []
+def _errors(history: list[tuple]) -> list[TaskError]:
+    """One TaskError per run that ended in error, read from the history row's columns."""
+    errors: list[TaskError] = []
     reason = ""
-    for event, _worker, details, _at in history:
+    for event, _worker, details, _at, error_class, message, trace in history:
         if event == "cancel_requested":
             reason = details  # why a person cancelled the running task
-        elif event in ("retry_scheduled", "task_failed"):
-            text = _DETAIL_PREFIX.sub("", details, count=1)
-            errors.append((text, _task_error(text)))
-        elif event == "lease_expired":
-            errors.append((details, TaskError(exception_class_path=f"{__name__}.WorkerLost",
-                                              traceback=details)))
+        elif event in ("retry_scheduled", "task_failed", "lease_expired"):
+            errors.append(TaskError(exception_class_path=error_class or _FALLBACK_CLASS,
+                                    traceback=trace or message or details))
         elif event == "task_cancelled":
-            text = f"{reason}: {details}" if reason and reason != details else details
-            errors.append((details, TaskError(exception_class_path="plugins.base.TaskCancelled",
-                                              traceback=text or "cancelled")))
-    # History keeps the first 4000 characters of each error; last_error keeps the whole
-    # latest one, whose end (the failing line) matters most.
-    if errors and row.last_error and row.last_error.startswith(errors[-1][0]):
-        errors[-1] = (row.last_error, _task_error(row.last_error))
-    return [e for _, e in errors]
+            # Why it was cancelled matters more than where the plugin stopped (the history
+            # row keeps that traceback): the person's reason, then how the run ended.
+            text = message or details
+            if reason and reason not in text:
+                text = f"{reason}: {text}" if text else reason
+            errors.append(TaskError(
+                exception_class_path=error_class or _CANCELLED_CLASS,
+                traceback=text or "cancelled"))
+    return errors
 
 
 def build_result(row, *, task: Task, backend: str, history: list[tuple]) -> TaskResult:
-    """A framework TaskResult for our Task `row`; `history` is (event, worker, details,
-    created_at) rows of that task, oldest first."""
-    starts = [(worker, at) for event, worker, _d, at in history if event == "task_started"]
+    """A framework TaskResult for our Task `row`; `history` is read_history's rows of that
+    task (event, worker, details, created_at, error_class, error_message, traceback),
+    oldest first."""
+    starts = [(worker, at) for event, worker, _d, at, *_ in history if event == "task_started"]
     payload = row.payload or {}
     result = TaskResult(
         task=task,
@@ -141,7 +97,7 @@ def build_result(row, *, task: Task, backend: str, history: list[tuple]) -> Task
         args=payload.get("args", []),
         kwargs=payload.get("kwargs", {}),
         backend=backend,
-        errors=_errors(row, history),
+        errors=_errors(history),
         worker_ids=[worker for worker, _at in starts],
     )
     if row.status == "succeeded":
@@ -158,7 +114,8 @@ def read_history(task_id: int) -> list[tuple]:
 
     return list(TaskHistory.objects.filter(task_id=task_id, event_type__in=_HISTORY_EVENTS)
                 .order_by("created_at", "id")
-                .values_list("event_type", "worker_id", "details", "created_at"))
+                .values_list("event_type", "worker_id", "details", "created_at",
+                             "error_class", "error_message", "traceback"))
 
 
 def task_for_row(row, task: Task | None = None) -> Task:

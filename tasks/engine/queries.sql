@@ -208,7 +208,9 @@ SELECT done.id FROM done LEFT JOIN note ON true
 -- End runs in error (fenced): retry after the given delay, fail for good, or cancel if asked.
 WITH input AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(errors)s::text[],
-                         %(delays)s::float8[]) AS i(id, attempt, error, delay)
+                         %(delays)s::float8[], %(error_classes)s::text[],
+                         %(error_messages)s::text[], %(tracebacks)s::text[])
+           AS i(id, attempt, error, delay, error_class, error_message, traceback)
 ), upd AS (
     UPDATE tasks t
     SET status = CASE WHEN t.cancel_requested_at IS NOT NULL THEN 'cancelled'
@@ -223,14 +225,15 @@ WITH input AS (
     FROM input i
     WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
-    RETURNING t.id, t.status, t.attempts, t.retry_count, t.max_retries, i.delay, i.error
+    RETURNING t.id, t.status, t.attempts, t.retry_count, t.max_retries, i.delay, i.error,
+              i.error_class, i.error_message, i.traceback
 ), hist AS (
-    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
-                              created_at)
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, error_class,
+                              error_message, traceback, details, created_at)
     SELECT id, status,
            CASE status WHEN 'retrying' THEN 'retry_scheduled'
                        WHEN 'cancelled' THEN 'task_cancelled' ELSE 'task_failed' END,
-           attempts, %(worker)s,
+           attempts, %(worker)s, error_class, error_message, traceback,
            CASE status WHEN 'retrying'
                 THEN format('retry %%s of %%s in %%ss: %%s', retry_count, max_retries,
                             round(delay::numeric, 1), right(error, 4000))
@@ -254,8 +257,10 @@ SELECT upd.id, upd.status FROM upd CROSS JOIN (SELECT count(*) FROM note) n
 -- name: cancel_runs --
 -- A worker ends runs that were cancelled (fenced): they end `cancelled`.
 WITH input AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(details)s::text[])
-           AS i(id, attempt, details)
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(details)s::text[],
+                         %(error_classes)s::text[], %(error_messages)s::text[],
+                         %(tracebacks)s::text[])
+           AS i(id, attempt, details, error_class, error_message, traceback)
 ), upd AS (
     UPDATE tasks t
     SET status = 'cancelled', updated_at = now(), locked_by = NULL, locked_until = NULL,
@@ -263,11 +268,14 @@ WITH input AS (
     FROM input i
     WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
-    RETURNING t.id, t.status, t.attempts, i.details
+    RETURNING t.id, t.status, t.attempts, i.details, i.error_class, i.error_message,
+              i.traceback
 ), hist AS (
-    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
-                              created_at)
-    SELECT id, status, 'task_cancelled', attempts, %(worker)s, details, now() FROM upd
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, error_class,
+                              error_message, traceback, details, created_at)
+    SELECT id, status, 'task_cancelled', attempts, %(worker)s, error_class, error_message,
+           traceback, details, now()
+    FROM upd
 ), note AS (
     SELECT pg_notify('taskservice', json_build_object(
         'event', 'task_cancelled', 'count', count(*), 'worker', %(worker)s::text,
@@ -279,8 +287,10 @@ SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n
 -- name: release_runs --
 -- A stopping worker hands runs back (fenced): `queued` and due now, or `cancelled` if asked.
 WITH input AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(details)s::text[])
-           AS i(id, attempt, details)
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(details)s::text[],
+                         %(error_classes)s::text[], %(error_messages)s::text[],
+                         %(tracebacks)s::text[])
+           AS i(id, attempt, details, error_class, error_message, traceback)
 ), upd AS (
     UPDATE tasks t
     SET status = CASE WHEN t.cancel_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END,
@@ -289,13 +299,19 @@ WITH input AS (
     FROM input i
     WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
-    RETURNING t.id, t.status, t.attempts, i.details
+    RETURNING t.id, t.status, t.attempts, i.details, i.error_class, i.error_message,
+              i.traceback
 ), hist AS (
-    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
-                              created_at)
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, error_class,
+                              error_message, traceback, details, created_at)
+    -- A released run is handed back, not ended: only a cancelled one records its error.
     SELECT id, status,
            CASE status WHEN 'queued' THEN 'task_released' ELSE 'task_cancelled' END,
-           attempts, %(worker)s, details, now()
+           attempts, %(worker)s,
+           CASE status WHEN 'cancelled' THEN error_class ELSE '' END,
+           CASE status WHEN 'cancelled' THEN error_message ELSE '' END,
+           CASE status WHEN 'cancelled' THEN traceback ELSE '' END,
+           details, now()
     FROM upd
 ), note AS (
     SELECT pg_notify('taskservice', json_build_object(
@@ -335,9 +351,10 @@ WITH input AS (
     RETURNING t.id, t.status, t.attempts, t.retry_count, t.max_retries, t.last_error,
               i.worker, i.delay
 ), hist AS (
-    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
-                              created_at)
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, error_class,
+                              error_message, traceback, details, created_at)
     SELECT id, status, 'lease_expired', attempts, coalesce(worker, ''),
+           'tasks.exceptions.WorkerLost', last_error, '',
            last_error || CASE status
                WHEN 'retrying' THEN format('; requeued: retry %%s of %%s in %%ss', retry_count,
                                            max_retries, round(delay::numeric, 1))

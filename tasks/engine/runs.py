@@ -49,8 +49,12 @@ class Outcome:
     task_id: int
     attempt: int
     result: Any = None
-    error: str = ""
+    error: str = ""  # the human text: the task's last_error and the history details
     retry_count: int = 0  # as claimed; the backoff grows with it
+    # The error as data, for the history row: dotted class path, message, traceback.
+    error_class: str = ""
+    error_message: str = ""
+    traceback: str = ""
 
 
 def claim(*, worker_id: str, limit: int, queues: Sequence[str] | None = None,
@@ -172,6 +176,7 @@ def fail(*, worker_id: str, outcomes: Sequence[Outcome], rand=None) -> dict[int,
         "ids": [o.task_id for o in outcomes],
         "attempts": [o.attempt for o in outcomes],
         "errors": [jsonsafe.storable_error(o.error or "error") for o in outcomes],
+        **_error_columns(outcomes),
         "delays": [backoff_delay(o.retry_count, base=cfg.BACKOFF_BASE, cap=cfg.BACKOFF_CAP,
                                  **kwargs) for o in outcomes],
     }
@@ -180,13 +185,28 @@ def fail(*, worker_id: str, outcomes: Sequence[Outcome], rand=None) -> dict[int,
     return applied
 
 
+ERROR_CLASS_CHARS = 255  # TaskHistory.error_class
+
+
+def _error_columns(outcomes: Sequence[Outcome]) -> dict[str, list[str]]:
+    """The structured error of each outcome as the statements' array parameters, bounded
+    and storable like last_error (a class path is cut, never split around a marker)."""
+    return {
+        "error_classes": [jsonsafe.storable_error(o.error_class)[:ERROR_CLASS_CHARS]
+                          for o in outcomes],
+        "error_messages": [jsonsafe.storable_error(o.error_message) for o in outcomes],
+        "tracebacks": [jsonsafe.storable_error(o.traceback) for o in outcomes],
+    }
+
+
 def _finish_by_worker(name: str, *, worker_id: str, outcomes: Sequence[Outcome],
                       action: str) -> set[int]:
     if not outcomes:
         return set()
     params = {"worker": worker_id, "ids": [o.task_id for o in outcomes],
               "attempts": [o.attempt for o in outcomes],
-              "details": [jsonsafe.storable_error(o.error) for o in outcomes]}
+              "details": [jsonsafe.storable_error(o.error) for o in outcomes],
+              **_error_columns(outcomes)}
     applied = {r[0] for r in run(name, params)}
     _log_lost(worker_id, outcomes, applied, action)
     return applied

@@ -10,9 +10,9 @@
 """
 
 from tasks.worker.dbretry import TRANSIENT_DB_ERRORS, with_db_retry
-from tasks.worker.execution import CANCEL_GRACE, format_error
+from tasks.worker.execution import CANCEL_GRACE, describe_error, format_error
 from tasks.worker.hooks import Hooks
 from tasks.worker.process import Worker, make_worker_id
 
-__all__ = ["CANCEL_GRACE", "TRANSIENT_DB_ERRORS", "Hooks", "Worker", "format_error",
-           "make_worker_id", "with_db_retry"]
+__all__ = ["CANCEL_GRACE", "TRANSIENT_DB_ERRORS", "Hooks", "Worker", "describe_error",
+           "format_error", "make_worker_id", "with_db_retry"]

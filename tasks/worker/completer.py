@@ -106,6 +106,8 @@ class Completer:
             self.hooks.emit("write_refused", task_id=outcome.task_id, kind=kind, error=str(exc))
             if kind == OK:  # e.g. a result jsonb cannot hold: fail the run instead
                 outcome.error = f"could not store the result: {type(exc).__name__}: {exc}"
+                outcome.error_class = f"{type(exc).__module__}.{type(exc).__qualname__}"
+                outcome.error_message = outcome.error
                 self._write_group(FAIL, [outcome])
             # Otherwise the task stays running until its lease expires (once this worker
             # stops renewing it); the reconciler then settles it.

@@ -21,7 +21,7 @@ from django.db import close_old_connections
 from plugins import registry
 from plugins.base import TaskCancelled
 from tasks import engine
-from tasks.exceptions import UnknownTaskType
+from tasks.exceptions import UnknownTaskType, WorkerLost
 from tasks.worker.completer import Completer
 from tasks.worker.dbretry import close_connection
 from tasks.worker.hooks import Hooks
@@ -31,6 +31,13 @@ logger = logging.getLogger("tasks.worker")
 
 CANCEL_GRACE = 1.0  # seconds a cancelled plugin gets to stop before it is abandoned
 MONITOR_TICK = 0.05
+
+
+def class_path(cls: type) -> str:
+    """An exception class as `module.qualname` (`builtins.ValueError` for builtins)."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def format_error(exc: BaseException) -> str:
     """The error text of a failed run: its class and message, then the traceback. The
     engine stores it bounded and storable (tasks.jsonsafe.storable_error)."""
@@ -41,6 +48,30 @@ def format_error(exc: BaseException) -> str:
         name = f"{cls.__module__}.{name}"
     head = f"{name}: {exc}"
     return f"{head}\n\n{text}" if text != head else head
+
+
+def describe_error(exc: BaseException) -> dict[str, str]:
+    """The Outcome fields of a run that raised `exc`: the human text (format_error) and
+    the error as data (class path, message, traceback) for the history row."""
+    return {"error": format_error(exc), "error_class": class_path(type(exc)),
+            "error_message": str(exc),
+            "traceback": "".join(traceback.format_exception(exc)).strip()}
+
+
+def worker_ending(cls: type[BaseException], message: str,
+                  exc: BaseException | None = None) -> dict[str, str]:
+    """The Outcome fields of a run the worker itself ended (timeout, cancel, shutdown):
+    `cls` names why, and the traceback is the plugin's if it raised on the way out."""
+    tb = "".join(traceback.format_exception(exc)).strip() if exc is not None else ""
+    return {"error": message, "error_class": class_path(cls), "error_message": message,
+            "traceback": tb}
+
+
+def _stopped_as(reason: str) -> type[BaseException]:
+    """The class a run stopped for `reason` (ctx.cancel_reason) ends with."""
+    if reason == "cancelled":
+        return TaskCancelled
+    return TimeoutError if reason == "timeout" else WorkerLost
 
 
 class Execution:
@@ -92,18 +123,22 @@ class Execution:
         try:
             plugin = registry.get(job.task.type)
             result = plugin.run(job.task.payload, ctx)
-        except TaskCancelled:
+        except TaskCancelled as exc:
             if ctx.cancel_reason == "cancelled":
-                return CANCELLED, job.outcome(error="cancelled while running")
-            return FAIL, job.outcome(error=f"stopped: {ctx.cancel_reason}")
-        except UnknownTaskType as exc:
-            return FAIL, job.outcome(error=str(exc))
+                return CANCELLED, job.outcome(**worker_ending(
+                    TaskCancelled, "cancelled while running", exc))
+            return FAIL, job.outcome(**worker_ending(
+                _stopped_as(ctx.cancel_reason), f"stopped: {ctx.cancel_reason}", exc))
         except Exception as exc:
-            return FAIL, job.outcome(error=format_error(exc))
+            fields = describe_error(exc)
+            if isinstance(exc, UnknownTaskType):  # a one-line text: no plugin code ran
+                fields["error"] = str(exc)
+            return FAIL, job.outcome(**fields)
         finally:
             close_old_connections()
         if ctx.cancelled and ctx.cancel_reason == "cancelled":
-            return CANCELLED, job.outcome(error="cancelled while running")
+            return CANCELLED, job.outcome(**worker_ending(TaskCancelled,
+                                                          "cancelled while running"))
         return OK, job.outcome(result=result)
 
     def report(self, job: Job, kind: str, outcome: engine.Outcome) -> None:
@@ -135,11 +170,12 @@ class Execution:
             for job in self.slots.jobs():
                 if now >= job.deadline:
                     job.ctx.cancel("timeout")
-                    self._end_early(job, FAIL, job.outcome(
-                        error=f"timed out after {job.task.timeout_seconds}s"))
+                    self._end_early(job, FAIL, job.outcome(**worker_ending(
+                        TimeoutError, f"timed out after {job.task.timeout_seconds}s")))
                 elif job.cancel_deadline is not None and now >= job.cancel_deadline:
-                    self._end_early(job, CANCELLED, job.outcome(
-                        error=f"cancelled; the plugin did not stop within {CANCEL_GRACE:.0f}s"))
+                    self._end_early(job, CANCELLED, job.outcome(**worker_ending(
+                        TaskCancelled,
+                        f"cancelled; the plugin did not stop within {CANCEL_GRACE:.0f}s")))
             for job in [j for j in self.ended_early if now >= j.stuck_after]:
                 self.ended_early.discard(job)
                 abandon = not job.returned and job.runner is not None

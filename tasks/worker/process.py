@@ -32,12 +32,13 @@ from django.db import close_old_connections
 
 from tasks import engine
 from tasks.conf import engine as engine_settings
+from tasks.exceptions import WorkerLost
 from tasks.listener import Listener
 from tasks.maintenance import Maintainer
 from tasks.worker.completer import Completer
 from tasks.worker.dbretry import close_connection, with_db_retry
 from tasks.worker.dispatcher import Dispatcher
-from tasks.worker.execution import Execution
+from tasks.worker.execution import Execution, worker_ending
 from tasks.worker.heartbeat import Heartbeat
 from tasks.worker.hooks import Hooks
 from tasks.worker.slots import RELEASE, Slots
@@ -177,8 +178,8 @@ class Worker:
         for job in self.slots.wait_empty(timeout=self.shutdown_grace):
             job.ctx.cancel("worker shutting down")
             if job.finish():
-                self.execution.report(job, RELEASE,
-                                      job.outcome(error="released: worker shutting down"))
+                self.execution.report(job, RELEASE, job.outcome(**worker_ending(
+                    WorkerLost, "released: worker shutting down")))
         if self.maintainer:
             self.maintainer.stop()
         # Bounded: if the database is gone the leases expire and the rescuer

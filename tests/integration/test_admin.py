@@ -239,6 +239,19 @@ def test_task_page_is_read_only_with_pretty_payload_and_ordered_history(admin_cl
     assert 'id="task-cancel-button"' in html and 'id="task-retry-button"' not in html
 
 
+def test_task_page_shows_each_failed_runs_class_and_monospaced_traceback(admin_client):
+    task = enqueue("fails", max_retries=0)
+    [claimed] = engine.claim(worker_id="test-worker", limit=1)
+    engine.fail(worker_id="test-worker", outcomes=[engine.Outcome(
+        task_id=claimed.id, attempt=claimed.attempt, error="ValueError: bad <value>",
+        error_class="builtins.ValueError", error_message="bad <value>",
+        traceback='Traceback (most recent call last):\n  File "x.py"\nValueError: bad <value>')])
+    html = admin_client.get(change_url(task.pk)).content.decode()
+    assert re.search(r'class="field-error_class">\s*<p>builtins.ValueError</p>', html)
+    assert ('<pre class="task-pre">Traceback (most recent call last):\n  File &quot;x.py&quot;'
+            '\nValueError: bad &lt;value&gt;</pre>') in html
+
+
 def test_cancel_and_retry_buttons_go_through_the_queue(admin_client):
     task = enqueue("steer me")
     response = admin_client.post(reverse("admin:tasks_task_cancel", args=[task.pk]),

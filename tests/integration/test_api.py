@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 from tasks import engine
 from tasks.conf import engine as engine_settings
 from tasks.models import Task, TaskHistory, Worker
+from tasks.worker import describe_error
 from tests.factories import TaskFactory, UserFactory
 from tests.support import users
 from tests.support.users import grant
@@ -307,10 +308,29 @@ def test_history_is_a_plain_array_oldest_first(api):
     rows = response.json()
     assert [r["event_type"] for r in rows] == ["task_queued", "task_cancelled"]
     assert set(rows[0]) == {"id", "task_id", "status", "event_type", "attempt", "worker_id",
-                            "details", "created_at"}
+                            "details", "error_class", "error_message", "traceback",
+                            "created_at"}
     assert rows[0]["task_id"] == task.pk
     assert rows[1]["status"] == "cancelled"
     assert rows[1]["details"] == "testing"
+    assert rows[1]["error_class"] == rows[1]["traceback"] == ""  # no run ended
+
+
+def test_history_shows_a_failed_runs_error_as_data(api):
+    task = engine.enqueue(name="h", type="noop", max_retries=0)
+    [claimed] = engine.claim(worker_id="w-1", limit=1)
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        fields = describe_error(exc)
+    engine.fail(worker_id="w-1", outcomes=[engine.Outcome(
+        task_id=claimed.id, attempt=claimed.attempt, **fields)])
+    rows = api.get(f"/api/tasks/{task.pk}/history").json()
+    failed = rows[-1]
+    assert failed["event_type"] == "task_failed"
+    assert failed["error_class"] == "builtins.KeyError"
+    assert failed["error_message"] == "'missing'"
+    assert failed["traceback"].startswith("Traceback (most recent call last)")
 
 
 # --- list and filters ------------------------------------------------------------------

@@ -19,10 +19,11 @@ from plugins.base import TaskCancelled
 from tasks import engine
 from tasks.conf import engine as engine_settings
 from tasks.djtasks.backend import TaskServiceBackend
-from tasks.djtasks.mapping import TaskServiceTask, WorkerLost, exception_path
+from tasks.djtasks.mapping import TaskServiceTask
 from tasks.exceptions import InvalidTask as EngineInvalidTask
+from tasks.exceptions import WorkerLost
 from tasks.models import Task, TaskHistory
-from tasks.worker import format_error
+from tasks.worker import describe_error
 from tests.djtasks_app import tasks as app
 from tests.djtasks_app.tasks import DjTaskError
 from tests.support.processes import wait_until
@@ -162,11 +163,11 @@ def test_get_result_follows_the_lifecycle_to_success():
     assert result.finished_at == _row(result).finished_at is not None
 
 
-def _raise(message: str) -> str:
+def _raise(message: str) -> dict[str, str]:
     try:
         raise DjTaskError(message)
     except DjTaskError as exc:
-        return format_error(exc)
+        return describe_error(exc)
 
 
 def test_failures_read_as_errors_with_class_path_and_traceback(settings):
@@ -176,7 +177,7 @@ def test_failures_read_as_errors_with_class_path_and_traceback(settings):
         claimed = _claim(worker)
         engine.fail(worker_id=worker, outcomes=[engine.Outcome(
             task_id=claimed.id, attempt=claimed.attempt, retry_count=claimed.retry_count,
-            error=_raise(message))])
+            **_raise(message))])
         if worker == "w-1":
             result.refresh()
             assert result.status == TaskResultStatus.READY  # retrying
@@ -217,14 +218,16 @@ def test_a_lost_worker_reads_as_a_worker_lost_error():
     assert "worker w-gone lost" in error.traceback
 
 
-def test_exception_path_names_builtins_and_engine_texts():
-    try:
-        int("x")
-    except ValueError as exc:
-        assert exception_path(format_error(exc)) == "builtins.ValueError"
-    assert exception_path("timed out after 5s") == "builtins.TimeoutError"
-    assert exception_path("worker h:1:a lost: lease expired") == "tasks.djtasks.mapping.WorkerLost"
-    assert exception_path("no exception here at all!") == "builtins.Exception"
+def test_errors_come_from_the_history_columns_not_the_text():
+    result = app.fails.enqueue("x")
+    claimed = _claim("w-1")
+    engine.fail(worker_id="w-1", outcomes=[engine.Outcome(
+        task_id=claimed.id, attempt=claimed.attempt, error="a human line that names no class",
+        error_class="builtins.KeyError", error_message="'k'", traceback="the stored trace")])
+    result.refresh()
+    [error] = result.errors
+    assert error.exception_class is KeyError
+    assert error.traceback == "the stored trace"
 
 
 def test_get_result_of_unknown_ids_raises_the_frameworks_error():
