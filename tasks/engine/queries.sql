@@ -213,14 +213,19 @@ WITH input AS (
            AS i(id, attempt, error, delay, error_class, error_message, traceback)
 ), upd AS (
     UPDATE tasks t
-    SET status = CASE WHEN t.cancel_requested_at IS NOT NULL THEN 'cancelled'
-                      WHEN t.retry_count < t.max_retries THEN 'retrying' ELSE 'failed' END,
-        retry_count = CASE WHEN t.cancel_requested_at IS NULL AND t.retry_count < t.max_retries
-                           THEN t.retry_count + 1 ELSE t.retry_count END,
-        run_at = CASE WHEN t.cancel_requested_at IS NULL AND t.retry_count < t.max_retries
-                      THEN now() + make_interval(secs => i.delay) ELSE t.run_at END,
-        finished_at = CASE WHEN t.cancel_requested_at IS NULL AND t.retry_count < t.max_retries
-                           THEN NULL ELSE now() END,
+    -- The after-failure rule (migration 0004): cancelled if asked, else retrying while
+    -- retries are left, else failed.
+    SET status = task_status_after_failure(t.cancel_requested_at, t.retry_count,
+                                           t.max_retries),
+        retry_count = CASE task_status_after_failure(t.cancel_requested_at, t.retry_count,
+                                                     t.max_retries)
+                      WHEN 'retrying' THEN t.retry_count + 1 ELSE t.retry_count END,
+        run_at = CASE task_status_after_failure(t.cancel_requested_at, t.retry_count,
+                                                t.max_retries)
+                 WHEN 'retrying' THEN now() + make_interval(secs => i.delay) ELSE t.run_at END,
+        finished_at = CASE task_status_after_failure(t.cancel_requested_at, t.retry_count,
+                                                     t.max_retries)
+                      WHEN 'retrying' THEN NULL ELSE now() END,
         last_error = i.error, updated_at = now(), locked_by = NULL, locked_until = NULL
     FROM input i
     WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
@@ -336,14 +341,19 @@ WITH input AS (
                          %(leases)s::timestamptz[]) AS i(id, delay, worker, lease_end)
 ), upd AS (
     UPDATE tasks t
-    SET status = CASE WHEN t.cancel_requested_at IS NOT NULL THEN 'cancelled'
-                      WHEN t.retry_count < t.max_retries THEN 'retrying' ELSE 'failed' END,
-        retry_count = CASE WHEN t.cancel_requested_at IS NULL AND t.retry_count < t.max_retries
-                           THEN t.retry_count + 1 ELSE t.retry_count END,
-        run_at = CASE WHEN t.cancel_requested_at IS NULL AND t.retry_count < t.max_retries
-                      THEN now() + make_interval(secs => i.delay) ELSE t.run_at END,
-        finished_at = CASE WHEN t.cancel_requested_at IS NULL AND t.retry_count < t.max_retries
-                           THEN NULL ELSE now() END,
+    -- The after-failure rule (migration 0004): cancelled if asked, else retrying while
+    -- retries are left, else failed.
+    SET status = task_status_after_failure(t.cancel_requested_at, t.retry_count,
+                                           t.max_retries),
+        retry_count = CASE task_status_after_failure(t.cancel_requested_at, t.retry_count,
+                                                     t.max_retries)
+                      WHEN 'retrying' THEN t.retry_count + 1 ELSE t.retry_count END,
+        run_at = CASE task_status_after_failure(t.cancel_requested_at, t.retry_count,
+                                                t.max_retries)
+                 WHEN 'retrying' THEN now() + make_interval(secs => i.delay) ELSE t.run_at END,
+        finished_at = CASE task_status_after_failure(t.cancel_requested_at, t.retry_count,
+                                                     t.max_retries)
+                      WHEN 'retrying' THEN NULL ELSE now() END,
         last_error = format('worker %%s lost: lease expired at %%s', i.worker, i.lease_end),
         updated_at = now(), locked_by = NULL, locked_until = NULL
     FROM input i

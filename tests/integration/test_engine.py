@@ -1150,3 +1150,21 @@ def test_a_run_ending_with_unstorable_or_huge_error_text_is_still_recorded():
     assert long.last_error.startswith("RuntimeError: xxx") and long.last_error.endswith(
         "the end")
     assert "characters cut" in long.last_error
+
+
+@pytest.mark.parametrize(("asked", "retry_count", "max_retries", "expected"), [
+    (False, 0, 3, "retrying"), (False, 2, 3, "retrying"), (False, 3, 3, "failed"),
+    (False, 0, 0, "failed"), (True, 0, 3, "cancelled"), (True, 3, 3, "cancelled"),
+])
+def test_the_after_failure_rule_exists_once_in_the_database(asked, retry_count, max_retries,
+                                                            expected):
+    """fail_runs and rescue_expired both call this function (tasks/engine/queries.sql)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT task_status_after_failure(CASE WHEN %s THEN now() END, %s, %s)",
+                       [asked, retry_count, max_retries])
+        assert cursor.fetchone()[0] == expected
+    from tasks.engine.sql import QUERIES
+
+    for name in ("fail_runs", "rescue_expired"):
+        assert "task_status_after_failure(" in QUERIES[name]
+        assert "retry_count < t.max_retries" not in QUERIES[name]
