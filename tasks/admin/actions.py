@@ -8,7 +8,7 @@ from collections import defaultdict
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
-from tasks import engine, selectors
+from tasks import engine, selectors, states
 from tasks.models import Status, Task
 
 MAX_BULK = 5000  # tasks one action may touch; beyond it, filter the list first
@@ -71,7 +71,8 @@ class BulkActions:
     def cancel_selected(self, request, queryset):
         if request.POST.get("post") != "yes":
             def plan(task):
-                return "" if not task.is_finished else f"already {task.status}"
+                return "" if task.status in states.sources("cancel") else \
+                    f"already {task.status}"
             return self._confirm(request, queryset, action="cancel_selected",
                                  title="Cancel tasks?", verb="cancel", plan=plan)
         ids = self._selected_ids(request, queryset)

@@ -197,10 +197,8 @@ class TaskAdmin(BulkActions, admin.ModelAdmin):
         task = self.get_object(request, object_id)
         extra_context = {
             **(extra_context or {}),
-            "can_cancel": bool(task and self.has_cancel_permission(request)
-                               and not task.is_finished and task.cancel_requested_at is None),
-            "can_retry": bool(task and self.has_retry_permission(request)
-                              and task.status in (Status.FAILED, Status.CANCELLED)),
+            "can_cancel": self.has_cancel_permission(request) and states.can("cancel", task),
+            "can_retry": self.has_retry_permission(request) and states.can("retry", task),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
