@@ -18,17 +18,21 @@ from tests.support.plugins import TEST_PLUGINS
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def database_url() -> str:
-    """A DATABASE_URL for the database the tests are using (the test database)."""
+def database_url(*, user: str | None = None, name: str | None = None) -> str:
+    """A DATABASE_URL for the test database's server: the test database itself, or
+    another database `name` and role `user` on it (the password goes with its own role)."""
     s = connection.settings_dict
-    auth = quote(s["USER"] or "postgres")
-    if s.get("PASSWORD"):
+    own = s["USER"] or "postgres"
+    user = user or own
+    auth = quote(user)
+    if s.get("PASSWORD") and user == own:
         auth += ":" + quote(s["PASSWORD"])
+    name = name or s["NAME"]
     host = s.get("HOST") or ""
     if host.startswith("/"):
-        return f"postgresql://{auth}@/{s['NAME']}?host={quote(host)}"
+        return f"postgresql://{auth}@/{name}?host={quote(host)}"
     port = f":{s['PORT']}" if s.get("PORT") else ""
-    return f"postgresql://{auth}@{host}{port}/{s['NAME']}"
+    return f"postgresql://{auth}@{host}{port}/{name}"
 
 
 def process_env(**extra: str) -> dict[str, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -19,6 +18,7 @@ from django.db import connection, connections
 from django.test import override_settings
 
 from taskservice.env import parse_database_url
+from tests.support.processes import database_url
 
 ALIAS = "query_under_test"
 SAMPLE_ROWS = 30
@@ -56,17 +56,6 @@ class QueryDatabase:
                           f"'{self.role}'")[0][0]
 
 
-def _url(settings: dict, *, user: str, name: str) -> str:
-    auth = quote(user)
-    if settings.get("PASSWORD") and user == settings["USER"]:
-        auth += ":" + quote(settings["PASSWORD"])
-    host = settings.get("HOST") or ""
-    if host.startswith("/"):
-        return f"postgresql://{auth}@/{name}?host={quote(host)}"
-    port = f":{settings['PORT']}" if settings.get("PORT") else ""
-    return f"postgresql://{auth}@{host}{port}/{name}"
-
-
 def _drop(service_admin_url: str, name: str) -> None:
     with psycopg.connect(service_admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -82,9 +71,9 @@ def query_database() -> Iterator[QueryDatabase]:
     s = connection.settings_dict
     service_db = s["NAME"]
     name = f"{service_db}_runq"
-    service_admin_url = _url(s, user=s["USER"] or "postgres", name=service_db)
-    db = QueryDatabase(name=name, url=_url(s, user=name, name=name),
-                       admin_url=_url(s, user=s["USER"] or "postgres", name=name),
+    service_admin_url = database_url(name=service_db)
+    db = QueryDatabase(name=name, url=database_url(user=name, name=name),
+                       admin_url=database_url(name=name),
                        service_admin_url=service_admin_url)
     _drop(service_admin_url, name)  # left over by an interrupted run
     db.admin(f'CREATE ROLE "{name}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE',
