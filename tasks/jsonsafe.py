@@ -10,6 +10,7 @@ so a hostile value cannot exhaust the stack while being checked.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -86,6 +87,8 @@ def problem(value: Any, root: str = "", depth_limit: int | None = None) -> str |
     defaults to TASKS_MAX_JSON_DEPTH containers, the value itself being the first.
     """
     limit = max_depth() if depth_limit is None else depth_limit
+    if _plainly_safe(value, limit):
+        return None
     stack: list[tuple[Any, str, int]] = [(value, root, 1)]
     while stack:
         item, path, depth = stack.pop()
@@ -104,6 +107,23 @@ def problem(value: Any, root: str = "", depth_limit: int | None = None) -> str |
                 pushed.append((child, child_path, depth + 1))
             stack.extend(reversed(pushed))  # popped in document order
     return None
+
+
+# In ASCII-only JSON every NUL and every surrogate, paired or not, is spelled as one of these.
+_ESCAPED_SUSPECT = re.compile(r"\\u(?:0000|d[89a-f])")
+
+
+def _plainly_safe(value: Any, limit: int) -> bool:
+    """True when the value's ASCII JSON text shows no NUL, no surrogate and no nesting past
+    `limit`: the common case, decided by the C encoder instead of a walk in Python. False
+    means "walk it" (a non-BMP character or a value json cannot encode also land there)."""
+    if not isinstance(value, (dict, list)):
+        return False
+    try:
+        text = json.dumps(value, ensure_ascii=True)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return _ESCAPED_SUSPECT.search(text) is None and not text_depth_exceeds(text, limit)
 
 
 def depth_exceeds(value: Any, limit: int) -> bool:

@@ -20,17 +20,14 @@ WITH ins AS (
             %(idempotency_key)s, %(idempotency_hash)s, %(owner_id)s, %(origin)s, now(), now())
     ON CONFLICT ((coalesce(owner_id, 0)), idempotency_key)
         WHERE idempotency_key IS NOT NULL DO NOTHING
-    -- the model's column order (tasks/engine/submit.py: TASK_COLUMNS)
-    RETURNING id, name, type, status, payload, priority, queue, run_at, retry_count,
-              max_retries, timeout_seconds, attempts, locked_by, locked_until, last_error,
-              result, idempotency_key, idempotency_hash, owner_id, origin,
-              cancel_requested_at, created_at, updated_at, started_at, finished_at
+    -- what the server decided; the rest of the task is what was sent
+    RETURNING id, created_at, run_at, queue, type
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
                               created_at)
     SELECT id, 'queued', 'task_queued', 0, '', '', now() FROM ins
 )
-SELECT ins.*, pg_notify('taskservice', json_build_object(
+SELECT ins.id, ins.created_at, ins.run_at, pg_notify('taskservice', json_build_object(
     'event', 'task_queued', 'count', 1, 'ids', json_build_array(ins.id),
     'queue', ins.queue, 'type', ins.type)::text)
 FROM ins

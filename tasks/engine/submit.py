@@ -155,6 +155,9 @@ def prepare(
                      timeout_seconds, idempotency_key)
 
 
+_ORIGINS = frozenset(Origin.values)
+
+
 @dataclass(frozen=True)
 class _Submitter:
     owner_id: int | None
@@ -165,7 +168,7 @@ def _submitter(owner: Any, origin: str) -> _Submitter:
     owner_id = getattr(owner, "pk", owner)
     if owner_id is not None and (isinstance(owner_id, bool) or not isinstance(owner_id, int)):
         raise TypeError(f"owner must be a user or a user id, got {owner!r}")
-    if origin not in Origin.values:
+    if origin not in _ORIGINS:
         raise TypeError(f"origin must be one of {', '.join(Origin.values)}, got {origin!r}")
     return _Submitter(owner_id, str(origin))
 
@@ -226,9 +229,8 @@ def enqueue(*, owner: Any = None, origin: str = Origin.PYTHON, **spec: Any) -> T
         "idempotency_hash": _fingerprint(p), "owner_id": who.owner_id, "origin": who.origin,
     })
     if rows:
-        task = task_from_row(rows[0][: len(TASK_COLUMNS)])
-        task.was_created = True
-        return task
+        task_id, created_at, run_at, _sent = rows[0]
+        return _new_task(task_id, p, created_at, run_at, who)
     (row,) = run("select_by_keys", {"owner_id": who.owner_id or 0,
                                     "keys": [p.idempotency_key]})
     return _same_or_conflict(task_from_row(row), p)
