@@ -17,7 +17,7 @@ COPY taskservice/__init__.py taskservice/__init__.py
 COPY tasks/__init__.py tasks/__init__.py
 COPY plugins/__init__.py plugins/__init__.py
 RUN pip install . && pip uninstall -y task-service
-# The code runs from /app (manage.py, templates and static live beside the packages).
+# The code runs from /app (manage.py beside the packages; templates and static inside `tasks`).
 COPY . .
 # collectstatic needs settings, not a database: a throwaway key and an unreachable URL.
 RUN DEBUG=0 SECRET_KEY=build-only-collectstatic-key-not-used-at-run-time-000000000 \

@@ -83,7 +83,7 @@ ASGI_APPLICATION = "taskservice.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -135,7 +135,6 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "static"]
 
 # Console mail is for development; production sends through SMTP unless told otherwise.
 _mail_backend = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"

@@ -21,7 +21,7 @@ class EstimatedCountPaginator(Paginator):
     COUNT(*) reads every matching row; on a million tasks that is most of a page's time.
     Above ESTIMATE_THRESHOLD rows the planner's estimate is used instead: pg_class's
     row count for the unfiltered table, EXPLAIN's for a filtered one. The page then says
-    "about N" (see templates/admin/tasks/task/pagination.html).
+    "about N" (see tasks/templates/admin/tasks/task/pagination.html).
     """
 
     ESTIMATE_THRESHOLD = 10_000

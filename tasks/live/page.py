@@ -1,4 +1,4 @@
-"""The live dashboard page, rendered once; static/tasks/dashboard.js keeps it current
+"""The live dashboard page, rendered once; tasks/static/tasks/dashboard.js keeps it current
 over the websocket (tasks.live.consumers.DashboardConsumer)."""
 
 from __future__ import annotations
