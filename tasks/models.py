@@ -51,8 +51,9 @@ class Task(models.Model):
     # conflict instead of a silent merge.
     idempotency_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     # Who submitted it (NULL: trusted code with no user, e.g. Python or django.tasks).
+    # idx_owner_created_at serves every lookup by owner: no index of its own.
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                              on_delete=models.SET_NULL, related_name="+")
+                              on_delete=models.SET_NULL, related_name="+", db_index=False)
     origin = models.CharField(max_length=16, choices=Origin.choices, db_default=Origin.PYTHON)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now())
@@ -113,7 +114,14 @@ class Task(models.Model):
 
 class TaskHistory(models.Model):
     id = models.BigAutoField(primary_key=True)
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="history")
+    # No database constraint: every history row is written by the engine statement that
+    # writes its task, and every delete of tasks deletes their history in the same
+    # statement. A constraint would check each row against `tasks` at commit, a plan
+    # cached per connection that a nearly empty table's statistics turn into a
+    # sequential scan for as long as the connection lives. idx_task_id_created_at serves
+    # lookups by task.
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="history",
+                             db_constraint=False, db_index=False)
     status = models.CharField(max_length=16, choices=Status.choices)
     event_type = models.CharField(max_length=32, choices=Event.choices)
     attempt = models.IntegerField(default=0)
