@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models.functions import Coalesce, Now
 
@@ -101,6 +102,15 @@ class Task(models.Model):
                 name="idx_running_lease",
                 condition=models.Q(status="running"),
             ),
+            # Payload search (`payload @> {...}`): jsonb_path_ops keeps one hash per leaf
+            # path, so an insert costs a few entries (bench/payload_index.py measures it).
+            GinIndex(fields=["payload"], opclasses=["jsonb_path_ops"], name="idx_payload_path"),
+            # The dashboard's charts read finished and started tasks of a time range; a
+            # task is inserted with neither, so these cost nothing on enqueue.
+            models.Index(fields=["finished_at"], name="idx_finished_at",
+                         condition=models.Q(finished_at__isnull=False)),
+            models.Index(fields=["started_at"], name="idx_started_at",
+                         condition=models.Q(started_at__isnull=False)),
         ]
 
     def __str__(self) -> str:

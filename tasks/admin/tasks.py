@@ -10,17 +10,19 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import ActionLocation, IncorrectLookupParameters
+from django.db.models import F
+from django.db.models.functions import Coalesce, Now
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from tasks import authz, engine, jsonsafe, states
+from tasks.admin import search
 from tasks.admin.actions import BulkActions
-from tasks.admin.display import duration, pretty, status_badge
-from tasks.admin.filters import QueueFilter, TypeFilter
+from tasks.admin.display import duration, pretty, status_badge, timestamp
+from tasks.admin.filters import QueueFilter, TypeFilter, WorkerFilter
 from tasks.admin.forms import TaskAddForm
 from tasks.admin.paging import EstimatedCountPaginator, date_hierarchy_links
 from tasks.exceptions import IdempotencyConflict, InvalidTransition, TaskNotFound
@@ -45,8 +47,7 @@ class TaskHistoryInline(admin.TabularInline):
 
     @admin.display(description="when")
     def when(self, row: TaskHistory) -> str:
-        # To the millisecond: a task's transitions are often within the same second.
-        return timezone.localtime(row.created_at).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        return timestamp(row.created_at, precise=True)
 
     @admin.display(description="traceback")
     def trace(self, row: TaskHistory) -> str:
@@ -60,16 +61,19 @@ ENGINE_FIELDS = ("attempts", "retry_count", "max_retries", "timeout_seconds", "r
 
 @admin.register(Task)
 class TaskAdmin(BulkActions, admin.ModelAdmin):
-    list_display = ("id", "name", "type", "status_display", "priority", "queue", "retries",
-                    "created", "run_time")
-    list_display_links = ("id", "name")
-    list_filter = ("status", TypeFilter, QueueFilter, "created_at")
-    search_fields = ("name", "type")  # and a number means an id: get_search_results
-    search_help_text = "A number finds that task id; text searches names and types."
+    list_display = ("id", "name_display", "type_display", "status_display", "priority",
+                    "queue", "retries", "created", "started", "run_time")
+    list_display_links = ("id", "name_display")
+    list_filter = ("status", TypeFilter, QueueFilter, WorkerFilter, "created_at")
+    # And a number means an id, key=value a payload: get_search_results (admin/search.py).
+    search_fields = ("name", "type")
+    search_help_text = search.HELP
     date_hierarchy = "created_at"
     ordering = ("-id",)
-    # Sorting is offered only where an index serves it (id, created_at).
-    sortable_by = ("id", "created")
+    # id, created and started read an index; status, priority, queue and duration sort the
+    # filtered rows (a top-N sort: bench/admin_list.py times it on a million).
+    sortable_by = ("id", "status_display", "priority", "queue", "created", "started",
+                   "run_time")
     # Facet counts are a COUNT per filter choice on every page load: never on this table.
     show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
@@ -81,7 +85,7 @@ class TaskAdmin(BulkActions, admin.ModelAdmin):
 
     class Media:
         css = {"all": ["tasks/admin.css"]}
-        js = ["tasks/live.js", "tasks/task_live.js"]
+        js = ["tasks/localtime.js", "tasks/live.js", "tasks/task_live.js"]
 
     # --- columns ---
 
@@ -89,18 +93,34 @@ class TaskAdmin(BulkActions, admin.ModelAdmin):
     def status_display(self, task: Task) -> str:
         return status_badge(task.status, task.pk)
 
+    @admin.display(description="name", ordering="name")
+    def name_display(self, task: Task) -> str:
+        # Cut to one line by CSS; the whole name on hover.
+        return format_html('<span class="task-name" title="{}">{}</span>', task.name,
+                           task.name)
+
+    @admin.display(description="type", ordering="type")
+    def type_display(self, task: Task) -> str:
+        return format_html('<span class="task-type" title="{}">{}</span>', task.type,
+                           task.type)
+
     @admin.display(description="created", ordering="created_at")
     def created(self, task: Task) -> str:
-        local = timezone.localtime(task.created_at)
-        return format_html('<time datetime="{}">{}</time>', local.isoformat(),
-                           local.strftime("%Y-%m-%d %H:%M:%S"))
+        return timestamp(task.created_at)
+
+    # Not yet started counts as earliest / shortest: a descending sort (latest, longest
+    # first) ends with the waiting tasks, and the admin flips NULLS along with the order.
+    @admin.display(description="started", ordering=F("started_at").asc(nulls_first=True))
+    def started(self, task: Task) -> str:
+        return timestamp(task.started_at)
 
     @admin.display(description="retries")
     def retries(self, task: Task) -> str:
         return format_html('<span data-task-retries="{}">{}/{}</span>', task.pk,
                            task.retry_count, task.max_retries)
 
-    @admin.display(description="run time")
+    @admin.display(description="run time", ordering=(
+        Coalesce("finished_at", Now()) - F("started_at")).asc(nulls_first=True))
     def run_time(self, task: Task) -> str:
         return duration(task)
 
@@ -126,6 +146,9 @@ class TaskAdmin(BulkActions, admin.ModelAdmin):
             # A number is a task id: one index lookup, not a scan of every name.
             task_id = states.parse_id(term)
             return (queryset.filter(pk=task_id) if task_id else queryset.none()), False
+        payload = search.payload_query(search_term)
+        if payload is not None:
+            return queryset.filter(payload), False
         return super().get_search_results(request, queryset, search_term)
 
     def get_changelist_instance(self, request):
