@@ -22,6 +22,7 @@ from tasks import authz, engine, jsonsafe, states
 from tasks.admin import search
 from tasks.admin.actions import BulkActions
 from tasks.admin.display import duration, pretty, status_badge, timestamp
+from tasks.admin.filtered import FilteredActions
 from tasks.admin.filters import QueueFilter, TypeFilter, WorkerFilter
 from tasks.admin.forms import TaskAddForm
 from tasks.admin.paging import EstimatedCountPaginator, date_hierarchy_links
@@ -60,7 +61,7 @@ ENGINE_FIELDS = ("attempts", "retry_count", "max_retries", "timeout_seconds", "r
 
 
 @admin.register(Task)
-class TaskAdmin(BulkActions, admin.ModelAdmin):
+class TaskAdmin(FilteredActions, BulkActions, admin.ModelAdmin):
     list_display = ("id", "name_display", "type_display", "status_display", "priority",
                     "queue", "retries", "created", "started", "run_time")
     list_display_links = ("id", "name_display")
@@ -151,6 +152,13 @@ class TaskAdmin(BulkActions, admin.ModelAdmin):
             return queryset.filter(payload), False
         return super().get_search_results(request, queryset, search_term)
 
+    def changelist_view(self, request, extra_context=None):
+        params = request.GET.copy()
+        params.pop("p", None)
+        extra_context = {**(extra_context or {}), "filter_verbs": self.filter_verbs(request),
+                         "filter_query": params.urlencode()}
+        return super().changelist_view(request, extra_context)
+
     def get_changelist_instance(self, request):
         try:
             cl = super().get_changelist_instance(request)
@@ -222,6 +230,7 @@ class TaskAdmin(BulkActions, admin.ModelAdmin):
             **(extra_context or {}),
             "can_cancel": self.has_cancel_permission(request) and states.can("cancel", task),
             "can_retry": self.has_retry_permission(request) and states.can("retry", task),
+            "can_run_now": self.has_retry_permission(request) and states.can("run_now", task),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -266,6 +275,9 @@ class TaskAdmin(BulkActions, admin.ModelAdmin):
         return [
             path("<int:task_id>/cancel/", wrap(self.cancel_view), name="tasks_task_cancel"),
             path("<int:task_id>/retry/", wrap(self.retry_view), name="tasks_task_retry"),
+            path("<int:task_id>/run-now/", wrap(self.run_now_view),
+                 name="tasks_task_run_now"),
+            *self.filtered_urls(),
             *super().get_urls(),
         ]
 
@@ -273,7 +285,8 @@ class TaskAdmin(BulkActions, admin.ModelAdmin):
                allowed: bool) -> HttpResponse:
         get_object_or_404(self.get_queryset(request), pk=task_id)  # another's task: 404
         if not allowed:
-            self.message_user(request, f"You may not {action.__name__} tasks.", messages.ERROR)
+            verb = action.__name__.replace("_", " ")
+            self.message_user(request, f"You may not {verb} tasks.", messages.ERROR)
         else:
             try:
                 task = action(task_id, reason=f"{done} by {request.user.get_username()} "
@@ -296,3 +309,7 @@ class TaskAdmin(BulkActions, admin.ModelAdmin):
     def retry_view(self, request, task_id: int) -> HttpResponse:
         return require_POST(lambda r: self._steer(
             r, task_id, engine.retry, "requeued", self.has_retry_permission(r)))(request)
+
+    def run_now_view(self, request, task_id: int) -> HttpResponse:
+        return require_POST(lambda r: self._steer(
+            r, task_id, engine.run_now, "made due now", self.has_retry_permission(r)))(request)

@@ -26,4 +26,9 @@ class Migration(migrations.Migration):
             model_name='task',
             index=models.Index(condition=models.Q(('started_at__isnull', False)), fields=['started_at'], name='idx_started_at'),
         ),
+        migrations.AlterField(
+            model_name='taskhistory',
+            name='event_type',
+            field=models.CharField(choices=[('task_queued', 'Task Queued'), ('task_started', 'Task Started'), ('task_succeeded', 'Task Succeeded'), ('retry_scheduled', 'Retry Scheduled'), ('task_failed', 'Task Failed'), ('cancel_requested', 'Cancel Requested'), ('task_cancelled', 'Task Cancelled'), ('lease_expired', 'Lease Expired'), ('task_requeued', 'Task Requeued'), ('task_released', 'Task Released'), ('task_run_now', 'Task Run Now')], max_length=32),
+        ),
     ]
