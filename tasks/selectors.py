@@ -223,3 +223,34 @@ def created_span(start: datetime.datetime | None = None,
         rows = rows.filter(created_at__gte=start, created_at__lt=end)
     span = rows.aggregate(first=Min("created_at"), last=Max("created_at"))
     return span["first"], span["last"]
+
+
+# History events that end a run, and how the attempts timeline names the outcome.
+RUN_ENDINGS = {
+    "task_succeeded": "succeeded", "retry_scheduled": "failed, retry scheduled",
+    "task_failed": "failed", "lease_expired": "worker lost", "task_cancelled": "cancelled",
+    "task_released": "released (worker stopped)",
+}
+
+
+def attempts(task_id: int) -> list[dict[str, Any]]:
+    """A task's runs from its history, oldest first: attempt, started, ended, seconds,
+    worker, outcome ("running" while it runs) and the error that ended it, if any."""
+    runs: dict[int, dict[str, Any]] = {}
+    rows = (TaskHistory.objects.filter(task_id=task_id, attempt__gt=0).order_by("id")
+            .values("attempt", "event_type", "worker_id", "created_at", "error_class",
+                    "error_message", "traceback", "details"))
+    for row in rows:
+        n = row["attempt"]
+        if row["event_type"] == "task_started":
+            runs[n] = {"attempt": n, "started": row["created_at"], "ended": None,
+                       "seconds": None, "worker": row["worker_id"], "outcome": "running",
+                       "error_class": "", "error_message": "", "traceback": ""}
+        elif n in runs and runs[n]["ended"] is None and row["event_type"] in RUN_ENDINGS:
+            run = runs[n]
+            run.update(ended=row["created_at"], outcome=RUN_ENDINGS[row["event_type"]],
+                       seconds=(row["created_at"] - run["started"]).total_seconds(),
+                       error_class=row["error_class"], error_message=row["error_message"],
+                       traceback=row["traceback"])
+            run["worker"] = run["worker"] or row["worker_id"]
+    return [runs[n] for n in sorted(runs)]

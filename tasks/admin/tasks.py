@@ -26,6 +26,7 @@ from tasks.admin.filtered import FilteredActions
 from tasks.admin.filters import QueueFilter, TypeFilter, WorkerFilter
 from tasks.admin.forms import TaskAddForm
 from tasks.admin.paging import EstimatedCountPaginator, date_hierarchy_links
+from tasks.admin.runs import run_context
 from tasks.exceptions import IdempotencyConflict, InvalidTransition, TaskNotFound
 from tasks.models import Status, Task, TaskHistory
 
@@ -55,9 +56,21 @@ class TaskHistoryInline(admin.TabularInline):
         return pretty(row.traceback)  # monospaced and bounded, like the task's last error
 
 
-ENGINE_FIELDS = ("attempts", "retry_count", "max_retries", "timeout_seconds", "run_at",
-                 "locked_by", "locked_until", "cancel_requested_at", "idempotency_key",
-                 "created_at", "updated_at", "started_at", "finished_at")
+DATE_FIELDS = ("run_at", "locked_until", "cancel_requested_at", "created_at", "updated_at",
+               "started_at", "finished_at")
+ENGINE_FIELDS = ("attempts", "retry_count", "max_retries", "timeout_seconds", "run_at_when",
+                 "locked_by", "locked_until_when", "cancel_requested_at_when",
+                 "idempotency_key", "created_at_when", "updated_at_when", "started_at_when",
+                 "finished_at_when")
+
+
+def _date_display(name: str):
+    """A read-only date of the task page, in the one date format (display.timestamp)."""
+    def show(self, task: Task) -> str:
+        return timestamp(getattr(task, name))
+    show.short_description = name.replace("_", " ")
+    show.__name__ = f"{name}_when"
+    return show
 
 
 @admin.register(Task)
@@ -228,6 +241,7 @@ class TaskAdmin(FilteredActions, BulkActions, admin.ModelAdmin):
         task = self.get_object(request, object_id)
         extra_context = {
             **(extra_context or {}),
+            **(run_context(task) if task is not None else {}),
             "can_cancel": self.has_cancel_permission(request) and states.can("cancel", task),
             "can_retry": self.has_retry_permission(request) and states.can("retry", task),
             "can_run_now": self.has_retry_permission(request) and states.can("run_now", task),
@@ -313,3 +327,7 @@ class TaskAdmin(FilteredActions, BulkActions, admin.ModelAdmin):
     def run_now_view(self, request, task_id: int) -> HttpResponse:
         return require_POST(lambda r: self._steer(
             r, task_id, engine.run_now, "made due now", self.has_retry_permission(r)))(request)
+
+
+for _name in DATE_FIELDS:
+    setattr(TaskAdmin, f"{_name}_when", _date_display(_name))
