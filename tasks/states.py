@@ -130,6 +130,17 @@ def liveness_window(engine_settings: Any) -> float:
     return max(engine_settings.LEASE_SECONDS, 3 * engine_settings.HEARTBEAT_INTERVAL)
 
 
+def worker_state(seconds_silent: float, engine_settings: Any) -> str:
+    """A worker by its last heartbeat: "online" (within 1.5 heartbeat intervals), "late"
+    (missed a beat, still within the liveness window), "lost" (past it: the reaper and the
+    rescuer treat it as gone)."""
+    if seconds_silent <= 1.5 * engine_settings.HEARTBEAT_INTERVAL:
+        return "online"
+    if seconds_silent <= liveness_window(engine_settings):
+        return "late"
+    return "lost"
+
+
 MAX_ID = 2**63 - 1  # bigint: a larger id cannot exist, and must not reach the database
 
 

@@ -77,7 +77,7 @@ def _date_display(name: str):
 class TaskAdmin(FilteredActions, BulkActions, admin.ModelAdmin):
     list_display = ("id", "name_display", "type_display", "status_display", "priority",
                     "queue", "retries", "created", "started", "run_time")
-    list_display_links = ("id", "name_display")
+    list_display_links = ("id",)  # and the name: name_display is its own link
     list_filter = ("status", TypeFilter, QueueFilter, WorkerFilter, "created_at")
     # And a number means an id, key=value a payload: get_search_results (admin/search.py).
     search_fields = ("name", "type")
@@ -110,7 +110,8 @@ class TaskAdmin(FilteredActions, BulkActions, admin.ModelAdmin):
     @admin.display(description="name", ordering="name")
     def name_display(self, task: Task) -> str:
         # Cut to one line by CSS; the whole name on hover.
-        return format_html('<span class="task-name" title="{}">{}</span>', task.name,
+        return format_html('<a class="task-name" href="{}" title="{}">{}</a>',
+                           reverse("admin:tasks_task_change", args=[task.pk]), task.name,
                            task.name)
 
     @admin.display(description="type", ordering="type")
