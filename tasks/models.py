@@ -140,7 +140,11 @@ class TaskHistory(models.Model):
     class Meta:
         db_table = "task_history"
         ordering = ["created_at", "id"]
-        indexes = [models.Index(fields=["task", "created_at"], name="idx_task_id_created_at")]
+        indexes = [
+            models.Index(fields=["task", "created_at"], name="idx_task_id_created_at"),
+            # The history list filtered by one kind of event, newest first (admin).
+            models.Index(fields=["event_type", "id"], name="idx_history_event_id"),
+        ]
         verbose_name_plural = "task history"
 
     def __str__(self) -> str:

@@ -31,4 +31,8 @@ class Migration(migrations.Migration):
             name='event_type',
             field=models.CharField(choices=[('task_queued', 'Task Queued'), ('task_started', 'Task Started'), ('task_succeeded', 'Task Succeeded'), ('retry_scheduled', 'Retry Scheduled'), ('task_failed', 'Task Failed'), ('cancel_requested', 'Cancel Requested'), ('task_cancelled', 'Task Cancelled'), ('lease_expired', 'Lease Expired'), ('task_requeued', 'Task Requeued'), ('task_released', 'Task Released'), ('task_run_now', 'Task Run Now')], max_length=32),
         ),
+        AddIndexConcurrently(
+            model_name='taskhistory',
+            index=models.Index(fields=['event_type', 'id'], name='idx_history_event_id'),
+        ),
     ]
