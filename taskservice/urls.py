@@ -7,6 +7,7 @@ from tasks.metrics import metrics_view
 
 urlpatterns = [
     re_path(r"^health/?$", views.health, name="health"),
+    path("favicon.ico", views.favicon, name="favicon"),
     # --- REST API (issue 3) ---
     path("api/", include("tasks.api.urls")),
     # --- Live dashboard (issue 4) ---
