@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models.functions import Coalesce, Now
 
@@ -102,6 +103,15 @@ class Task(models.Model):
                 name="idx_running_lease",
                 condition=models.Q(status="running"),
             ),
+            # Payload search (`payload @> {...}`): jsonb_path_ops keeps one hash per leaf
+            # path, so an insert costs a few entries (bench/payload_index.py measures it).
+            GinIndex(fields=["payload"], opclasses=["jsonb_path_ops"], name="idx_payload_path"),
+            # The dashboard's charts read finished and started tasks of a time range; a
+            # task is inserted with neither, so these cost nothing on enqueue.
+            models.Index(fields=["finished_at"], name="idx_finished_at",
+                         condition=models.Q(finished_at__isnull=False)),
+            models.Index(fields=["started_at"], name="idx_started_at",
+                         condition=models.Q(started_at__isnull=False)),
         ]
 
     def __str__(self) -> str:
@@ -138,7 +148,11 @@ class TaskHistory(models.Model):
     class Meta:
         db_table = "task_history"
         ordering = ["created_at", "id"]
-        indexes = [models.Index(fields=["task", "created_at"], name="idx_task_id_created_at")]
+        indexes = [
+            models.Index(fields=["task", "created_at"], name="idx_task_id_created_at"),
+            # The history list filtered by one kind of event, newest first (admin).
+            models.Index(fields=["event_type", "id"], name="idx_history_event_id"),
+        ]
         verbose_name_plural = "task history"
 
     def __str__(self) -> str:
