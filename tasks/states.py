@@ -48,6 +48,10 @@ RETRYABLE = frozenset({Status.FAILED, Status.CANCELLED})
 # Events after which there may be work to claim at once: workers wake on them.
 WAKE_EVENTS = frozenset({Event.TASK_QUEUED, Event.TASK_REQUEUED, Event.TASK_RELEASED,
                          Event.LEASE_EXPIRED})
+# Events that end a run (or hand it back): a worker held back by a queue's concurrency
+# limit wakes on them, since a slot of that queue may have freed.
+FINISH_EVENTS = frozenset({Event.TASK_SUCCEEDED, Event.TASK_FAILED, Event.RETRY_SCHEDULED,
+                           Event.TASK_CANCELLED, Event.TASK_RELEASED, Event.LEASE_EXPIRED})
 
 
 @dataclass(frozen=True)

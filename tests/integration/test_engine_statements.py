@@ -60,6 +60,13 @@ def claim_queues():
         Event.TASK_STARTED}
 
 
+def claim_limited():
+    enqueue(queue="api"), enqueue(queue="api"), enqueue(queue="api")
+    engine.set_queue_limits("api", concurrency_limit=2)
+    return (lambda: {c.id for c in engine.claim(worker_id=WORKER, limit=5)}), {
+        Event.TASK_STARTED}
+
+
 def complete_runs():
     runs = _claimed(2)
     return (lambda: engine.complete(worker_id=WORKER,
@@ -119,8 +126,8 @@ def retry_tasks():
 
 
 CASES: dict[str, Case] = {f.__name__: f for f in (
-    insert_task, insert_tasks, claim_any, claim_queues, complete_runs, fail_runs, cancel_runs,
-    release_runs, rescue_expired, cancel_tasks, retry_tasks)}
+    insert_task, insert_tasks, claim_any, claim_queues, claim_limited, complete_runs, fail_runs,
+    cancel_runs, release_runs, rescue_expired, cancel_tasks, retry_tasks)}
 
 
 @pytest.fixture
