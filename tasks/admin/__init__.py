@@ -1,4 +1,4 @@
-"""The Django admin as the operator's console: tasks, their history, workers.
+"""The Django admin as the operator's console: tasks, their history, workers, queues.
 
 Importing the package registers TaskAdmin and WorkerAdmin (Django autodiscovers
 `tasks.admin`). Pages stay cheap on a million rows: no full-table COUNT(*) (paging), filter
@@ -7,4 +7,4 @@ number searches the id index, and only indexed columns sort. Measured by
 bench/admin_list.py. The live dashboard page is tasks.live.page.
 """
 
-from tasks.admin import tasks, workers  # noqa: F401 - registers the ModelAdmins
+from tasks.admin import queues, tasks, workers  # noqa: F401 - registers the ModelAdmins

@@ -52,7 +52,7 @@ def fuzz():
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     try:
-        user = grant(UserFactory(username="fuzzer"), *users.OPERATOR)
+        user = grant(UserFactory(username="fuzzer"), *users.OPERATOR, *users.QUEUES)
         yield Token.objects.create(user=user).key, ids
     finally:
         request_started.connect(close_old_connections)
@@ -63,7 +63,9 @@ def test_the_schema_covers_every_operation():
     assert set(OPERATIONS) == {
         "GET /api/stats/", "GET /api/tasks/", "POST /api/tasks/", "GET /api/tasks/{id}/",
         "POST /api/tasks/{id}/cancel/", "GET /api/tasks/{id}/history/",
-        "POST /api/tasks/{id}/retry/",
+        "POST /api/tasks/{id}/retry/", "GET /api/queues/", "GET /api/queues/{name}/",
+        "PATCH /api/queues/{name}/", "POST /api/queues/{name}/pause/",
+        "POST /api/queues/{name}/resume/",
     }
 
 
@@ -80,6 +82,11 @@ def test_no_input_causes_a_server_error_and_responses_match_the_schema(label, fu
                   operation.as_strategy(GenerationMode.NEGATIVE)]
     if "{id}" in operation.path:
         strategies += [operation.as_strategy(path_parameters={"id": i}) for i in task_ids]
+    if "{name}" in operation.path:
+        strategies.append(operation.as_strategy(path_parameters={"name": "default"}))
+    if label == "PATCH /api/queues/{name}/":
+        strategies += [operation.as_strategy(path_parameters={"name": "default"}, body=body)
+                       for body in ({"concurrency_limit": 2}, {"rate_limit": None})]
     if label == "POST /api/tasks/":
         strategies += [operation.as_strategy(body=body) for body in KNOWN_BODIES]
     cases = st.one_of(strategies)
