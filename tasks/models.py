@@ -8,8 +8,8 @@ from django.db.models.functions import Coalesce, Now
 
 from tasks.states import ACTIVE, FINISHED, Event, Status
 
-__all__ = ["ACTIVE_STATUSES", "FINISHED_STATUSES", "AuditEntry", "Event", "Origin", "Queue",
-           "Status", "Task", "TaskHistory", "Worker"]
+__all__ = ["ACTIVE_STATUSES", "FINISHED_STATUSES", "AuditEntry", "Event", "MissedTicks",
+           "Origin", "Queue", "Schedule", "Status", "Task", "TaskHistory", "Worker"]
 
 # The lifecycle's rules live in tasks.states; these are its sets in declaration order, for
 # the ORM (`status__in`).
@@ -25,6 +25,7 @@ class Origin(models.TextChoices):
     CLI = "cli"
     PYTHON = "python"
     DJANGO_TASKS = "django_tasks"
+    SCHEDULE = "schedule"
 
 
 class Task(models.Model):
@@ -211,3 +212,57 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.target_kind} {self.target} by {self.actor or '?'}"
+
+
+class MissedTicks(models.TextChoices):
+    """What a schedule does with ticks it missed (an outage, no worker running)."""
+
+    CATCH_UP_ONCE = "catch_up_once"  # one task for the latest missed tick
+    SKIP = "skip"  # none: the next task is for the next tick on time
+
+
+class Schedule(models.Model):
+    """A task enqueued at every tick of a cron expression (in a time zone) or an interval.
+
+    The scheduler (tasks/maintenance/scheduler.py) enqueues each due tick exactly once:
+    the task's idempotency key is `schedule:<id>:<tick>`, unique per owner, and the row's
+    next_run_at moves in the same transaction. Written only by tasks/engine/schedules.py.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=200, unique=True)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField(default=dict, blank=True)
+    queue = models.CharField(max_length=100, default="default")
+    priority = models.IntegerField(default=0)
+    max_retries = models.IntegerField(null=True, blank=True)  # None: the engine's default
+    timeout_seconds = models.IntegerField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    cron = models.CharField(max_length=200, blank=True, default="")
+    timezone = models.CharField(max_length=64, default="UTC")
+    interval_seconds = models.IntegerField(null=True, blank=True)
+    missed_ticks = models.CharField(max_length=16, choices=MissedTicks.choices,
+                                    default=MissedTicks.CATCH_UP_ONCE)
+    # The next tick to enqueue (None while disabled), the last enqueued and its task.
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_tick_at = models.DateTimeField(null=True, blank=True)
+    last_task_id = models.BigIntegerField(null=True, blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                              on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "task_schedules"
+        ordering = ["name"]
+        indexes = [models.Index(fields=["next_run_at"], name="idx_schedule_due",
+                                condition=models.Q(enabled=True))]
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(interval_seconds__isnull=True) & ~models.Q(cron=""))
+                | (models.Q(interval_seconds__gte=1) & models.Q(cron="")),
+                name="schedule_cron_or_interval"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -11,12 +11,15 @@ statement or transaction, so an event always means a committed change.
 - maintenance: rescue_expired, reap_workers, reconcile;
 - queues: pause, resume and set_limits of a queue (as pause_queue, resume_queue,
   set_queue_limits), each with an audit row and an event;
+- schedules: create, update, pause, resume, run_now, delete, and fire_due (the
+  scheduler's batch), exported with a `schedule_` prefix or as the module;
 - events: the NOTIFY channel and the shape of its payload;
 - sql: the loader of queries.sql and `run`.
 """
 
 from __future__ import annotations
 
+from tasks.engine import schedules
 from tasks.engine.events import CHANNEL, NOTIFY_MAX_IDS
 from tasks.engine.maintenance import (
     RECONCILE_LOCK_KEY,
@@ -45,6 +48,7 @@ from tasks.engine.runs import (
     release,
     unregister_worker,
 )
+from tasks.engine.schedules import fire_due as fire_due_schedules
 from tasks.engine.steering import (
     BulkResult,
     cancel,
@@ -65,5 +69,5 @@ __all__ = [
     "enqueue", "enqueue_many", "fail", "finish_cancelled", "get", "heartbeat", "idle_hint",
     "liveness_window", "next_due_in", "notify", "pause_queue", "prepare", "reap_workers",
     "reconcile", "register_worker", "release", "rescue_expired", "resume_queue", "retry",
-    "retry_many", "set_queue_limits", "unregister_worker",
+    "retry_many", "schedules", "fire_due_schedules", "set_queue_limits", "unregister_worker",
 ]

@@ -305,6 +305,47 @@ WITH q AS (
 )
 SELECT q.name, q.paused, q.concurrency_limit, q.rate_limit FROM q LEFT JOIN note ON true
 
+-- name: select_due_schedules --
+-- Lock up to `limit` enabled schedules whose pending tick is due at `now`, soonest first.
+SELECT id, name, type, payload, queue, priority, max_retries, timeout_seconds, cron,
+       timezone, interval_seconds, missed_ticks, next_run_at, owner_id
+FROM task_schedules
+WHERE enabled AND next_run_at <= %(now)s
+ORDER BY next_run_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: enqueue_tick --
+-- Store a schedule's task for one tick, due at the tick, unless that tick's key exists.
+-- The key `schedule:<id>:<tick>` is unique per owner: no crash or second leader doubles it.
+WITH ins AS (
+    INSERT INTO tasks (name, type, status, payload, priority, queue, run_at, retry_count,
+                       max_retries, timeout_seconds, attempts, last_error, idempotency_key,
+                       owner_id, origin, created_at, updated_at)
+    VALUES (%(name)s, %(type)s, 'queued', %(payload)s::jsonb, %(priority)s, %(queue)s,
+            %(tick)s, 0, %(max_retries)s, %(timeout_seconds)s, 0, '', %(key)s,
+            %(owner_id)s::bigint, 'schedule', now(), now())
+    ON CONFLICT ((coalesce(owner_id, 0)), idempotency_key)
+        WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, queue, type
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, 'queued', 'task_queued', 0, '', %(details)s, now() FROM ins
+)
+SELECT ins.id, pg_notify('taskservice', json_build_object(
+    'event', 'task_queued', 'count', 1, 'ids', json_build_array(ins.id),
+    'queue', ins.queue, 'type', ins.type)::text)
+FROM ins
+
+-- name: advance_schedule --
+-- Move a schedule to its next tick, recording the tick enqueued and its task (if any).
+UPDATE task_schedules
+SET next_run_at = %(next_run_at)s, last_tick_at = coalesce(%(tick)s, last_tick_at),
+    last_task_id = coalesce(%(task_id)s::bigint, last_task_id), updated_at = now()
+WHERE id = %(id)s
+RETURNING id
+
 -- name: heartbeat --
 -- Renew a worker's leases and last_seen; its held ids, cancel flags, and whether it is known.
 WITH renewed AS (
