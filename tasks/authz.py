@@ -38,6 +38,10 @@ TYPE_PREFIX = "enqueue_type_"
 # Queues and schedules: Django's model permissions of Queue and Schedule.
 VIEW_QUEUE = "view_queue"
 CHANGE_QUEUE = "change_queue"  # pause, resume, limits
+VIEW_SCHEDULE = "view_schedule"
+ADD_SCHEDULE = "add_schedule"
+CHANGE_SCHEDULE = "change_schedule"  # also pause, resume, run now
+DELETE_SCHEDULE = "delete_schedule"
 CODENAME_MAX = 100  # django.contrib.auth Permission.codename
 
 ACTION_PERMISSIONS = {"view": VIEW, "add": ADD, "cancel": CANCEL, "retry": RETRY,

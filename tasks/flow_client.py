@@ -66,3 +66,74 @@ class RemoteQueues:
 
     def limit(self, name: str, limits: dict[str, Any]) -> dict:
         return self.remote._request("PATCH", self._path(name), body=limits)
+
+
+def _schedule(schedule) -> dict:
+    from tasks.api.schedules import ScheduleSerializer
+
+    return _plain(ScheduleSerializer(schedule).data)
+
+
+class LocalSchedules:
+    """Schedules through tasks.engine.schedules."""
+
+    def list(self) -> list[dict]:
+        from tasks.api.schedules import ScheduleSerializer
+        from tasks.models import Schedule
+
+        return _plain(ScheduleSerializer(Schedule.objects.order_by("name"), many=True).data)
+
+    def create(self, fields: dict[str, Any]) -> dict:
+        return _schedule(_call(engine.schedules.create, **fields, actor=CLI_ACTOR))
+
+    def get(self, schedule_id: str) -> dict:
+        return _schedule(_call(engine.schedules.get, schedule_id))
+
+    def pause(self, schedule_id: str) -> dict:
+        return _schedule(_call(engine.schedules.pause, schedule_id, actor=CLI_ACTOR))
+
+    def resume(self, schedule_id: str) -> dict:
+        return _schedule(_call(engine.schedules.resume, schedule_id, actor=CLI_ACTOR))
+
+    def run_now(self, schedule_id: str) -> dict:
+        from tasks.api.serializers import TaskSerializer
+
+        task = _call(engine.schedules.run_now, schedule_id, actor=CLI_ACTOR)
+        return _plain(TaskSerializer(task).data)
+
+    def delete(self, schedule_id: str) -> dict:
+        _call(engine.schedules.delete, schedule_id, actor=CLI_ACTOR)
+        return {"deleted": int(schedule_id)}
+
+
+class RemoteSchedules:
+    """Schedules through a server's /api/schedules."""
+
+    def __init__(self, remote: RemoteClient):
+        self.remote = remote
+
+    @staticmethod
+    def _path(schedule_id: str, tail: str = "") -> str:
+        return f"/api/schedules/{urllib.parse.quote(str(schedule_id), safe='')}{tail}"
+
+    def list(self) -> list[dict]:
+        return self.remote._request("GET", "/api/schedules")
+
+    def create(self, fields: dict[str, Any]) -> dict:
+        return self.remote._request("POST", "/api/schedules", body=fields)
+
+    def get(self, schedule_id: str) -> dict:
+        return self.remote._request("GET", self._path(schedule_id))
+
+    def pause(self, schedule_id: str) -> dict:
+        return self.remote._request("POST", self._path(schedule_id, "/pause"))
+
+    def resume(self, schedule_id: str) -> dict:
+        return self.remote._request("POST", self._path(schedule_id, "/resume"))
+
+    def run_now(self, schedule_id: str) -> dict:
+        return self.remote._request("POST", self._path(schedule_id, "/run-now"))
+
+    def delete(self, schedule_id: str) -> dict:
+        self.remote._request("DELETE", self._path(schedule_id))
+        return {"deleted": int(schedule_id)}

@@ -45,8 +45,9 @@ def timing(schedule: Schedule) -> ticks.Timing:
     return ticks.Timing(schedule.cron, schedule.timezone, schedule.interval_seconds)
 
 
-def _validate(values: dict[str, Any]) -> dict[str, Any]:
-    """The values ready to save, or InvalidInput naming every bad field."""
+def validate(values: dict[str, Any]) -> dict[str, Any]:
+    """The values ready to save, or InvalidInput naming every bad field (forms call this
+    to show the errors beside their fields)."""
     errors: dict[str, Any] = {}
     name = values.get("name")
     if not isinstance(name, str) or not name.strip():
@@ -121,7 +122,7 @@ def _unknown(fields: Mapping[str, Any]) -> None:
 def create(*, actor: str = "", owner: Any = None, **fields: Any) -> Schedule:
     """Validate and save a schedule; its first tick is the next one after now."""
     _unknown(fields)
-    values = _validate({**DEFAULTS, **fields})
+    values = validate({**DEFAULTS, **fields})
     schedule = Schedule(**values, owner_id=getattr(owner, "pk", owner))
     _schedule_next(schedule, timezone.now())
     _save(schedule)
@@ -140,7 +141,7 @@ def update(schedule_id: Any, *, actor: str = "", **fields: Any) -> Schedule:
         fields["interval_seconds"] = None  # switching to cron
     if fields.get("interval_seconds") is not None and "cron" not in fields:
         fields["cron"] = ""  # switching to an interval
-    values = _validate({**current, **fields})
+    values = validate({**current, **fields})
     retimed = any(values[k] != current[k] for k in ("cron", "timezone", "interval_seconds",
                                                     "enabled"))
     for name, value in values.items():
