@@ -172,3 +172,41 @@ def test_a_resumed_queue_is_claimed_by_the_plain_claim_again():
                        "concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL")
         assert cursor.fetchone()[0] == 0
     assert len(claim()) == 1
+
+
+def _counting_claims(monkeypatch) -> list[int]:
+    """Count the claims a worker makes (a spy: each call still runs the real claim)."""
+    calls: list[int] = []
+    real = engine.claim
+
+    def claim(**kwargs):
+        calls.append(1)
+        return real(**kwargs)
+
+    monkeypatch.setattr(engine, "claim", claim)
+    return calls
+
+
+@pytest.mark.parametrize("limits", [{"concurrency_limit": 1}, {"rate_limit": 0.2}, "pause"])
+def test_a_worker_held_back_sleeps_instead_of_spinning(monkeypatch, limits):
+    from tasks.worker.testing import WorkerThread
+
+    for _ in range(5):
+        enqueue(queue="api", type="simulate", payload={"duration": 30})
+    if limits == "pause":
+        engine.pause_queue("api")
+    else:
+        engine.set_queue_limits("api", **limits)
+    calls = _counting_claims(monkeypatch)
+    with WorkerThread(concurrency=4, shutdown_grace=0) as w:
+        if limits != "pause":
+            w.events.wait("claimed")
+        before = len(calls)
+        finished = threading.Event()
+        finished.wait(2.0)  # two poll intervals of a worker with 3 free slots
+        during = len(calls) - before
+        running = Task.objects.filter(status="running").count()
+    # Held back, the worker claims on wake-ups and polls (about once a second), not in a
+    # loop (thousands of claims in two seconds).
+    assert during <= 6, during
+    assert running == (0 if limits == "pause" else 1)
