@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tasks', '0004_after_failure_rule'),
+        ('tasks', '0005_lean_history'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
