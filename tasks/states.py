@@ -14,6 +14,7 @@ from django.db import models
 
 
 class Status(models.TextChoices):
+    WAITING = "waiting"
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
@@ -33,13 +34,17 @@ class Event(models.TextChoices):
     LEASE_EXPIRED = "lease_expired"
     TASK_REQUEUED = "task_requeued"
     TASK_RELEASED = "task_released"
+    TASK_WAITING = "task_waiting"
+    DEPENDENCIES_MET = "dependencies_met"
+    DEPENDENCY_FAILED = "dependency_failed"
+    TASK_SNOOZED = "task_snoozed"
 
 
 # A worker may claim these (when due).
 CLAIMABLE_ORDER = (Status.QUEUED, Status.RETRYING)
 CLAIMABLE = frozenset(CLAIMABLE_ORDER)
-# Not finished: waiting to run or running.
-ACTIVE = frozenset({Status.QUEUED, Status.RUNNING, Status.RETRYING})
+# Not finished: waiting for parents, waiting to run, or running.
+ACTIVE = frozenset({Status.WAITING, Status.QUEUED, Status.RUNNING, Status.RETRYING})
 # Final until a person retries: no worker touches them again.
 FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 # A person may retry these.
@@ -47,7 +52,10 @@ RETRYABLE = frozenset({Status.FAILED, Status.CANCELLED})
 
 # Events after which there may be work to claim at once: workers wake on them.
 WAKE_EVENTS = frozenset({Event.TASK_QUEUED, Event.TASK_REQUEUED, Event.TASK_RELEASED,
-                         Event.LEASE_EXPIRED})
+                         Event.LEASE_EXPIRED, Event.DEPENDENCIES_MET})
+
+# What a child with parents does when one of them fails for good or is cancelled.
+ON_PARENT_FAILURE = ("fail", "run")  # fail: cancelled with it (default); run: runs anyway
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,12 @@ class Transition:
 TRANSITIONS: tuple[Transition, ...] = (
     Transition("enqueue", (), Status.QUEUED, (Event.TASK_QUEUED,), "enqueue",
                from_text="—"),
+    Transition("enqueue", (), Status.WAITING, (Event.TASK_WAITING,),
+               "enqueue with parents not yet succeeded", from_text="—"),
+    Transition("unblock", (Status.WAITING,), Status.QUEUED, (Event.DEPENDENCIES_MET,),
+               "every parent succeeded (or finished, for `on_parent_failure: run`)"),
+    Transition("cascade", (Status.WAITING,), Status.CANCELLED, (Event.DEPENDENCY_FAILED,),
+               "a parent failed for good or was cancelled (the row names it)"),
     Transition("claim", CLAIMABLE_ORDER, Status.RUNNING, (Event.TASK_STARTED,),
                "claim by a worker", from_text="`queued`, `retrying` (due)"),
     Transition("complete", (Status.RUNNING,), Status.SUCCEEDED, (Event.TASK_SUCCEEDED,),
@@ -77,8 +91,10 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("rescue", (Status.RUNNING,), Status.RETRYING, (Event.LEASE_EXPIRED,),
                "lease expired: worker lost",
                to_text="`retrying` (due after backoff), or `failed` if none left"),
-    Transition("cancel", CLAIMABLE_ORDER, Status.CANCELLED, (Event.TASK_CANCELLED,),
-               "cancel"),
+    Transition("snooze", (Status.RUNNING,), Status.QUEUED, (Event.TASK_SNOOZED,),
+               "the plugin snoozes", to_text="`queued` (due after the delay, no retry used)"),
+    Transition("cancel", (Status.WAITING, *CLAIMABLE_ORDER), Status.CANCELLED,
+               (Event.TASK_CANCELLED,), "cancel"),
     Transition("cancel", (Status.RUNNING,), Status.CANCELLED,
                (Event.CANCEL_REQUESTED, Event.TASK_CANCELLED), "cancel",
                to_text="stays `running` until the worker stops it (within 2 s), then "
@@ -87,6 +103,9 @@ TRANSITIONS: tuple[Transition, ...] = (
                "the worker stops (SIGTERM) past its grace period"),
     Transition("retry", (Status.FAILED, Status.CANCELLED), Status.QUEUED,
                (Event.TASK_REQUEUED,), "retry by a person", to_text="`queued` (retries reset)"),
+    Transition("rewait", (Status.CANCELLED,), Status.WAITING, (Event.TASK_WAITING,),
+               "a person retries the parent whose failure cancelled it",
+               from_text="`cancelled` by `dependency_failed`"),
 )
 
 def sources(action: str) -> frozenset[str]:

@@ -5,8 +5,10 @@ Callers write `from tasks import engine` and call its verbs: `engine.enqueue(...
 each transition writes exactly one history row per task and its NOTIFY in the same
 statement or transaction, so an event always means a committed change.
 
-- submit: prepare (validation), enqueue, enqueue_many;
-- runs: the worker's side (claim, heartbeat, complete, fail, finish_cancelled, release);
+- spec: prepare (validation into a Prepared spec); submit: enqueue, enqueue_many,
+  enqueue_workflow; graph: tasks with dependencies and workflows, in one transaction;
+- runs: the worker's side (claim, heartbeat, complete, fail, finish_cancelled, release,
+  snooze, progress, parent_results);
 - steering: a person's side (cancel, retry, their bulk variants, delete_finished, get);
 - maintenance: rescue_expired, reap_workers, reconcile;
 - events: the NOTIFY channel and the shape of its payload;
@@ -34,8 +36,11 @@ from tasks.engine.runs import (
     finish_cancelled,
     heartbeat,
     next_due_in,
+    parent_results,
+    progress,
     register_worker,
     release,
+    snooze,
     unregister_worker,
 )
 from tasks.engine.steering import (
@@ -48,14 +53,22 @@ from tasks.engine.steering import (
     retry,
     retry_many,
 )
-from tasks.engine.submit import QUEUE_NAME_RE, TASK_COLUMNS, enqueue, enqueue_many, prepare
+from tasks.engine.submit import (
+    QUEUE_NAME_RE,
+    TASK_COLUMNS,
+    enqueue,
+    enqueue_many,
+    enqueue_workflow,
+    prepare,
+)
 from tasks.states import WAKE_EVENTS
 
 __all__ = [
     "CHANNEL", "NOTIFY_MAX_IDS", "QUEUE_NAME_RE", "RECONCILE_LOCK_KEY", "TASK_COLUMNS",
     "WAKE_EVENTS", "BulkResult", "ClaimedTask", "HeartbeatResult", "Outcome", "cancel",
     "cancel_many", "cancel_requested_ids", "claim", "complete", "delete_finished", "enqueue",
-    "enqueue_many", "fail", "finish_cancelled", "get", "heartbeat", "liveness_window",
-    "next_due_in", "notify", "prepare", "reap_workers", "reconcile", "register_worker",
-    "release", "rescue_expired", "retry", "retry_many", "unregister_worker",
+    "enqueue_many", "enqueue_workflow", "fail", "finish_cancelled", "get", "heartbeat",
+    "liveness_window", "next_due_in", "notify", "parent_results", "prepare", "progress",
+    "reap_workers", "reconcile", "register_worker", "release", "rescue_expired", "retry",
+    "retry_many", "snooze", "unregister_worker",
 ]

@@ -2,10 +2,10 @@
 
 Every event is a JSON object `{"event": <name>, "count": <tasks affected>, "ids": [<at
 most NOTIFY_MAX_IDS task ids>], ...extra}`; worker events carry `worker`, an enqueue
-carries `queue` and `type`. The statements in queries.sql build the same shape in SQL
-(tests/unit/test_engine_sql.py checks their channel and id limit against these names).
-Importing this module touches no database and no other engine module: the listener, the
-relay and the pruner read their names from here.
+carries `queue` and `type`, task_progress carries `progress`. The statements in
+queries.sql build the same shape in SQL (tests/unit/test_engine_sql.py checks their
+channel and id limit against these names). Importing this module touches no database
+and no other engine module: the listener, the relay and the pruner read their names here.
 """
 
 from __future__ import annotations
@@ -25,9 +25,13 @@ WORKER_ONLINE = "worker_online"
 WORKER_OFFLINE = "worker_offline"
 TASKS_DELETED = "tasks_deleted"  # a person deleted finished tasks
 TASKS_PRUNED = "tasks_pruned"  # the pruner deleted finished tasks past their retention
+# A running task's plugin reported progress; the event also carries `progress`: {"done",
+# "total", "message" (at most 200 characters), "at"}. Not a history event.
+TASK_PROGRESS = "task_progress"
 
 # Every event name that can be sent on CHANNEL.
-NAMES = frozenset({*Event.values, WORKER_ONLINE, WORKER_OFFLINE, TASKS_DELETED, TASKS_PRUNED})
+NAMES = frozenset({*Event.values, WORKER_ONLINE, WORKER_OFFLINE, TASKS_DELETED, TASKS_PRUNED,
+                   TASK_PROGRESS})
 
 
 def payload(event: str, ids: Iterable[int], **extra: Any) -> str:

@@ -118,9 +118,25 @@ def retry_tasks():
         Event.TASK_REQUEUED}
 
 
+def insert_graph():
+    (parent,) = _claimed(1)
+    specs = [{"name": "a", "type": "count", "depends_on": [parent.id]},
+             {"name": "b", "type": "count"},
+             {"name": "c", "type": "count", "after": [0, 1]}]
+    return (lambda: {t.pk for t in engine.enqueue_many(specs)}), {
+        Event.TASK_WAITING, Event.TASK_QUEUED}
+
+
+def snooze_runs():
+    runs = _claimed(2)
+    return (lambda: engine.snooze(worker_id=WORKER,
+                                  outcomes=[outcome(c, delay=30) for c in runs])), {
+        Event.TASK_SNOOZED}
+
+
 CASES: dict[str, Case] = {f.__name__: f for f in (
-    insert_task, insert_tasks, claim_any, claim_queues, complete_runs, fail_runs, cancel_runs,
-    release_runs, rescue_expired, cancel_tasks, retry_tasks)}
+    insert_task, insert_tasks, insert_graph, claim_any, claim_queues, complete_runs, fail_runs,
+    cancel_runs, release_runs, snooze_runs, rescue_expired, cancel_tasks, retry_tasks)}
 
 
 @pytest.fixture
