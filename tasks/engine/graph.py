@@ -89,6 +89,7 @@ def insert_graph(prepared: list[Prepared], who: Submitter, *, parent_scope: int 
         task.status = statuses[index]
         task.has_dependents = index in referenced
         task.workflow_id = workflow_id
+        task.parent_ids = sorted({*p.depends_on, *(ids[i] for i in p.after)})
         tasks.append(task)
     return tasks
 

@@ -251,4 +251,5 @@ def new_task(task_id: int, p: Prepared, created_at, run_at, submitter: Submitter
     # from_db with every field in order takes Django's fast positional __init__ path.
     task = Task.from_db("default", _ATTNAMES, [values[name] for name in _ATTNAMES])
     task.was_created = True
+    task.parent_ids = list(p.depends_on)  # graph.insert_graph adds those named by position
     return task

@@ -6,7 +6,7 @@
 (function () {
   "use strict";
 
-  var STATUSES = ["queued", "running", "retrying", "succeeded", "failed", "cancelled"];
+  var STATUSES = ["waiting", "queued", "running", "retrying", "succeeded", "failed", "cancelled"];
 
   function badges() {
     return Array.prototype.slice.call(document.querySelectorAll(".task-status[data-task-id]"))
