@@ -114,10 +114,11 @@ def owned_ids(ids: Iterable[int], owner_id: int) -> set[int]:
 
 
 def task_statuses(ids: Iterable[int], owner_id: int | None = None) -> dict[int, tuple]:
-    """{id: (status, retry_count, max_retries)} of those tasks (of `owner_id`'s, if given)."""
+    """{id: (status, retry_count, max_retries, progress)} of those tasks (of `owner_id`'s,
+    if given)."""
     rows = owned(Task.objects.filter(pk__in=list(ids)), owner_id)
     return {pk: rest for pk, *rest in rows.values_list("id", "status", "retry_count",
-                                                       "max_retries")}
+                                                       "max_retries", "progress")}
 
 
 def stats(user: Any = ALL) -> dict[str, Any]:

@@ -27,7 +27,7 @@ QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 # The order of the columns insert_task and select_by_keys return.
 TASK_COLUMNS = [f.column for f in Task._meta.concrete_fields]
 _ATTNAMES = [f.attname for f in Task._meta.concrete_fields]
-_JSON_COLUMNS = {"payload", "result"}
+_JSON_COLUMNS = {"payload", "result", "progress"}
 
 # A JSON-escaped NUL (\u0000 not itself escaped): jsonb refuses it.
 JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
