@@ -71,7 +71,8 @@ def reset() -> None:
     # empty, and the history rows' foreign-key check would then scan it in full, slower
     # with every row (2,200/s falling to 1,000/s within 10,000 enqueues).
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE tasks, task_history, task_workers RESTART IDENTITY")
+        cursor.execute("TRUNCATE tasks, task_history, task_dependencies, task_workers "
+                       "RESTART IDENTITY")
 
 
 def worker(concurrency: int | None) -> subprocess.Popen:

@@ -50,6 +50,14 @@ class TaskNotFound(TaskServiceError):
         super().__init__(f"Task {task_id} not found.")
 
 
+class WorkflowNotFound(TaskNotFound):
+    """No workflow has that id (a 404, like a task)."""
+
+    def __init__(self, workflow_id):
+        self.task_id = workflow_id
+        TaskServiceError.__init__(self, f"Workflow {workflow_id} not found.")
+
+
 class InvalidTransition(TaskServiceError):
     """The task's current status does not allow the requested change."""
 

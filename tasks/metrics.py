@@ -102,6 +102,9 @@ class TaskCollector(Collector):
             GaugeMetricFamily(f"{p}_queue_depth",
                               "Tasks due to run now (queued or retrying, run_at passed).",
                               labels=["queue"]),
+            GaugeMetricFamily(f"{p}_tasks_waiting",
+                              "Tasks waiting for their parents to end, by queue.",
+                              labels=["queue"]),
             GaugeMetricFamily(f"{p}_oldest_due_task_age_seconds",
                               "How long the oldest due task has been waiting, by queue.",
                               labels=["queue"]),
@@ -118,7 +121,7 @@ class TaskCollector(Collector):
         )
 
     def collect(self) -> Iterator[Metric]:
-        tasks, depth, oldest, durations, retries, workers, slots = self._families()
+        tasks, depth, waiting, oldest, durations, retries, workers, slots = self._families()
         outermost = not connection.in_atomic_block
         with transaction.atomic(), connection.cursor() as cursor:
             if outermost:  # one snapshot for all figures (only a transaction's start can)
@@ -127,9 +130,14 @@ class TaskCollector(Collector):
             cursor.execute(f"SET LOCAL statement_timeout = {SCRAPE_STATEMENT_TIMEOUT_MS}")
             cursor.execute(_BY_STATUS)
             retried: dict[tuple[str, str], int] = {}
+            blocked: dict[str, int] = {}
             for status, type_, queue, count, retry_total in cursor.fetchall():
                 tasks.add_metric([status, type_, queue], count)
                 retried[type_, queue] = retried.get((type_, queue), 0) + int(retry_total)
+                if status == states.Status.WAITING:
+                    blocked[queue] = blocked.get(queue, 0) + count
+            for queue, count in sorted(blocked.items()):
+                waiting.add_metric([queue], count)
             cursor.execute(_DUE)
             for queue, count, age in cursor.fetchall():
                 depth.add_metric([queue], count)
@@ -149,7 +157,7 @@ class TaskCollector(Collector):
             online, concurrency = cursor.fetchone()
             workers.add_metric([], online)
             slots.add_metric([], concurrency)
-        yield from (tasks, depth, oldest, durations, retries, workers, slots)
+        yield from (tasks, depth, waiting, oldest, durations, retries, workers, slots)
 
 
 registry = CollectorRegistry()

@@ -10,7 +10,8 @@ from django.db.models.functions import Coalesce, Now
 from tasks.states import ACTIVE, FINISHED, Event, Status
 
 __all__ = ["ACTIVE_STATUSES", "FINISHED_STATUSES", "AuditEntry", "Event", "MissedTicks",
-           "Origin", "Queue", "Schedule", "Status", "Task", "TaskHistory", "Worker"]
+           "Origin", "Queue", "Schedule", "Status", "Task", "TaskDependency", "TaskHistory",
+           "Worker", "Workflow"]
 
 # The lifecycle's rules live in tasks.states; these are its sets in declaration order, for
 # the ORM (`status__in`).
@@ -27,6 +28,23 @@ class Origin(models.TextChoices):
     PYTHON = "python"
     DJANGO_TASKS = "django_tasks"
     SCHEDULE = "schedule"
+
+
+class Workflow(models.Model):
+    """A graph of tasks submitted together (a chain, a group, or any list of steps)."""
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=255, blank=True, default="")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                              on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "task_workflows"
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"workflow #{self.id} {self.name}".rstrip()
 
 
 class Task(models.Model):
@@ -62,6 +80,18 @@ class Task(models.Model):
     updated_at = models.DateTimeField(db_default=Now())
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Some task depends on this one: only then does its end look for children to release
+    # or cancel, so ordinary tasks pay nothing for dependencies.
+    has_dependents = models.BooleanField(default=False, db_default=False)
+    # When a parent fails for good or is cancelled: "fail" (cancelled with it) or "run".
+    on_parent_failure = models.CharField(max_length=8, default="fail", db_default="fail")
+    # The parent whose failure cancelled this task (a retry of that parent brings it back).
+    failed_parent = models.ForeignKey("self", null=True, blank=True, db_constraint=False,
+                                      on_delete=models.DO_NOTHING, related_name="+")
+    workflow = models.ForeignKey(Workflow, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="tasks", db_index=False)
+    # What the plugin last said of its progress: {"done", "total", "message", "at"}.
+    progress = models.JSONField(null=True, blank=True)
 
     class Meta:
         db_table = "tasks"
@@ -108,6 +138,9 @@ class Task(models.Model):
                 name="idx_claim_queue",
                 condition=models.Q(status__in=["queued", "retrying"]),
             ),
+            # A workflow's tasks; tasks outside any workflow cost no index entry.
+            models.Index(fields=["workflow"], name="idx_workflow",
+                         condition=models.Q(workflow__isnull=False)),
             # Serves the reconciler and heartbeats: running rows by lease.
             models.Index(
                 fields=["locked_until"],
@@ -131,6 +164,23 @@ class Task(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED
+
+
+class TaskDependency(models.Model):
+    """`child` runs after `parent` (each edge once); indexed both ways."""
+
+    id = models.BigAutoField(primary_key=True)
+    child = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="+",
+                              db_index=False)
+    parent = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        db_table = "task_dependencies"
+        constraints = [models.UniqueConstraint(fields=["child", "parent"],
+                                               name="uniq_dependency")]
+
+    def __str__(self) -> str:
+        return f"#{self.child_id} after #{self.parent_id}"
 
 
 class TaskHistory(models.Model):

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 
 class Status(models.TextChoices):
+    WAITING = "waiting"
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
@@ -35,13 +36,17 @@ class Event(models.TextChoices):
     TASK_REQUEUED = "task_requeued"
     TASK_RELEASED = "task_released"
     TASK_RUN_NOW = "task_run_now"
+    TASK_WAITING = "task_waiting"
+    DEPENDENCIES_MET = "dependencies_met"
+    DEPENDENCY_FAILED = "dependency_failed"
+    TASK_SNOOZED = "task_snoozed"
 
 
 # A worker may claim these (when due).
 CLAIMABLE_ORDER = (Status.QUEUED, Status.RETRYING)
 CLAIMABLE = frozenset(CLAIMABLE_ORDER)
-# Not finished: waiting to run or running.
-ACTIVE = frozenset({Status.QUEUED, Status.RUNNING, Status.RETRYING})
+# Not finished: waiting for parents, waiting to run, or running.
+ACTIVE = frozenset({Status.WAITING, Status.QUEUED, Status.RUNNING, Status.RETRYING})
 # Final until a person retries: no worker touches them again.
 FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 # A person may retry these.
@@ -49,11 +54,15 @@ RETRYABLE = frozenset({Status.FAILED, Status.CANCELLED})
 
 # Events after which there may be work to claim at once: workers wake on them.
 WAKE_EVENTS = frozenset({Event.TASK_QUEUED, Event.TASK_REQUEUED, Event.TASK_RELEASED,
-                         Event.LEASE_EXPIRED, Event.TASK_RUN_NOW})
+                         Event.LEASE_EXPIRED, Event.TASK_RUN_NOW, Event.DEPENDENCIES_MET})
 # Events that end a run (or hand it back): a worker held back by a queue's concurrency
 # limit wakes on them, since a slot of that queue may have freed.
 FINISH_EVENTS = frozenset({Event.TASK_SUCCEEDED, Event.TASK_FAILED, Event.RETRY_SCHEDULED,
-                           Event.TASK_CANCELLED, Event.TASK_RELEASED, Event.LEASE_EXPIRED})
+                           Event.TASK_CANCELLED, Event.TASK_RELEASED, Event.LEASE_EXPIRED,
+                           Event.TASK_SNOOZED})
+
+# What a child with parents does when one of them fails for good or is cancelled.
+ON_PARENT_FAILURE = ("fail", "run")  # fail: cancelled with it (default); run: runs anyway
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,12 @@ class Transition:
 TRANSITIONS: tuple[Transition, ...] = (
     Transition("enqueue", (), Status.QUEUED, (Event.TASK_QUEUED,), "enqueue",
                from_text="—"),
+    Transition("enqueue", (), Status.WAITING, (Event.TASK_WAITING,),
+               "enqueue with parents not yet succeeded", from_text="—"),
+    Transition("unblock", (Status.WAITING,), Status.QUEUED, (Event.DEPENDENCIES_MET,),
+               "every parent succeeded (or finished, for `on_parent_failure: run`)"),
+    Transition("cascade", (Status.WAITING,), Status.CANCELLED, (Event.DEPENDENCY_FAILED,),
+               "a parent failed for good or was cancelled (the row names it)"),
     Transition("claim", CLAIMABLE_ORDER, Status.RUNNING, (Event.TASK_STARTED,),
                "claim by a worker",
                from_text="`queued`, `retrying` (due, queue not paused, within its limits)"),
@@ -84,8 +99,10 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("rescue", (Status.RUNNING,), Status.RETRYING, (Event.LEASE_EXPIRED,),
                "lease expired: worker lost",
                to_text="`retrying` (due after backoff), or `failed` if none left"),
-    Transition("cancel", CLAIMABLE_ORDER, Status.CANCELLED, (Event.TASK_CANCELLED,),
-               "cancel"),
+    Transition("snooze", (Status.RUNNING,), Status.QUEUED, (Event.TASK_SNOOZED,),
+               "the plugin snoozes", to_text="`queued` (due after the delay, no retry used)"),
+    Transition("cancel", (Status.WAITING, *CLAIMABLE_ORDER), Status.CANCELLED,
+               (Event.TASK_CANCELLED,), "cancel"),
     Transition("cancel", (Status.RUNNING,), Status.CANCELLED,
                (Event.CANCEL_REQUESTED, Event.TASK_CANCELLED), "cancel",
                to_text="stays `running` until the worker stops it (within 2 s), then "
@@ -100,6 +117,9 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("run_now", (Status.RETRYING,), Status.RETRYING, (Event.TASK_RUN_NOW,),
                "run now by a person", from_text="`retrying` (due later)",
                to_text="`retrying`, due now"),
+    Transition("rewait", (Status.CANCELLED,), Status.WAITING, (Event.TASK_WAITING,),
+               "a person retries the parent whose failure cancelled it",
+               from_text="`cancelled` by `dependency_failed`"),
 )
 
 def sources(action: str) -> frozenset[str]:

@@ -8,8 +8,10 @@ import datetime
 import json
 from typing import Any
 
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from tasks import jsonsafe
 from tasks.models import Status, Task
@@ -80,3 +82,37 @@ def duration(task: Task) -> str:
     if end is None:
         return "—"
     return seconds_text((end - task.started_at).total_seconds())
+
+
+def progress(value: dict | None) -> str:
+    """What the plugin last reported: `done / total (pct) message`, or a dash."""
+    if not value:
+        return format_html('<span class="task-empty">{}</span>', "—")
+    done, total = value.get("done"), value.get("total")
+    amount = f"{done:g}" if isinstance(done, (int, float)) else "?"
+    if isinstance(total, (int, float)) and total:
+        amount += f" / {total:g} ({100 * done / total:.0f}%)" \
+            if isinstance(done, (int, float)) else f" / {total:g}"
+    return format_html('<span class="task-progress">{}</span> {}', amount,
+                       value.get("message") or "")
+
+
+def task_table(rows: list[Task], parents: dict[int, list[int]] | None = None) -> str:
+    """Tasks as a table (id linked to its page, name, type, status badge, and with
+    `parents`, the ids each one runs after)."""
+    if not rows:
+        return format_html('<span class="task-empty">{}</span>', "—")
+    def link(pk: int) -> str:
+        return format_html('<a href="{}">#{}</a>', reverse("admin:tasks_task_change",
+                                                          args=[pk]), pk)
+
+    head = "<th>task</th><th>name</th><th>type</th><th>status</th>"
+    if parents is not None:
+        head += "<th>after</th>"
+    body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}</tr>", (
+        (link(t.pk), t.name, t.type, status_badge(t.status, t.pk),
+         format_html("<td>{}</td>", format_html_join(", ", "{}", (
+             (link(p),) for p in parents.get(t.pk, [])))) if parents is not None else "")
+        for t in rows))
+    return format_html('<table class="task-steps"><thead><tr>{}</tr></thead>'
+                       "<tbody>{}</tbody></table>", mark_safe(head), body)  # noqa: S308 - constant

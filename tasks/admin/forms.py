@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 
 from plugins import registry
-from tasks import authz, engine, jsonsafe
+from tasks import authz, engine, jsonsafe, selectors, states
 from tasks.exceptions import InvalidTask
 from tasks.models import Origin, Task
 
@@ -52,11 +52,18 @@ class TaskAddForm(forms.ModelForm):
                                          help_text="Blank: the service default.")
     idempotency_key = forms.CharField(required=False, max_length=255,
                                       help_text="Optional: a second task with this key is refused.")
+    depends_on = forms.CharField(
+        required=False, max_length=20000, label="Depends on",
+        help_text="Optional: ids of tasks (comma-separated) that must succeed first.")
+    on_parent_failure = forms.ChoiceField(
+        required=False, initial="fail",
+        choices=[("fail", "fail: cancelled with the parent"), ("run", "run anyway")],
+        help_text="With parents: what happens when one fails for good or is cancelled.")
 
     class Meta:
         model = Task
         fields = ["name", "type", "payload", "priority", "queue", "run_at", "max_retries",
-                  "timeout_seconds", "idempotency_key"]
+                  "timeout_seconds", "idempotency_key", "depends_on", "on_parent_failure"]
 
     user: Any = None  # set per request by TaskAdmin.get_form: the types it may submit
 
@@ -75,17 +82,36 @@ class TaskAddForm(forms.ModelForm):
         spec = {name: cleaned.get(name) for name in self.Meta.fields}
         spec["idempotency_key"] = spec["idempotency_key"] or None
         spec["payload"] = {} if spec["payload"] is None else spec["payload"]
+        spec["on_parent_failure"] = spec["on_parent_failure"] or None
+        spec["depends_on"] = self._ids(spec["depends_on"] or "")
+        if spec["depends_on"] is None:
+            self.add_error("depends_on", "Task ids separated by commas, e.g. 12, 15.")
+            return cleaned
         try:
             engine.prepare(**spec)
         except InvalidTask as exc:
             self._add_task_errors(exc.errors)
+            return cleaned
+        visible = set(selectors.tasks(self.user).filter(pk__in=spec["depends_on"])
+                      .values_list("pk", flat=True))
+        missing = [pk for pk in spec["depends_on"] if pk not in visible]
+        if missing:
+            self.add_error("depends_on", [f"Task {pk} does not exist." for pk in missing])
         else:
             self.spec = spec
         return cleaned
 
+    @staticmethod
+    def _ids(text: str) -> list[int] | None:
+        items = [item for item in text.replace(" ", ",").split(",") if item]
+        ids = [states.parse_id(item) for item in items]
+        return None if None in ids else ids
+
     def enqueue(self) -> Task:
-        """Submit the cleaned task as the form's user (IdempotencyConflict propagates)."""
-        return engine.enqueue(**self.spec, owner=self.user, origin=Origin.ADMIN)
+        """Submit the cleaned task as the form's user (IdempotencyConflict propagates;
+        InvalidTask for a parent that does not exist is shown on the form by the admin)."""
+        return engine.enqueue(**self.spec, owner=self.user, origin=Origin.ADMIN,
+                              parent_scope=authz.owner_scope(self.user))
 
     def _add_task_errors(self, errors: dict[str, Any]) -> None:
         for name, messages_ in errors.items():

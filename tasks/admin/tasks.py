@@ -18,16 +18,23 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from tasks import authz, engine, jsonsafe, states
+from tasks import authz, engine, jsonsafe, selectors, states
 from tasks.admin import search
 from tasks.admin.actions import BulkActions
-from tasks.admin.display import duration, pretty, status_badge, timestamp
+from tasks.admin.display import (
+    duration,
+    pretty,
+    progress,
+    status_badge,
+    task_table,
+    timestamp,
+)
 from tasks.admin.filtered import FilteredActions
 from tasks.admin.filters import QueueFilter, TypeFilter, WorkerFilter
 from tasks.admin.forms import TaskAddForm
 from tasks.admin.paging import EstimatedCountPaginator, date_hierarchy_links
 from tasks.admin.runs import run_context
-from tasks.exceptions import IdempotencyConflict, InvalidTransition, TaskNotFound
+from tasks.exceptions import IdempotencyConflict, InvalidTask, InvalidTransition, TaskNotFound
 from tasks.models import Status, Task, TaskHistory
 
 
@@ -58,6 +65,8 @@ class TaskHistoryInline(admin.TabularInline):
 
 DATE_FIELDS = ("run_at", "locked_until", "cancel_requested_at", "created_at", "updated_at",
                "started_at", "finished_at")
+DEPENDENCY_FIELDS = ("workflow_display", "on_parent_failure", "parents_display",
+                     "children_display")
 ENGINE_FIELDS = ("attempts", "retry_count", "max_retries", "timeout_seconds", "run_at_when",
                  "locked_by", "locked_until_when", "cancel_requested_at_when",
                  "idempotency_key", "created_at_when", "updated_at_when", "started_at_when",
@@ -151,6 +160,36 @@ class TaskAdmin(FilteredActions, BulkActions, admin.ModelAdmin):
     def error_display(self, task: Task) -> str:
         return pretty(task.last_error)
 
+    @admin.display(description="progress")
+    def progress_display(self, task: Task) -> str:
+        return format_html('<span data-task-progress="{}">{}</span>', task.pk,
+                           progress(task.progress))
+
+    @admin.display(description="runs after")
+    def parents_display(self, task: Task) -> str:
+        return task_table(self._links(task)["parents"])
+
+    @admin.display(description="runs before")
+    def children_display(self, task: Task) -> str:
+        return task_table(self._links(task)["children"])
+
+    @admin.display(description="workflow")
+    def workflow_display(self, task: Task) -> str:
+        if task.workflow_id is None:
+            return format_html('<span class="task-empty">{}</span>', "—")
+        return format_html('<a href="{}">workflow #{}</a>', reverse(
+            "admin:tasks_workflow_change", args=[task.workflow_id]), task.workflow_id)
+
+    @staticmethod
+    def _links(task: Task) -> dict[str, list[Task]]:
+        return getattr(task, "links", None) or {"parents": [], "children": []}
+
+    def get_object(self, request, object_id, from_field=None):
+        task = super().get_object(request, object_id, from_field)
+        if task is not None:  # the parents and children this user may see, for the page
+            task.links = selectors.dependencies(task, request.user)
+        return task
+
     # --- list page: search and date drill-down without table scans ---
 
     def get_search_results(self, request, queryset, search_term):
@@ -218,7 +257,8 @@ class TaskAdmin(FilteredActions, BulkActions, admin.ModelAdmin):
         return [
             (None, {"fields": ("name", "type", "status_display", "queue", "priority")}),
             ("Payload and outcome", {"fields": ("payload_display", "result_display",
-                                                "error_display")}),
+                                                "error_display", "progress_display")}),
+            ("Dependencies", {"fields": DEPENDENCY_FIELDS}),
             ("Engine", {"fields": ENGINE_FIELDS, "classes": ("collapse",)}),
         ]
 
@@ -233,7 +273,8 @@ class TaskAdmin(FilteredActions, BulkActions, admin.ModelAdmin):
         if obj is None:
             return ()
         return ("name", "type", "status_display", "queue", "priority", "payload_display",
-                "result_display", "error_display", *ENGINE_FIELDS)
+                "result_display", "error_display", "progress_display", *DEPENDENCY_FIELDS,
+                *ENGINE_FIELDS)
 
     def get_inlines(self, request, obj):
         return [TaskHistoryInline] if obj is not None else []
@@ -254,6 +295,9 @@ class TaskAdmin(FilteredActions, BulkActions, admin.ModelAdmin):
             return
         try:
             task = form.enqueue()
+        except InvalidTask as exc:  # a parent gone since the form was checked
+            obj.pk, obj.was_created, obj.conflict = None, False, str(exc)
+            obj.name = form.spec.get("name", "")
         except IdempotencyConflict as exc:
             # The key names another task: show that one, and say why nothing was queued.
             obj.pk, obj.was_created, obj.conflict = exc.task_id, False, str(exc)
@@ -274,6 +318,12 @@ class TaskAdmin(FilteredActions, BulkActions, admin.ModelAdmin):
     def response_add(self, request, obj, post_url_continue=None):
         if getattr(obj, "conflict", None):
             self.message_user(request, f"Nothing was queued: {obj.conflict}", messages.ERROR)
+            if obj.pk is None:
+                return HttpResponseRedirect(reverse("admin:tasks_task_add"))
+        elif obj.status == Status.WAITING:
+            self.message_user(request, format_html(
+                "Task #{} “{}” is waiting for its parents.", obj.pk, obj.name),
+                messages.SUCCESS)
         elif not obj.was_created:
             self.message_user(request, format_html(
                 "Nothing was queued: the idempotency key belongs to task #{}.", obj.pk),

@@ -6,16 +6,18 @@ from typing import Any
 
 from rest_framework import serializers
 
+from tasks import selectors
 from tasks.models import Task, TaskHistory
 
 TASK_FIELDS = [
     "id", "name", "type", "payload", "status", "priority", "queue", "retry_count",
     "max_retries", "last_error", "timeout_seconds", "run_at", "result", "locked_by",
     "idempotency_key", "attempts", "created_at", "updated_at", "started_at", "finished_at",
-    "owner", "origin",
+    "owner", "origin", "progress", "workflow", "depends_on", "on_parent_failure",
 ]
 CREATE_FIELDS = ["name", "type", "payload", "priority", "queue", "run_at", "max_retries",
-                 "timeout_seconds", "idempotency_key"]
+                 "timeout_seconds", "idempotency_key", "depends_on", "after",
+                 "on_parent_failure"]
 
 
 class TaskSerializer(serializers.ModelSerializer):
@@ -23,20 +25,33 @@ class TaskSerializer(serializers.ModelSerializer):
                                      help_text="The id of the user who submitted it.")
     payload = serializers.JSONField(read_only=True)
     result = serializers.JSONField(read_only=True, allow_null=True)
+    progress = serializers.JSONField(
+        read_only=True, allow_null=True,
+        help_text="What the plugin last reported: done, total, message, at (or null).")
+    workflow = serializers.IntegerField(source="workflow_id", read_only=True, allow_null=True,
+                                        help_text="The workflow this task is a step of.")
+    depends_on = serializers.SerializerMethodField(
+        help_text="The ids of the tasks this one runs after.")
 
     class Meta:
         model = Task
         fields = TASK_FIELDS
         read_only_fields = TASK_FIELDS
 
+    def get_depends_on(self, task: Task) -> list[int]:
+        known = getattr(task, "parent_ids", None)  # set by the engine and selectors
+        if known is None:
+            known = selectors.parent_ids([task.pk]).get(task.pk, [])
+        return list(known)
+
 
 # Lists leave out payload and result: a page of 500 tasks could otherwise carry 500 of
-# each; GET /api/tasks/{id} has them whole.
-LIST_FIELDS = [name for name in TASK_FIELDS if name not in ("payload", "result")]
+# each, and depends_on, a query per task; GET /api/tasks/{id} has them whole.
+LIST_FIELDS = [name for name in TASK_FIELDS if name not in ("payload", "result", "depends_on")]
 
 
 class TaskListSerializer(TaskSerializer):
-    """A task in a list: every field but payload and result."""
+    """A task in a list: every field but payload, result and depends_on."""
 
     class Meta(TaskSerializer.Meta):
         fields = LIST_FIELDS
@@ -63,6 +78,17 @@ class TaskCreateSerializer(serializers.Serializer):
     timeout_seconds = serializers.IntegerField(required=False, allow_null=True)
     idempotency_key = serializers.CharField(required=False, allow_null=True,
                                             trim_whitespace=False)
+    depends_on = serializers.JSONField(
+        required=False, allow_null=True,
+        help_text="Ids of existing tasks this one runs after (a list of integers).")
+    after = serializers.JSONField(
+        required=False, allow_null=True,
+        help_text="In a bulk request or a workflow: positions of earlier tasks of the same "
+                  "request this one runs after.")
+    on_parent_failure = serializers.CharField(
+        required=False, allow_null=True,
+        help_text="'fail' (default): cancelled when a parent fails for good or is cancelled; "
+                  "'run': runs once every parent has ended, however.")
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
@@ -87,6 +113,36 @@ def spec_from(values: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+class WorkflowCreateSerializer(serializers.Serializer):
+    """A workflow: its steps are tasks as in a bulk create; `after` names earlier steps."""
+
+    name = serializers.CharField(required=False, allow_blank=True, default="",
+                                 trim_whitespace=False, help_text="A label for people.")
+    steps = serializers.ListField(child=serializers.JSONField(), allow_empty=False,
+                                  help_text="Tasks, in order; `after` lists positions of "
+                                            "earlier steps.")
+
+
+class WorkflowStepSerializer(serializers.ModelSerializer):
+    depends_on = serializers.ListField(source="parent_ids", child=serializers.IntegerField(),
+                                       read_only=True)
+    progress = serializers.JSONField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Task
+        fields = ["id", "name", "type", "status", "depends_on", "on_parent_failure",
+                  "progress", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+
+class WorkflowSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    owner = serializers.IntegerField(source="owner_id", read_only=True, allow_null=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    tasks = WorkflowStepSerializer(source="steps", many=True, read_only=True)
+
+
 class TaskHistorySerializer(serializers.ModelSerializer):
     task_id = serializers.IntegerField(read_only=True)
 
@@ -105,6 +161,7 @@ class StatsSerializer(serializers.Serializer):
     """Documents /api/stats (the data comes from tasks.selectors.stats)."""
 
     total_tasks = serializers.IntegerField()
+    waiting_tasks = serializers.IntegerField()
     queued_tasks = serializers.IntegerField()
     running_tasks = serializers.IntegerField()
     retrying_tasks = serializers.IntegerField()

@@ -31,6 +31,8 @@ from tasks.api.serializers import (
     TaskHistorySerializer,
     TaskListSerializer,
     TaskSerializer,
+    WorkflowCreateSerializer,
+    WorkflowSerializer,
     spec_from,
 )
 from tasks.exceptions import InvalidTask
@@ -162,8 +164,10 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
 
 def _submitter(request: Request) -> dict:
+    """Who submits, and whose tasks they may name as parents (the ones they can see)."""
     user = request.user
-    return {"owner": user if user.is_authenticated else None, "origin": Origin.API}
+    return {"owner": user if user.is_authenticated else None, "origin": Origin.API,
+            "parent_scope": authz.owner_scope(user)}
 
 
 def _check_types(request: Request, specs) -> None:
@@ -178,6 +182,52 @@ def _check_types(request: Request, specs) -> None:
 def _who(request: Request) -> str:
     user = request.user
     return f"{user.get_username()} via the API" if user.is_authenticated else "the API"
+
+
+class WorkflowViewSet(viewsets.GenericViewSet):
+    """Workflows: a list of steps stored at once (POST), and each with its tasks (GET)."""
+
+    queryset = Task.objects.none()
+    lookup_value_regex = "[^/]+"
+    serializer_class = WorkflowSerializer
+    permission_classes = [TaskPermissions]
+
+    @extend_schema(summary="Create a workflow: its steps are tasks, `after` names earlier "
+                           "steps by position; all in one transaction",
+                   request=WorkflowCreateSerializer,
+                   responses={201: WorkflowSerializer, **_BODY_ERRORS, **_ERRORS})
+    def create(self, request: Request) -> Response:
+        body = WorkflowCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        steps = body.validated_data["steps"]
+        if len(steps) > MAX_BULK:
+            raise ValidationError({"steps": [
+                f"At most {MAX_BULK} steps per workflow, got {len(steps)}."]})
+        specs, errors = [], {}
+        parser = TaskCreateSerializer()
+        for index, item in enumerate(steps):
+            try:
+                specs.append(spec_from(parser.run_validation(item)))
+            except ValidationError as exc:
+                errors[str(index)] = as_serializer_error(exc)
+        if errors:
+            raise ValidationError({"steps": errors})
+        _check_types(request, specs)
+        try:
+            workflow, _tasks = engine.enqueue_workflow(specs, name=body.validated_data["name"],
+                                                       **_submitter(request))
+        except InvalidTask as exc:
+            field = "name" if set(exc.errors) == {"name"} else "steps"
+            raise ValidationError({field: exc.errors.get(field, exc.errors)}) from None
+        workflow.steps = selectors.workflow_steps(workflow)
+        return Response(WorkflowSerializer(workflow).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(summary="A workflow and every task of it, with status and parents",
+                   responses={200: WorkflowSerializer, **_NOT_FOUND, **_ERRORS})
+    def retrieve(self, request: Request, pk: str) -> Response:
+        workflow = selectors.workflow(pk, request.user)
+        workflow.steps = selectors.workflow_steps(workflow)
+        return Response(WorkflowSerializer(workflow).data)
 
 
 class StatsView(APIView):

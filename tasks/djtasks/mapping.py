@@ -23,6 +23,7 @@ TASK_TYPE = "django_task"
 PRIORITY_SCALE = 10  # framework -100..100 -> engine -1000..1000
 
 STATUS_MAP = {
+    "waiting": TaskResultStatus.READY,  # the framework has no "blocked": not yet running
     "queued": TaskResultStatus.READY,
     "retrying": TaskResultStatus.READY,
     "running": TaskResultStatus.RUNNING,

@@ -5,8 +5,10 @@ Callers write `from tasks import engine` and call its verbs: `engine.enqueue(...
 each transition writes exactly one history row per task and its NOTIFY in the same
 statement or transaction, so an event always means a committed change.
 
-- submit: prepare (validation), enqueue, enqueue_many;
-- runs: the worker's side (claim, heartbeat, complete, fail, finish_cancelled, release);
+- spec: prepare (validation into a Prepared spec); submit: enqueue, enqueue_many,
+  enqueue_workflow; graph: tasks with dependencies and workflows, in one transaction;
+- runs: the worker's side (claim, heartbeat, complete, fail, finish_cancelled, release,
+  snooze, progress, parent_results);
 - steering: a person's side (cancel, retry, run_now, their bulk variants, delete_finished,
   get);
 - maintenance: rescue_expired, reap_workers, reconcile;
@@ -45,8 +47,11 @@ from tasks.engine.runs import (
     heartbeat,
     idle_hint,
     next_due_in,
+    parent_results,
+    progress,
     register_worker,
     release,
+    snooze,
     unregister_worker,
 )
 from tasks.engine.schedules import fire_due as fire_due_schedules
@@ -62,16 +67,24 @@ from tasks.engine.steering import (
     run_now,
     run_now_many,
 )
-from tasks.engine.submit import QUEUE_NAME_RE, TASK_COLUMNS, enqueue, enqueue_many, prepare
+from tasks.engine.submit import (
+    QUEUE_NAME_RE,
+    TASK_COLUMNS,
+    enqueue,
+    enqueue_many,
+    enqueue_workflow,
+    prepare,
+)
 from tasks.states import WAKE_EVENTS
 
 __all__ = [
     "CHANNEL", "NOTIFY_MAX_IDS", "QUEUE_NAME_RE", "RECONCILE_LOCK_KEY", "TASK_COLUMNS",
     "WAKE_EVENTS", "BulkResult", "ClaimedTask", "HeartbeatResult", "Outcome", "QueueState",
     "cancel", "cancel_many", "cancel_requested_ids", "claim", "complete", "delete_finished",
-    "enqueue", "enqueue_many", "fail", "finish_cancelled", "get", "heartbeat", "idle_hint",
-    "liveness_window", "next_due_in", "notify", "pause_queue", "prepare", "reap_workers",
-    "reconcile", "register_worker", "release", "rescue_expired", "resume_queue", "retry",
-    "retry_many", "run_now", "run_now_many", "schedules", "fire_due_schedules",
-    "set_queue_limits", "unregister_worker",
+    "enqueue", "enqueue_many", "enqueue_workflow", "fail", "finish_cancelled", "get",
+    "heartbeat", "idle_hint", "liveness_window", "next_due_in", "notify", "parent_results",
+    "pause_queue", "prepare", "progress", "reap_workers", "reconcile", "register_worker",
+    "release", "rescue_expired", "resume_queue", "retry", "retry_many", "run_now",
+    "run_now_many", "schedules", "fire_due_schedules", "set_queue_limits", "snooze",
+    "unregister_worker",
 ]

@@ -2,10 +2,10 @@
 
 Every event is a JSON object `{"event": <name>, "count": <tasks affected>, "ids": [<at
 most NOTIFY_MAX_IDS task ids>], ...extra}`; worker events carry `worker`, an enqueue
-carries `queue` and `type`. The statements in queries.sql build the same shape in SQL
-(tests/unit/test_engine_sql.py checks their channel and id limit against these names).
-Importing this module touches no database and no other engine module: the listener, the
-relay and the pruner read their names from here.
+carries `queue` and `type`, task_progress carries `progress`. The statements in
+queries.sql build the same shape in SQL (tests/unit/test_engine_sql.py checks their
+channel and id limit against these names). Importing this module touches no database
+and no other engine module: the listener, the relay and the pruner read their names here.
 """
 
 from __future__ import annotations
@@ -33,10 +33,13 @@ QUEUE_EVENTS = frozenset({QUEUE_PAUSED, QUEUE_RESUMED, QUEUE_LIMITS_CHANGED})
 # A person changed a schedule: extra fields schedule (its id), name, actor.
 SCHEDULE_EVENTS = frozenset({"schedule_created", "schedule_updated", "schedule_deleted",
                              "schedule_paused", "schedule_resumed", "schedule_run_now"})
+# A running task's plugin reported progress; the event also carries `progress`: {"done",
+# "total", "message" (at most 200 characters), "at"}. Not a history event.
+TASK_PROGRESS = "task_progress"
 
 # Every event name that can be sent on CHANNEL.
 NAMES = frozenset({*Event.values, WORKER_ONLINE, WORKER_OFFLINE, TASKS_DELETED, TASKS_PRUNED,
-                   *QUEUE_EVENTS, *SCHEDULE_EVENTS})
+                   *QUEUE_EVENTS, *SCHEDULE_EVENTS, TASK_PROGRESS})
 
 
 def payload(event: str, ids: Iterable[int], **extra: Any) -> str:

@@ -72,9 +72,72 @@ SELECT ins.* FROM ins LEFT JOIN note ON true
 SELECT id, name, type, status, payload, priority, queue, run_at, retry_count,
        max_retries, timeout_seconds, attempts, locked_by, locked_until, last_error,
        result, idempotency_key, idempotency_hash, owner_id, origin,
-       cancel_requested_at, created_at, updated_at, started_at, finished_at
+       cancel_requested_at, created_at, updated_at, started_at, finished_at,
+       has_dependents, on_parent_failure, failed_parent_id, workflow_id, progress
 FROM tasks
 WHERE coalesce(owner_id, 0) = %(owner_id)s AND idempotency_key = ANY(%(keys)s)
+
+-- name: lock_parents --
+-- Lock the given parents in id order and mark them has_dependents: their status and owner.
+-- A parent ending meanwhile waits for this transaction, then sees its new children.
+WITH locked AS MATERIALIZED (
+    SELECT id FROM tasks WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR NO KEY UPDATE
+)
+UPDATE tasks t SET has_dependents = true FROM locked l WHERE t.id = l.id
+RETURNING t.id, t.status, t.owner_id
+
+-- name: allocate_task_ids --
+-- Take `n` task ids from the tasks' sequence, so a graph's edges can name its new tasks.
+SELECT nextval(pg_get_serial_sequence('tasks', 'id')) FROM generate_series(1, %(n)s)
+
+-- name: insert_workflow --
+-- Store one workflow (the tasks of a chain, a group or a list of steps); its id.
+INSERT INTO task_workflows (name, owner_id, created_at)
+VALUES (%(name)s, %(owner_id)s, now())
+RETURNING id, created_at
+
+-- name: insert_graph --
+-- Store tasks under allocated ids, `waiting` or `queued` as given, with their edges.
+WITH src AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(names)s::text[], %(types)s::text[],
+                         %(payloads)s::text[], %(priorities)s::int[], %(queues)s::text[],
+                         %(run_ats)s::timestamptz[], %(max_retries)s::int[],
+                         %(timeouts)s::int[], %(statuses)s::text[],
+                         %(has_dependents)s::boolean[], %(on_parent_failures)s::text[])
+           WITH ORDINALITY AS s(id, name, type, payload, priority, queue, run_at, max_retries,
+                                timeout_seconds, status, has_dependents, on_parent_failure,
+                                ord)
+), ins AS (
+    INSERT INTO tasks (id, name, type, status, payload, priority, queue, run_at, retry_count,
+                       max_retries, timeout_seconds, attempts, last_error, owner_id, origin,
+                       created_at, updated_at, has_dependents, on_parent_failure, workflow_id)
+    SELECT id, name, type, status, payload::jsonb, priority, queue, coalesce(run_at, now()),
+           0, max_retries, timeout_seconds, 0, '', %(owner_id)s::bigint, %(origin)s::text,
+           now(), now(), has_dependents, on_parent_failure, %(workflow_id)s::bigint
+    FROM src ORDER BY ord
+    RETURNING id, status, created_at, run_at
+), edges AS (
+    INSERT INTO task_dependencies (child_id, parent_id)
+    SELECT * FROM unnest(%(edge_children)s::bigint[], %(edge_parents)s::bigint[])
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, status, CASE status WHEN 'waiting' THEN 'task_waiting' ELSE 'task_queued' END,
+           0, '', '', now()
+    FROM ins
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', CASE status WHEN 'waiting' THEN 'task_waiting' ELSE 'task_queued' END,
+        'count', count(*), 'ids', (array_agg(id ORDER BY id))[1:100])::text) AS sent
+    FROM ins GROUP BY status
+)
+SELECT ins.id, ins.created_at, ins.run_at FROM ins CROSS JOIN (SELECT count(*) FROM note) n
+ORDER BY ins.id
+
+-- name: select_parent_results --
+-- The parents of a task with their status and result, in id order.
+SELECT p.id, p.status, p.result FROM task_dependencies d JOIN tasks p ON p.id = d.parent_id
+WHERE d.child_id = %(id)s ORDER BY p.id
 
 -- name: claim_any --
 -- Claim up to `limit` due tasks of any queue without a pause or limit: priority, then FIFO.
@@ -365,7 +428,7 @@ SELECT id FROM tasks
 WHERE status = 'running' AND locked_by = %(worker)s AND cancel_requested_at IS NOT NULL
 
 -- name: complete_runs --
--- Mark runs succeeded, fenced on worker and attempt; returns the ids applied.
+-- Mark runs succeeded (fenced on worker and attempt), releasing children; the ids applied.
 WITH input AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(results)s::text[])
            AS i(id, attempt, result)
@@ -376,7 +439,7 @@ WITH input AS (
     FROM input i
     WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
-    RETURNING t.id, t.attempts
+    RETURNING t.id, t.attempts, t.has_dependents
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
                               created_at)
@@ -390,8 +453,11 @@ WITH input AS (
         'worker', %(worker)s::text
     )::text) AS sent
     WHERE EXISTS (SELECT 1 FROM done)
+), settle AS (
+    -- Children of the parents just ended (migration 0006); NULL, not called, without any.
+    SELECT task_settle_dependents(array_agg(id)) FROM done WHERE has_dependents
 )
-SELECT done.id FROM done LEFT JOIN note ON true
+SELECT done.id FROM done LEFT JOIN note ON true LEFT JOIN settle ON true
 
 -- name: fail_runs --
 -- End runs in error (fenced): retry after the given delay, fail for good, or cancel if asked.
@@ -420,7 +486,7 @@ WITH input AS (
     WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
     RETURNING t.id, t.status, t.attempts, t.retry_count, t.max_retries, i.delay, i.error,
-              i.error_class, i.error_message, i.traceback
+              i.error_class, i.error_message, i.traceback, t.has_dependents
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, error_class,
                               error_message, traceback, details, created_at)
@@ -445,8 +511,52 @@ WITH input AS (
         'count', count(*), 'worker', %(worker)s::text,
         'ids', (array_agg(id ORDER BY id))[1:100])::text) AS sent
     FROM upd GROUP BY status
+), settle AS (
+    SELECT task_settle_dependents(array_agg(id)) FROM upd
+    WHERE has_dependents AND status IN ('failed', 'cancelled')
 )
 SELECT upd.id, upd.status FROM upd CROSS JOIN (SELECT count(*) FROM note) n
+LEFT JOIN settle ON true
+
+-- name: snooze_runs --
+-- Runs the plugin snoozed (fenced): `queued` again, due after the delay; no retry used.
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(delays)s::float8[])
+           AS i(id, attempt, delay)
+), upd AS (
+    UPDATE tasks t
+    SET status = 'queued', run_at = now() + make_interval(secs => i.delay),
+        updated_at = now(), locked_by = NULL, locked_until = NULL
+    FROM input i
+    WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
+      AND t.attempts = i.attempt
+    RETURNING t.id, t.attempts, i.delay
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, 'queued', 'task_snoozed', attempts, %(worker)s,
+           format('snoozed for %%ss', round(delay::numeric, 1)), now()
+    FROM upd
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', 'task_snoozed', 'count', count(*), 'worker', %(worker)s::text,
+        'ids', (array_agg(id ORDER BY id))[1:100])::text) AS sent
+    FROM upd HAVING count(*) > 0
+)
+SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n
+
+-- name: update_progress --
+-- Store a running task's progress (fenced on worker and attempt) and send task_progress.
+WITH upd AS (
+    UPDATE tasks t SET progress = %(progress)s::jsonb
+    WHERE t.id = %(id)s AND t.status = 'running' AND t.locked_by = %(worker)s
+      AND t.attempts = %(attempt)s
+    RETURNING t.id
+)
+SELECT upd.id, pg_notify('taskservice', json_build_object(
+    'event', 'task_progress', 'count', 1, 'ids', json_build_array(upd.id),
+    'progress', %(summary)s::jsonb)::text)
+FROM upd
 
 -- name: cancel_runs --
 -- A worker ends runs that were cancelled (fenced): they end `cancelled`.
@@ -463,7 +573,7 @@ WITH input AS (
     WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
     RETURNING t.id, t.status, t.attempts, i.details, i.error_class, i.error_message,
-              i.traceback
+              i.traceback, t.has_dependents
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, error_class,
                               error_message, traceback, details, created_at)
@@ -475,8 +585,10 @@ WITH input AS (
         'event', 'task_cancelled', 'count', count(*), 'worker', %(worker)s::text,
         'ids', (array_agg(id ORDER BY id))[1:100])::text) AS sent
     FROM upd HAVING count(*) > 0
+), settle AS (
+    SELECT task_settle_dependents(array_agg(id)) FROM upd WHERE has_dependents
 )
-SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n
+SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n LEFT JOIN settle ON true
 
 -- name: release_runs --
 -- A stopping worker hands runs back (fenced): `queued` and due now, or `cancelled` if asked.
@@ -494,7 +606,7 @@ WITH input AS (
     WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
     RETURNING t.id, t.status, t.attempts, i.details, i.error_class, i.error_message,
-              i.traceback
+              i.traceback, t.has_dependents
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, error_class,
                               error_message, traceback, details, created_at)
@@ -513,8 +625,11 @@ WITH input AS (
         'count', count(*), 'worker', %(worker)s::text,
         'ids', (array_agg(id ORDER BY id))[1:100])::text) AS sent
     FROM upd GROUP BY status
+), settle AS (
+    SELECT task_settle_dependents(array_agg(id)) FROM upd
+    WHERE has_dependents AND status = 'cancelled'
 )
-SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n
+SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n LEFT JOIN settle ON true
 
 -- name: select_expired --
 -- Lock up to `limit` running tasks whose lease expired, oldest lease first.
@@ -548,7 +663,7 @@ WITH input AS (
     FROM input i
     WHERE t.id = i.id AND t.status = 'running' AND t.locked_until < now()
     RETURNING t.id, t.status, t.attempts, t.retry_count, t.max_retries, t.last_error,
-              i.worker, i.delay
+              i.worker, i.delay, t.has_dependents
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, error_class,
                               error_message, traceback, details, created_at)
@@ -569,8 +684,11 @@ WITH input AS (
                   (SELECT id FROM upd ORDER BY id LIMIT 100) s)
     )::text) AS sent
     WHERE EXISTS (SELECT 1 FROM upd)
+), settle AS (
+    SELECT task_settle_dependents(array_agg(id)) FROM upd
+    WHERE has_dependents AND status IN ('failed', 'cancelled')
 )
-SELECT upd.id, upd.status FROM upd LEFT JOIN note ON true
+SELECT upd.id, upd.status FROM upd LEFT JOIN note ON true LEFT JOIN settle ON true
 
 -- name: try_reconcile_lock --
 -- Take the reconciler's transaction-level advisory lock if free (true) or say it is held.
@@ -615,7 +733,8 @@ SELECT (SELECT count(*) FROM gone), pg_notify('taskservice', json_build_object(
     'ids', '[]'::json)::text)
 
 -- name: cancel_tasks --
--- A person cancels tasks: waiting ones end `cancelled`, running ones get cancel_requested.
+-- A person cancels tasks: waiting, queued or retrying ones end `cancelled` (and their
+-- children with them), running ones get cancel_requested.
 -- Returns per task found: id, event (NULL: skipped, finished) and the status it had.
 -- Locked in id order (no deadlock) and waited for, not skipped: a cancel must see a claim
 -- in flight. A running task asked before counts as cancel_requested but writes nothing.
@@ -632,9 +751,9 @@ WITH locked AS MATERIALIZED (
         cancel_requested_at = now(), updated_at = now()
     FROM locked l
     WHERE t.id = l.id
-      AND (l.status IN ('queued', 'retrying')
+      AND (l.status IN ('waiting', 'queued', 'retrying')
            OR (l.status = 'running' AND l.cancel_requested_at IS NULL))
-    RETURNING t.id, t.status, t.attempts
+    RETURNING t.id, t.status, t.attempts, t.has_dependents
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
                               created_at)
@@ -645,7 +764,7 @@ WITH locked AS MATERIALIZED (
     FROM upd JOIN locked l ON l.id = upd.id
 ), outcome AS (
     SELECT l.id, l.status, l.worker,
-           CASE WHEN l.status IN ('queued', 'retrying') THEN 'task_cancelled'
+           CASE WHEN l.status IN ('waiting', 'queued', 'retrying') THEN 'task_cancelled'
                 WHEN l.status = 'running' THEN 'cancel_requested' END AS event
     FROM locked l
 ), note AS (
@@ -655,13 +774,17 @@ WITH locked AS MATERIALIZED (
         ELSE json_build_object('event', event, 'count', count(*),
                                'ids', (array_agg(id ORDER BY id))[1:100]) END::text) AS sent
     FROM outcome WHERE event IS NOT NULL GROUP BY event
+), settle AS (
+    SELECT task_settle_dependents(array_agg(id)) FROM upd
+    WHERE has_dependents AND status = 'cancelled'
 )
 SELECT outcome.id, outcome.event, outcome.status
-FROM outcome CROSS JOIN (SELECT count(*) FROM note) n
+FROM outcome CROSS JOIN (SELECT count(*) FROM note) n LEFT JOIN settle ON true
 ORDER BY outcome.id
 
 -- name: retry_tasks --
--- A person re-runs failed or cancelled tasks: `queued` and due now, retries reset.
+-- A person re-runs failed or cancelled tasks: `queued` and due now, retries reset; the
+-- children their failure cancelled wait again.
 -- Returns per task found: id, whether it was requeued, and the status it had. Locked in
 -- id order and waited for; one task_requeued event (workers wake on it).
 WITH locked AS MATERIALIZED (
@@ -673,10 +796,10 @@ WITH locked AS MATERIALIZED (
     UPDATE tasks t
     SET status = 'queued', retry_count = 0, run_at = now(), finished_at = NULL,
         cancel_requested_at = NULL, locked_by = NULL, locked_until = NULL, result = NULL,
-        updated_at = now()
+        failed_parent_id = NULL, updated_at = now()
     FROM locked l
     WHERE t.id = l.id AND l.status IN ('failed', 'cancelled')
-    RETURNING t.id, t.attempts
+    RETURNING t.id, t.attempts, t.has_dependents
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
                               created_at)
@@ -689,9 +812,11 @@ WITH locked AS MATERIALIZED (
                   (SELECT id FROM upd ORDER BY id LIMIT 100) s)
     )::text) AS sent
     WHERE EXISTS (SELECT 1 FROM upd)
+), rewait AS (
+    SELECT task_rewait_dependents(array_agg(id)) FROM upd WHERE has_dependents
 )
 SELECT l.id, upd.id IS NOT NULL, l.status
-FROM locked l LEFT JOIN upd ON upd.id = l.id LEFT JOIN note ON true
+FROM locked l LEFT JOIN upd ON upd.id = l.id LEFT JOIN note ON true LEFT JOIN rewait ON true
 ORDER BY l.id
 
 -- name: run_now_tasks --

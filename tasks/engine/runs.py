@@ -22,8 +22,8 @@ from django.db import transaction
 from tasks import jsonsafe
 from tasks.backoff import backoff_delay
 from tasks.conf import engine
+from tasks.engine.spec import JSON_NUL, has_nul, loads
 from tasks.engine.sql import run
-from tasks.engine.submit import JSON_NUL, has_nul, loads
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class Outcome:
     error_class: str = ""
     error_message: str = ""
     traceback: str = ""
+    delay: float = 0.0  # a snoozed run: seconds until it is due again
 
 
 def claim(*, worker_id: str, limit: int, queues: Sequence[str] | None = None,
@@ -244,6 +245,41 @@ def finish_cancelled(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]
     """The worker stopped runs that were cancelled: they end `cancelled`."""
     return _finish_by_worker("cancel_runs", worker_id=worker_id, outcomes=outcomes,
                              action="cancel")
+
+
+def snooze(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
+    """The plugin snoozed: each run ends `queued`, due after its delay, no retry used."""
+    if not outcomes:
+        return set()
+    params = {"worker": worker_id, "ids": [o.task_id for o in outcomes],
+              "attempts": [o.attempt for o in outcomes],
+              "delays": [float(o.delay) for o in outcomes]}
+    applied = {r[0] for r in run("snooze_runs", params)}
+    _log_lost(worker_id, outcomes, applied, "snooze")
+    return applied
+
+
+PROGRESS_MESSAGE_CHARS = 1000  # stored; the event carries the first EVENT_MESSAGE_CHARS
+EVENT_MESSAGE_CHARS = 200
+
+
+def progress(*, worker_id: str, task_id: int, attempt: int, done: float,
+             total: float | None = None, message: str = "", at: str = "") -> bool:
+    """Store a running task's progress and send `task_progress`; False if the run is no
+    longer this worker's (fenced like complete). Not a state change: no history row."""
+    message = jsonsafe.storable_error(str(message))[:PROGRESS_MESSAGE_CHARS]
+    value = {"done": done, "total": total, "message": message, "at": at}
+    summary = {**value, "message": message[:EVENT_MESSAGE_CHARS]}
+    rows = run("update_progress", {"id": task_id, "worker": worker_id, "attempt": attempt,
+                                   "progress": json.dumps(value, allow_nan=False),
+                                   "summary": json.dumps(summary, allow_nan=False)})
+    return bool(rows)
+
+
+def parent_results(task_id: int) -> dict[int, Any]:
+    """{parent id: its result} for the parents of a task (a child's ctx.parent_results)."""
+    return {pid: loads(result) for pid, _status, result in
+            run("select_parent_results", {"id": task_id})}
 
 
 def release(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:

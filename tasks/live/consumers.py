@@ -10,7 +10,8 @@ Messages sent (JSON, `type` first):
   re-read (every THROUGHPUT_REFRESH seconds; clients add live events in between).
 - `events`: a coalesced batch: `events` (latest entries), `totals` (event -> tasks),
   `dropped` (events only counted), `resync` (events may have been lost).
-- `tasks`: {id: status} for the task ids a list page watches (`{"watch": [ids]}`).
+- `tasks`: {id: {status, retries, progress}} for the task ids a list page watches
+  (`{"watch": [ids]}`).
 - `error`: a message the client sent was not understood, or the connection is refused.
 """
 
@@ -219,6 +220,7 @@ def _own_events(events, owner_id: int) -> list[dict[str, Any]]:
 
 
 def _statuses(ids: frozenset[int], owner_id: int | None) -> dict[str, dict[str, Any]]:
-    return {str(pk): {"status": status, "retries": f"{retries}/{max_retries}"}
-            for pk, (status, retries, max_retries)
+    return {str(pk): {"status": status, "retries": f"{retries}/{max_retries}",
+                      "progress": progress}
+            for pk, (status, retries, max_retries, progress)
             in selectors.task_statuses(ids, owner_id).items()}

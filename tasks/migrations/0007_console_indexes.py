@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ('tasks', '0005_schedules_queues'),
+        ('tasks', '0006_workflows'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from plugins.base import TaskContext
 from tasks import engine
@@ -92,6 +93,10 @@ class Dispatcher:
                 timeout = min(timeout, max(due, 0.001))
         return timeout
 
+    def _write_progress(self, task: engine.ClaimedTask, value: dict) -> None:
+        engine.progress(worker_id=self.worker_id, task_id=task.id, attempt=task.attempt,
+                        **value)
+
     def _claim(self, limit: int) -> list[engine.ClaimedTask]:
         tasks = with_db_retry(
             "claim",
@@ -103,7 +108,9 @@ class Dispatcher:
             ctx = TaskContext(task_id=task.id, attempt=task.attempt,
                               deadline=now + task.timeout_seconds,
                               logger=logging.getLogger(f"plugins.{task.type}"),
-                              task_type=task.type, queue=task.queue, worker_id=self.worker_id)
+                              task_type=task.type, queue=task.queue, worker_id=self.worker_id,
+                              load_parent_results=partial(engine.parent_results, task.id),
+                              write_progress=partial(self._write_progress, task))
             jobs.append(Job(task=task, ctx=ctx, deadline=ctx.deadline, claimed_at=now))
         # Every job is in the slots before any executor can finish (and remove) one.
         self.slots.add(jobs)

@@ -16,16 +16,17 @@ import time
 import traceback
 from collections.abc import Iterable
 
+from django.db import Error as DatabaseError
 from django.db import close_old_connections
 
 from plugins import registry
-from plugins.base import TaskCancelled
+from plugins.base import Snooze, TaskCancelled
 from tasks import engine
 from tasks.exceptions import UnknownTaskType, WorkerLost
 from tasks.worker.completer import Completer
 from tasks.worker.dbretry import close_connection
 from tasks.worker.hooks import Hooks
-from tasks.worker.slots import CANCELLED, FAIL, OK, Job, Slots
+from tasks.worker.slots import CANCELLED, FAIL, OK, SNOOZE, Job, Slots
 
 logger = logging.getLogger("tasks.worker")
 
@@ -107,6 +108,7 @@ class Execution:
                 break
             job.runner = me
             kind, outcome = self._execute(job)
+            self._flush_progress(job)  # the last value, before the run ends in the database
             job.returned = True
             reported = job.finish()
             if reported:
@@ -123,6 +125,8 @@ class Execution:
         try:
             plugin = registry.get(job.task.type)
             result = plugin.run(job.task.payload, ctx)
+        except Snooze as exc:
+            return SNOOZE, job.outcome(delay=exc.seconds)
         except TaskCancelled as exc:
             if ctx.cancel_reason == "cancelled":
                 return CANCELLED, job.outcome(**worker_ending(
@@ -140,6 +144,14 @@ class Execution:
             return CANCELLED, job.outcome(**worker_ending(TaskCancelled,
                                                           "cancelled while running"))
         return OK, job.outcome(result=result)
+
+    @staticmethod
+    def _flush_progress(job: Job) -> None:
+        try:
+            job.ctx.flush_progress()
+        except (DatabaseError, ValueError) as exc:  # progress is a report, not the run
+            logger.warning("task %s: its progress was not stored (%s)", job.task.id, exc,
+                           extra={"action": "progress_lost", "task_id": job.task.id})
 
     def report(self, job: Job, kind: str, outcome: engine.Outcome) -> None:
         """Hand the outcome to the completer, then free the slot (in that order, so a

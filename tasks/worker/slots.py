@@ -16,7 +16,7 @@ from plugins.base import TaskContext
 from tasks import engine
 
 # How a run ended: each kind is written back by its own queue function.
-OK, FAIL, CANCELLED, RELEASE = "ok", "fail", "cancelled", "release"
+OK, FAIL, CANCELLED, RELEASE, SNOOZE = "ok", "fail", "cancelled", "release", "snooze"
 
 
 @dataclass(eq=False)

@@ -439,8 +439,8 @@ def test_stats(api):
     response = api.get("/api/stats/")
     assert response.status_code == 200
     assert response.json() == {
-        "total_tasks": 5, "queued_tasks": 2, "running_tasks": 0, "retrying_tasks": 0,
-        "succeeded_tasks": 2, "failed_tasks": 1, "cancelled_tasks": 0,
+        "total_tasks": 5, "waiting_tasks": 0, "queued_tasks": 2, "running_tasks": 0,
+        "retrying_tasks": 0, "succeeded_tasks": 2, "failed_tasks": 1, "cancelled_tasks": 0,
         "avg_retry_count": 0.6, "tasks_with_retries": 2,
         "by_type": {"send_email": 2, "simulate": 3},
         "by_queue": {"default": 2, "mail": 3},

@@ -75,7 +75,7 @@ def test_staff_is_accepted_and_gets_a_snapshot(login):
         assert connected
         snapshot = await comm.receive_json_from(timeout=5)
         assert snapshot["type"] == "snapshot"
-        assert snapshot["counts"] == {"queued": 0, "running": 0, "retrying": 0,
+        assert snapshot["counts"] == {"waiting": 0, "queued": 0, "running": 0, "retrying": 0,
                                       "succeeded": 0, "failed": 0, "cancelled": 0}
         assert len(snapshot["throughput"]) == 60
         await comm.disconnect()
@@ -151,14 +151,40 @@ def test_task_list_gets_live_statuses_for_watched_tasks_only(login):
         assert (await comm.connect(timeout=5))[0]
         await comm.send_json_to({"watch": [watched.pk]})
         first = await receive_until(comm, "tasks")
-        assert first["tasks"] == {str(watched.pk): {"status": "queued", "retries": "0/3"}}
+        assert first["tasks"] == {str(watched.pk): {"status": "queued", "retries": "0/3",
+                                                    "progress": None}}
 
         await cancel(other.pk)  # not on screen: nothing is sent
         assert await comm.receive_nothing(timeout=4 * FLUSH_INTERVAL)
         await cancel(watched.pk)
         update = await receive_until(comm, "tasks", timeout=3)
         assert update["tasks"] == {str(watched.pk): {"status": "cancelled",
-                                                     "retries": "0/3"}}
+                                                     "retries": "0/3", "progress": None}}
+        await comm.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_a_watched_running_tasks_progress_is_sent_live(login):
+    cookie = login(is_staff=True)
+
+    def start():
+        task = engine.enqueue(name="long", type="noop")
+        (claimed,) = engine.claim(worker_id="w1", limit=1)
+        return task, claimed
+
+    async def scenario():
+        task, claimed = await database_sync_to_async(start)()
+        comm = communicator(TASK_LIST, cookie)
+        assert (await comm.connect(timeout=5))[0]
+        await comm.send_json_to({"watch": [task.pk]})
+        await receive_until(comm, "tasks")
+        await database_sync_to_async(engine.progress)(
+            worker_id="w1", task_id=task.pk, attempt=claimed.attempt, done=2, total=5,
+            message="two of five", at="now")
+        update = await receive_until(comm, "tasks", timeout=3)
+        assert update["tasks"][str(task.pk)]["progress"] == {
+            "done": 2, "total": 5, "message": "two of five", "at": "now"}
         await comm.disconnect()
 
     asyncio.run(scenario())

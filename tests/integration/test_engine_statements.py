@@ -145,10 +145,26 @@ def run_now_tasks():
         Event.TASK_RUN_NOW}
 
 
+def insert_graph():
+    (parent,) = _claimed(1)
+    specs = [{"name": "a", "type": "count", "depends_on": [parent.id]},
+             {"name": "b", "type": "count"},
+             {"name": "c", "type": "count", "after": [0, 1]}]
+    return (lambda: {t.pk for t in engine.enqueue_many(specs)}), {
+        Event.TASK_WAITING, Event.TASK_QUEUED}
+
+
+def snooze_runs():
+    runs = _claimed(2)
+    return (lambda: engine.snooze(worker_id=WORKER,
+                                  outcomes=[outcome(c, delay=30) for c in runs])), {
+        Event.TASK_SNOOZED}
+
+
 CASES: dict[str, Case] = {f.__name__: f for f in (
-    insert_task, insert_tasks, enqueue_tick, claim_any, claim_queues, claim_limited,
-    complete_runs, fail_runs, cancel_runs, release_runs, rescue_expired, cancel_tasks,
-    retry_tasks, run_now_tasks)}
+    insert_task, insert_tasks, insert_graph, enqueue_tick, claim_any, claim_queues,
+    claim_limited, complete_runs, fail_runs, cancel_runs, release_runs, snooze_runs,
+    rescue_expired, cancel_tasks, retry_tasks, run_now_tasks)}
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tasks import engine
 from tests.factories import TaskFactory, UserFactory
 from tests.support import users
 from tests.support.users import grant
@@ -39,6 +40,12 @@ KNOWN_BODIES = [
     {"name": "s", "type": "simulate", "payload": {"duration": 0.1}, "priority": 3},
     [{"name": "a", "type": "noop"}, {"name": "b", "type": "noop", "idempotency_key": "k"}],
     {"name": "e", "type": "send_email", "payload": {"to": "x@example.com"}},
+    [{"name": "a", "type": "noop"}, {"name": "b", "type": "noop", "after": [0]}],
+]
+KNOWN_WORKFLOWS = [
+    {"name": "w", "steps": [{"name": "a", "type": "noop"},
+                            {"name": "b", "type": "noop", "after": [0]}]},
+    {"steps": [{"name": "a", "type": "noop"}]},
 ]
 
 
@@ -51,9 +58,11 @@ SCHEDULE_BODIES = [
 
 @pytest.fixture
 def fuzz(request):
-    """A user's token and ids of tasks in several states; keeps the test's database
-    connection open across WSGI calls."""
+    """A user's token, ids of tasks in several states (of a schedule, for the schedules'
+    operations) and of a workflow; keeps the test's database connection open across WSGI
+    calls."""
     ids = [TaskFactory().pk, TaskFactory(failed=True).pk, TaskFactory(succeeded=True).pk]
+    workflow, _tasks = engine.enqueue_workflow([{"name": "a", "type": "noop"}])
     # The WSGI handler closes the database connection after each request, which would
     # end the test's transaction; Django's own test client disconnects it the same way.
     request_started.disconnect(close_old_connections)
@@ -62,10 +71,8 @@ def fuzz(request):
         user = grant(UserFactory(username="fuzzer"), *users.OPERATOR, *users.QUEUES,
                      *users.SCHEDULES)
         if "/api/schedules/" in request.node.name:
-            from tasks import engine
-
             ids = [engine.schedules.create(name="fuzzed", type="noop", cron="* * * * *").pk]
-        yield Token.objects.create(user=user).key, ids
+        yield Token.objects.create(user=user).key, ids, [workflow.pk]
     finally:
         request_started.connect(close_old_connections)
         request_finished.connect(close_old_connections)
@@ -81,12 +88,13 @@ def test_the_schema_covers_every_operation():
         "GET /api/schedules/{id}/", "PATCH /api/schedules/{id}/", "DELETE /api/schedules/{id}/",
         "POST /api/schedules/{id}/pause/", "POST /api/schedules/{id}/resume/",
         "POST /api/schedules/{id}/run-now/",
+        "POST /api/workflows/", "GET /api/workflows/{id}/",
     }
 
 
 @pytest.mark.parametrize("label", sorted(OPERATIONS))
 def test_no_input_causes_a_server_error_and_responses_match_the_schema(label, fuzz):
-    token, task_ids = fuzz
+    token, task_ids, workflow_ids = fuzz
     operation = OPERATIONS[label]
 
     statuses: list[int] = []
@@ -96,7 +104,8 @@ def test_no_input_causes_a_server_error_and_responses_match_the_schema(label, fu
     strategies = [operation.as_strategy(GenerationMode.POSITIVE),
                   operation.as_strategy(GenerationMode.NEGATIVE)]
     if "{id}" in operation.path:
-        strategies += [operation.as_strategy(path_parameters={"id": i}) for i in task_ids]
+        ids = workflow_ids if "workflows" in operation.path else task_ids
+        strategies += [operation.as_strategy(path_parameters={"id": i}) for i in ids]
     if "{name}" in operation.path:
         strategies.append(operation.as_strategy(path_parameters={"name": "default"}))
     if label == "PATCH /api/queues/{name}/":
@@ -104,6 +113,8 @@ def test_no_input_causes_a_server_error_and_responses_match_the_schema(label, fu
                        for body in ({"concurrency_limit": 2}, {"rate_limit": None})]
     if label == "POST /api/tasks/":
         strategies += [operation.as_strategy(body=body) for body in KNOWN_BODIES]
+    if label == "POST /api/workflows/":
+        strategies += [operation.as_strategy(body=body) for body in KNOWN_WORKFLOWS]
     if label in ("POST /api/schedules/", "PATCH /api/schedules/{id}/"):
         strategies += [operation.as_strategy(body=body, **(
             {"path_parameters": {"id": task_ids[0]}} if "{id}" in label else {}))

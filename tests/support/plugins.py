@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from plugins.base import Plugin
+from plugins.base import Plugin, Snooze
 
 
 class CountRuns(Plugin):
@@ -60,9 +60,42 @@ class Produce(Plugin):
         return {"text": "a\x00b\ud800c", "ok": "fine"}
 
 
+class Parents(Plugin):
+    """Sleeps `sleep` seconds, then returns its parents' results and its own `value`."""
+
+    def run(self, payload, ctx):
+        ctx.sleep(float(payload.get("sleep", 0)))
+        return {"value": payload.get("value"), "parents": ctx.parent_results}
+
+
+class Chatty(Plugin):
+    """Reports progress `calls` times over about `seconds`, then returns."""
+
+    def run(self, payload, ctx):
+        calls, seconds = int(payload.get("calls", 1000)), float(payload.get("seconds", 1))
+        for i in range(1, calls + 1):
+            ctx.progress(i, calls, f"step {i}")
+            time.sleep(seconds / calls)
+        return {"calls": calls}
+
+
+class Snoozer(Plugin):
+    """Snoozes `seconds` on its first attempt (raising Snooze if `raise`), then returns."""
+
+    def run(self, payload, ctx):
+        if ctx.attempt == 1:
+            if payload.get("raise"):
+                raise Snooze(float(payload.get("seconds", 1)))
+            ctx.snooze(float(payload.get("seconds", 1)))
+        return {"attempt": ctx.attempt}
+
+
 TEST_PLUGINS = {
     "count": {"plugin": "tests.support.plugins.CountRuns"},
     "block": {"plugin": "tests.support.plugins.Block"},
     "boom": {"plugin": "tests.support.plugins.Boom"},
     "produce": {"plugin": "tests.support.plugins.Produce"},
+    "parents": {"plugin": "tests.support.plugins.Parents"},
+    "chatty": {"plugin": "tests.support.plugins.Chatty"},
+    "snoozer": {"plugin": "tests.support.plugins.Snoozer"},
 }

@@ -16,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tasks import jsonsafe
 from tasks.client import ClientError, LocalClient, RemoteClient
 from tasks.models import Status
+from tasks.states import parse_id
 
 TASK_COLUMNS = [("ID", "id"), ("NAME", "name"), ("TYPE", "type"), ("STATUS", "status"),
                 ("PRIORITY", "priority"), ("QUEUE", "queue"), ("RETRIES", "retries"),
@@ -53,6 +54,12 @@ class Command(BaseCommand):
         create.add_argument("--max-retries", type=int, default=None)
         create.add_argument("--timeout", type=int, default=None, help="Timeout in seconds.")
         create.add_argument("--idempotency-key", default=None)
+        create.add_argument("--depends-on", action="append", default=[], metavar="ID[,ID...]",
+                            help="Run only after these tasks succeeded (repeatable, or "
+                                 "comma-separated ids).")
+        create.add_argument("--on-parent-failure", choices=["fail", "run"], default=None,
+                            help="When a parent fails for good or is cancelled: fail "
+                                 "(default: cancelled with it) or run anyway.")
 
         for name, text in [("get", "Show one task."), ("history", "A task's history."),
                            ("cancel", "Cancel a task."), ("retry", "Retry a failed task.")]:
@@ -131,8 +138,22 @@ class Command(BaseCommand):
                 "priority": options["priority"], "queue": options["queue"],
                 "run_at": options["run_at"], "max_retries": options["max_retries"],
                 "timeout_seconds": options["timeout"],
-                "idempotency_key": options["idempotency_key"]}
+                "idempotency_key": options["idempotency_key"],
+                # Not options of `schedule create`, which builds its task the same way.
+                "depends_on": _ids("--depends-on", options.get("depends_on") or []) or None,
+                "on_parent_failure": options.get("on_parent_failure")}
         return {k: v for k, v in spec.items() if v is not None}
+
+
+def _ids(option: str, values: list[str]) -> list[int]:
+    ids = []
+    for value in values:
+        for item in value.split(","):
+            task_id = parse_id(item)
+            if task_id is None:
+                raise CommandError(f"{option}: {item.strip()!r} is not a task id.")
+            ids.append(task_id)
+    return ids
 
 
 def _check_text(options: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@
 (function () {
   "use strict";
 
-  var STATUSES = ["queued", "running", "retrying", "succeeded", "failed", "cancelled"];
+  var STATUSES = ["waiting", "queued", "running", "retrying", "succeeded", "failed", "cancelled"];
 
   function badges() {
     return Array.prototype.slice.call(document.querySelectorAll(".task-status[data-task-id]"))
@@ -28,6 +28,17 @@
     });
     var retries = document.querySelector('[data-task-retries="' + id + '"]');
     if (retries && info.retries) { retries.textContent = info.retries; }
+    var progress = document.querySelector('[data-task-progress="' + id + '"]');
+    if (progress && info.progress) { progress.textContent = progressText(info.progress); }
+  }
+
+  // As tasks.admin.display.progress writes it: "done / total (pct%) message".
+  function progressText(p) {
+    var text = String(p.done);
+    if (typeof p.total === "number" && p.total) {
+      text += " / " + p.total + " (" + Math.round(100 * p.done / p.total) + "%)";
+    }
+    return text + (p.message ? " " + p.message : "");
   }
 
   function start() {

@@ -1,0 +1,45 @@
+"""The workflow pages: a list, and each workflow's steps with their parents (read-only)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from tasks import authz, selectors
+from tasks.admin.display import task_table
+from tasks.models import Workflow
+
+
+@admin.register(Workflow)
+class WorkflowAdmin(admin.ModelAdmin):
+    list_display = ("id", "name", "owner", "created_at")
+    list_display_links = ("id", "name")
+    ordering = ("-id",)
+    sortable_by = ("id",)
+    show_facets = admin.ShowFacets.NEVER
+    fields = ("name", "owner", "created_at", "steps_display")
+    readonly_fields = fields
+
+    @admin.display(description="steps")
+    def steps_display(self, workflow: Workflow) -> str:
+        steps = selectors.workflow_steps(workflow)
+        return task_table(steps, {t.pk: t.parent_ids for t in steps})
+
+    # Workflows are made through the engine (API, Python) and read here, with the tasks'
+    # permissions: a user sees their own unless they may see every task.
+    def get_queryset(self, request):
+        return authz.visible(super().get_queryset(request), request.user)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return authz.may(request.user, "view")
+
+    def has_module_permission(self, request) -> bool:
+        return authz.may(request.user, "view")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
