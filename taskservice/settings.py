@@ -10,6 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
 from tasks.conf import EngineSettings
+from taskservice import embedded
 from taskservice.env import (
     env_bool,
     env_float,
@@ -95,13 +96,13 @@ TEMPLATES = [
     },
 ]
 
-# Database: DATABASE_URL, or the embedded PostgreSQL started on first use.
+# Database: DATABASE_URL, or the embedded PostgreSQL, which starts on first connection
+# (taskservice/embedded_backend): loading these settings starts nothing.
 _database_url = env_str("DATABASE_URL")
-if not _database_url:
-    from taskservice.embedded import database_url as _embedded_url
-
-    _database_url = _embedded_url(DATA_DIR)
-DATABASES = {"default": parse_database_url(_database_url)}
+if _database_url:
+    DATABASES = {"default": parse_database_url(_database_url)}
+else:
+    DATABASES = {"default": embedded.settings(DATA_DIR)}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
@@ -109,11 +110,9 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # reads only what the operator granted (the embedded default provisions one). `runworker`
 # and `check --deploy` verify that role (plugins/query_checks.py).
 _query_database_url = env_str("TASKS_QUERY_DATABASE_URL")
-if not _query_database_url and not env_str("DATABASE_URL"):
-    from taskservice.embedded import query_database_url as _embedded_query_url
-
-    _query_database_url = _embedded_query_url(DATA_DIR)
-TASKS_QUERY_DATABASE = "query" if _query_database_url else ""
+if not _query_database_url and not _database_url:
+    DATABASES["query"] = embedded.settings(DATA_DIR, query=True)
+TASKS_QUERY_DATABASE = "query" if "query" in DATABASES or _query_database_url else ""
 if _query_database_url:
     try:
         DATABASES["query"] = parse_database_url(_query_database_url)
