@@ -36,10 +36,10 @@ FROM generate_series(1, 60) AS i;
 
 
 def settings(data_dir: Path, *, query: bool = False) -> dict:
-    """A DATABASES entry for the embedded server that starts nothing until it connects:
-    the service's database, or with `query` run_query's database and role."""
+    """A DATABASES entry, less its ENGINE (taskservice.embedded_backend, which starts the
+    server on first connection): the service's database, or with `query` run_query's
+    database and role."""
     return {
-        "ENGINE": "taskservice.embedded_backend",
         "NAME": QUERY_DB_NAME if query else DB_NAME,
         "USER": QUERY_ROLE if query else "",
         "PASSWORD": "",

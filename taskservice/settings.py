@@ -99,10 +99,11 @@ TEMPLATES = [
 # Database: DATABASE_URL, or the embedded PostgreSQL, which starts on first connection
 # (taskservice/embedded_backend): loading these settings starts nothing.
 _database_url = env_str("DATABASE_URL")
+_EMBEDDED_ENGINE = "taskservice.embedded_backend"
 if _database_url:
     DATABASES = {"default": parse_database_url(_database_url)}
 else:
-    DATABASES = {"default": embedded.settings(DATA_DIR)}
+    DATABASES = {"default": {"ENGINE": _EMBEDDED_ENGINE, **embedded.settings(DATA_DIR)}}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
@@ -111,7 +112,7 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # and `check --deploy` verify that role (plugins/query_checks.py).
 _query_database_url = env_str("TASKS_QUERY_DATABASE_URL")
 if not _query_database_url and not _database_url:
-    DATABASES["query"] = embedded.settings(DATA_DIR, query=True)
+    DATABASES["query"] = {"ENGINE": _EMBEDDED_ENGINE, **embedded.settings(DATA_DIR, query=True)}
 TASKS_QUERY_DATABASE = "query" if "query" in DATABASES or _query_database_url else ""
 if _query_database_url:
     try:

@@ -1,18 +1,10 @@
 from django.contrib import admin
-from django.urls import include, path, re_path
-
-from tasks import views
-from tasks.live.page import dashboard_view
-from tasks.metrics import metrics_view
+from django.urls import include, path
 
 urlpatterns = [
-    re_path(r"^health/?$", views.health, name="health"),
-    # --- REST API (issue 3) ---
+    # The dashboard, /health and /metrics: what any project that installs the app includes.
+    path("", include("tasks.urls")),
     path("api/", include("tasks.api.urls")),
-    # --- Live dashboard (issue 4) ---
-    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="tasks-dashboard"),
-    # --- Production: metrics (issue 5) ---
-    re_path(r"^metrics/?$", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
 ]
 
