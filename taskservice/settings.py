@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -60,8 +61,10 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "channels",
-    "django_extensions",
 ]
+# Development helpers (shell_plus, ...) from the `server` extra, when it is installed.
+if importlib.util.find_spec("django_extensions"):
+    INSTALLED_APPS.append("django_extensions")
 
 MIDDLEWARE = [
     # First: refuses oversized and anonymous API bodies before anything reads them (WSGI).
