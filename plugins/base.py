@@ -23,6 +23,12 @@ class TaskCancelled(Exception):
     """Raised inside a plugin (by ctx.check()) when its task has been cancelled."""
 
 
+class NotRunnableHere(Exception):
+    """Raised by a plugin before it does any work when this worker cannot run the task
+    (e.g. a module it cannot import) but another might: the worker hands the task back
+    without counting an attempt and does not claim it again for a while."""
+
+
 @dataclass
 class TaskContext:
     """What a running plugin knows about its task, and how it notices cancellation."""

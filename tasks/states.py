@@ -85,6 +85,9 @@ TRANSITIONS: tuple[Transition, ...] = (
                        "`cancelled`"),
     Transition("release", (Status.RUNNING,), Status.QUEUED, (Event.TASK_RELEASED,),
                "the worker stops (SIGTERM) past its grace period"),
+    Transition("decline", (Status.RUNNING,), Status.QUEUED, (Event.TASK_RELEASED,),
+               "the worker cannot run it (cannot import its module)",
+               to_text="`queued` (the attempt not counted; another worker runs it)"),
     Transition("retry", (Status.FAILED, Status.CANCELLED), Status.QUEUED,
                (Event.TASK_REQUEUED,), "retry by a person", to_text="`queued` (retries reset)"),
 )

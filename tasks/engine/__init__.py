@@ -6,7 +6,8 @@ each transition writes exactly one history row per task and its NOTIFY in the sa
 statement or transaction, so an event always means a committed change.
 
 - submit: prepare (validation), enqueue, enqueue_many;
-- runs: the worker's side (claim, heartbeat, complete, fail, finish_cancelled, release);
+- runs: the worker's side (claim, heartbeat, complete, fail, finish_cancelled, release,
+  decline);
 - steering: a person's side (cancel, retry, their bulk variants, delete_finished, get);
 - maintenance: rescue_expired, reap_workers, reconcile;
 - events: the NOTIFY channel and the shape of its payload;
@@ -30,6 +31,7 @@ from tasks.engine.runs import (
     cancel_requested_ids,
     claim,
     complete,
+    decline,
     fail,
     finish_cancelled,
     heartbeat,
@@ -54,7 +56,8 @@ from tasks.states import WAKE_EVENTS
 __all__ = [
     "CHANNEL", "NOTIFY_MAX_IDS", "QUEUE_NAME_RE", "RECONCILE_LOCK_KEY", "TASK_COLUMNS",
     "WAKE_EVENTS", "BulkResult", "ClaimedTask", "HeartbeatResult", "Outcome", "cancel",
-    "cancel_many", "cancel_requested_ids", "claim", "complete", "delete_finished", "enqueue",
+    "cancel_many", "cancel_requested_ids", "claim", "complete", "decline", "delete_finished",
+    "enqueue",
     "enqueue_many", "fail", "finish_cancelled", "get", "heartbeat", "liveness_window",
     "next_due_in", "notify", "prepare", "reap_workers", "reconcile", "register_worker",
     "release", "rescue_expired", "retry", "retry_many", "unregister_worker",

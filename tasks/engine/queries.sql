@@ -77,10 +77,13 @@ FROM tasks
 WHERE coalesce(owner_id, 0) = %(owner_id)s AND idempotency_key = ANY(%(keys)s)
 
 -- name: claim_any --
--- Claim up to `limit` due tasks of any queue: priority first, FIFO within a priority.
+-- Claim up to `limit` due tasks of any queue: priority first, FIFO within a priority; only
+-- the worker's `types` (NULL: any) and none of the ids it `skip`s (it cannot run them).
 WITH picked AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status IN ('queued', 'retrying') AND run_at <= now()
+      AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+      AND NOT (id = ANY(%(skip)s::bigint[]))
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -111,10 +114,13 @@ SELECT claimed.* FROM claimed LEFT JOIN note ON true
 ORDER BY claimed.priority DESC, claimed.id
 
 -- name: claim_queues --
--- Claim up to `limit` due tasks of the given queues: priority first, FIFO within a priority.
+-- Claim up to `limit` due tasks of the given queues: priority first, FIFO within a priority;
+-- only the worker's `types` (NULL: any) and none of the ids it `skip`s.
 WITH picked AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status IN ('queued', 'retrying') AND run_at <= now() AND queue = ANY(%(queues)s)
+      AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+      AND NOT (id = ANY(%(skip)s::bigint[]))
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -145,14 +151,20 @@ SELECT claimed.* FROM claimed LEFT JOIN note ON true
 ORDER BY claimed.priority DESC, claimed.id
 
 -- name: next_due_any --
--- Seconds until the next queued or retrying task of any queue is due (NULL: none).
+-- Seconds until the next queued or retrying task of any queue is due (NULL: none), among
+-- those the worker could claim (its `types`, not its `skip`ped ids).
 SELECT extract(epoch FROM min(run_at) - now()) FROM tasks
 WHERE status IN ('queued', 'retrying')
+  AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+  AND NOT (id = ANY(%(skip)s::bigint[]))
 
 -- name: next_due_queues --
--- Seconds until the next queued or retrying task of the given queues is due (NULL: none).
+-- Seconds until the next queued or retrying task of the given queues is due (NULL: none),
+-- among those the worker could claim.
 SELECT extract(epoch FROM min(run_at) - now()) FROM tasks
 WHERE status IN ('queued', 'retrying') AND queue = ANY(%(queues)s)
+  AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+  AND NOT (id = ANY(%(skip)s::bigint[]))
 
 -- name: heartbeat --
 -- Renew a worker's leases and last_seen; its held ids, cancel flags, and whether it is known.
@@ -324,6 +336,41 @@ WITH input AS (
 )
 SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n
 
+-- name: decline_runs --
+-- A worker that cannot run these tasks (fenced) hands them back due now, the attempt its
+-- claim counted taken back, so another worker runs them; `cancelled` if asked meanwhile.
+-- The history row names the worker and why it could not run the task.
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(details)s::text[],
+                         %(error_classes)s::text[], %(error_messages)s::text[],
+                         %(tracebacks)s::text[])
+           AS i(id, attempt, details, error_class, error_message, traceback)
+), upd AS (
+    UPDATE tasks t
+    SET status = CASE WHEN t.cancel_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END,
+        attempts = t.attempts - 1, updated_at = now(), locked_by = NULL, locked_until = NULL,
+        finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN NULL ELSE now() END
+    FROM input i
+    WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
+      AND t.attempts = i.attempt
+    RETURNING t.id, t.status, i.attempt, i.details, i.error_class, i.error_message,
+              i.traceback
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, error_class,
+                              error_message, traceback, details, created_at)
+    SELECT id, status,
+           CASE status WHEN 'queued' THEN 'task_released' ELSE 'task_cancelled' END,
+           attempt, %(worker)s, error_class, error_message, traceback, details, now()
+    FROM upd
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', CASE status WHEN 'queued' THEN 'task_released' ELSE 'task_cancelled' END,
+        'count', count(*), 'worker', %(worker)s::text,
+        'ids', (array_agg(id ORDER BY id))[1:100])::text) AS sent
+    FROM upd GROUP BY status
+)
+SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n
+
 -- name: select_expired --
 -- Lock up to `limit` running tasks whose lease expired, oldest lease first.
 SELECT id, retry_count, locked_by, locked_until FROM tasks
@@ -403,9 +450,10 @@ SELECT gone.id FROM gone CROSS JOIN (SELECT count(*) FROM note) n ORDER BY gone.
 -- name: register_worker --
 -- Record a worker (or refresh its last_seen) and announce it with worker_online.
 WITH reg AS (
-    INSERT INTO task_workers (id, hostname, pid, queues, concurrency, started_at, last_seen)
-    VALUES (%(worker)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s, now(),
-            now())
+    INSERT INTO task_workers (id, hostname, pid, queues, types, concurrency, started_at,
+                              last_seen)
+    VALUES (%(worker)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(types)s::jsonb,
+            %(concurrency)s, now(), now())
     ON CONFLICT (id) DO UPDATE SET last_seen = now()
     RETURNING id
 )

@@ -58,15 +58,18 @@ class Outcome:
 
 
 def claim(*, worker_id: str, limit: int, queues: Sequence[str] | None = None,
-          lease_seconds: float | None = None) -> list[ClaimedTask]:
+          lease_seconds: float | None = None, types: Sequence[str] | None = None,
+          skip: Sequence[int] = ()) -> list[ClaimedTask]:
     """Claim up to `limit` due tasks, highest priority first, FIFO within a priority.
 
-    One statement: `FOR UPDATE SKIP LOCKED` means two workers never hold the same task.
+    Only tasks of `types` (None: any) and none of the ids in `skip` (tasks this worker
+    declined). One statement: `FOR UPDATE SKIP LOCKED` means two workers never hold the
+    same task.
     """
     if limit <= 0:
         return []
     lease = engine().LEASE_SECONDS if lease_seconds is None else lease_seconds
-    params = {"limit": limit, "worker": worker_id, "lease": lease}
+    params = {"limit": limit, "worker": worker_id, "lease": lease, **_can_run(types, skip)}
     if queues:
         params["queues"] = list(queues)
     rows = run("claim_queues" if queues else "claim_any", params)
@@ -78,12 +81,19 @@ def claim(*, worker_id: str, limit: int, queues: Sequence[str] | None = None,
     ]
 
 
-def next_due_in(queues: Sequence[str] | None = None) -> float | None:
-    """Seconds until the next queued/retrying task becomes due (None if there is none)."""
+def _can_run(types: Sequence[str] | None, skip: Sequence[int]) -> dict:
+    return {"types": None if types is None else list(types), "skip": list(skip)}
+
+
+def next_due_in(queues: Sequence[str] | None = None, *, types: Sequence[str] | None = None,
+                skip: Sequence[int] = ()) -> float | None:
+    """Seconds until the next queued/retrying task this worker could claim becomes due
+    (None if there is none)."""
+    params = _can_run(types, skip)
     if queues:
-        ((value,),) = run("next_due_queues", {"queues": list(queues)})
+        ((value,),) = run("next_due_queues", {"queues": list(queues), **params})
     else:
-        ((value,),) = run("next_due_any")
+        ((value,),) = run("next_due_any", params)
     return None if value is None else max(0.0, float(value))
 
 
@@ -225,6 +235,13 @@ def release(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
                              action="release")
 
 
+def decline(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
+    """This worker cannot run these tasks (a module it cannot import): hand them back due
+    now without counting the attempt, for a worker that can (or `cancelled` if asked)."""
+    return _finish_by_worker("decline_runs", worker_id=worker_id, outcomes=outcomes,
+                             action="decline")
+
+
 def _log_lost(worker_id, outcomes, applied, action) -> None:
     lost = [o.task_id for o in outcomes if o.task_id not in applied]
     if lost:
@@ -235,10 +252,12 @@ def _log_lost(worker_id, outcomes, applied, action) -> None:
 
 
 def register_worker(*, worker_id: str, hostname: str, pid: int, queues: Sequence[str],
-                    concurrency: int) -> None:
-    """Record this worker (or refresh it) and announce it: worker_online."""
+                    concurrency: int, types: Sequence[str] = ()) -> None:
+    """Record this worker (or refresh it) with the queues it serves ([]: every queue) and
+    the task types it runs, and announce it: worker_online."""
     run("register_worker", {"worker": worker_id, "hostname": hostname, "pid": pid,
-                            "queues": json.dumps(list(queues)), "concurrency": concurrency})
+                            "queues": json.dumps(list(queues)),
+                            "types": json.dumps(sorted(types)), "concurrency": concurrency})
 
 
 def unregister_worker(*, worker_id: str) -> None:

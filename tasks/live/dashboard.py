@@ -22,6 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from plugins import registry
+from plugins.base import NotRunnableHere
 from tasks import selectors
 from tasks.models import Task, TaskHistory
 
@@ -68,14 +69,42 @@ FROM tasks t WHERE status IN ('queued', 'retrying') AND {_OWNER}
 GROUP BY queue, type ORDER BY queue, type
 """
 
+# Waiting tasks that workers handed back because they could not run them (last hour: a
+# worker declines such a task again every few minutes while it waits), with who declined.
+_DECLINED = f"""
+SELECT t.queue, t.type, array_agg(DISTINCT h.worker_id)
+FROM task_history h JOIN tasks t ON t.id = h.task_id
+WHERE h.id > %(start)s AND h.event_type = 'task_released' AND h.error_class = %(declined)s
+  AND t.status IN ('queued', 'retrying') AND {_OWNER}
+GROUP BY t.id, t.queue, t.type
+"""
+_DECLINED_CLASS = f"{NotRunnableHere.__module__}.{NotRunnableHere.__qualname__}"
+
+
 def _rows(sql: str, params: dict | None = None) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params or {})
         return cursor.fetchall()
 
 
-def queue_depth(owner_id: int | None = None) -> list[dict[str, Any]]:
-    return [{"queue": q, "type": t, "waiting": waiting, "due": due}
+def queue_depth(owner_id: int | None = None, start_id: int = 0) -> list[dict[str, Any]]:
+    """Waiting tasks per queue and type; `unrunnable`: how many of them no worker online
+    can run (none serves the queue or runs the type, or each that could declined them)."""
+    live = [(w.id, set(w.queues or []), set(w.types or []))
+            for w in selectors.workers_online()]
+
+    def capable(queue: str, type_: str) -> set[str]:
+        return {wid for wid, queues, types in live
+                if (not queues or queue in queues) and (not types or type_ in types)}
+
+    declined: dict[tuple[str, str], int] = {}
+    for queue, type_, by in _rows(_DECLINED, {"start": start_id, "owner": owner_id,
+                                              "declined": _DECLINED_CLASS}):
+        if capable(queue, type_) <= set(by):
+            declined[(queue, type_)] = declined.get((queue, type_), 0) + 1
+    return [{"queue": q, "type": t, "waiting": waiting, "due": due,
+             "unrunnable": waiting if not capable(q, t) else min(waiting,
+                                                                declined.get((q, t), 0))}
             for q, t, waiting, due in _rows(_QUEUE_DEPTH, {"owner": owner_id})]
 
 
@@ -130,7 +159,7 @@ def snapshot(*, include_throughput: bool = True, owner_id: int | None = None) ->
     data: dict[str, Any] = {
         "at": now.isoformat(),
         "counts": selectors.status_counts(selectors.owned(Task.objects.all(), owner_id)),
-        "queues": queue_depth(owner_id),
+        "queues": queue_depth(owner_id, start_id),
         "failures": recent_failures(start_id, owner_id=owner_id),
         "workers": selectors.workers(now),
     }

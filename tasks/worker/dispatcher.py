@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from plugins import registry
 from plugins.base import TaskContext
 from tasks import engine
 from tasks.conf import EngineSettings
@@ -80,7 +81,9 @@ class Dispatcher:
         timeout = self.cfg.POLL_INTERVAL if not self.batch else min(self.cfg.POLL_INTERVAL, 0.2)
         if self.listen and not self.batch:
             # Deferred and retrying tasks send no event when they fall due.
-            due = with_db_retry("next_due", lambda: engine.next_due_in(self.queues),
+            due = with_db_retry("next_due", lambda: engine.next_due_in(
+                                    self.queues, types=registry.types(),
+                                    skip=self.slots.declined()),
                                 stop=lambda: self.slots.stopping)
             if due is not None:
                 timeout = min(timeout, max(due, 0.001))
@@ -89,7 +92,9 @@ class Dispatcher:
     def _claim(self, limit: int) -> list[engine.ClaimedTask]:
         tasks = with_db_retry(
             "claim",
-            lambda: engine.claim(worker_id=self.worker_id, limit=limit, queues=self.queues),
+            # Only what this worker can run: its plugins' types, less what it declined.
+            lambda: engine.claim(worker_id=self.worker_id, limit=limit, queues=self.queues,
+                                 types=registry.types(), skip=self.slots.declined()),
             stop=lambda: self.slots.stopping, on_give_up=[])
         now = time.monotonic()
         jobs = []

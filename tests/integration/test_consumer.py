@@ -133,7 +133,7 @@ def test_a_real_notify_from_another_connection_arrives_as_an_event(login):
         snapshot = await receive_until(comm, "snapshot", timeout=3)
         assert snapshot["counts"]["queued"] == 1
         assert snapshot["queues"] == [{"queue": "mail", "type": "noop", "waiting": 1,
-                                       "due": 1}]
+                                       "due": 1, "unrunnable": 1}]
         await comm.disconnect()
 
     asyncio.run(scenario())

@@ -61,13 +61,14 @@
   function renderQueues(queues) {
     var tbody = document.getElementById("queue-depth");
     clear(tbody);
-    if (!queues.length) { emptyRow(tbody, 4, "Nothing waiting."); return; }
+    if (!queues.length) { emptyRow(tbody, 5, "Nothing waiting."); return; }
     queues.forEach(function (q) {
-      var tr = el("tr");
+      var tr = el("tr", q.unrunnable ? {"class": "task-unrunnable"} : {});
       tr.appendChild(el("td", {}, q.queue));
       tr.appendChild(el("td", {}, q.type));
       tr.appendChild(el("td", {"class": "num"}, q.waiting));
       tr.appendChild(el("td", {"class": "num"}, q.due));
+      tr.appendChild(el("td", {"class": "num", "title": "waiting tasks that no worker online can run"}, q.unrunnable || 0));
       tbody.appendChild(tr);
     });
   }
