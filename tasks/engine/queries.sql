@@ -517,7 +517,8 @@ FROM outcome CROSS JOIN (SELECT count(*) FROM note) n
 ORDER BY outcome.id
 
 -- name: retry_tasks --
--- A person re-runs failed or cancelled tasks: `queued` and due now, retries reset.
+-- A person re-runs failed or cancelled tasks: `queued`, retries reset; due now, or at a
+-- run_at still in the future (a scheduled task keeps its time) unless `run_now`.
 -- Returns per task found: id, whether it was requeued, and the status it had. Locked in
 -- id order and waited for; one task_requeued event (workers wake on it).
 WITH locked AS MATERIALIZED (
@@ -527,7 +528,9 @@ WITH locked AS MATERIALIZED (
     FOR UPDATE
 ), upd AS (
     UPDATE tasks t
-    SET status = 'queued', retry_count = 0, run_at = now(), finished_at = NULL,
+    SET status = 'queued', retry_count = 0,
+        run_at = CASE WHEN %(run_now)s::boolean THEN now() ELSE greatest(t.run_at, now()) END,
+        finished_at = NULL,
         cancel_requested_at = NULL, locked_by = NULL, locked_until = NULL, result = NULL,
         updated_at = now()
     FROM locked l

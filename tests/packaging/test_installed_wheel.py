@@ -34,8 +34,7 @@ def host_database():
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_a_host_project_runs_the_installed_wheel(tmp_path, host_database):
-    wheel = venvs.build_wheel(tmp_path / "build")
+def test_a_host_project_runs_the_installed_wheel(tmp_path, host_database, wheel):
     python = venvs.fresh_venv(tmp_path / "venv", dependencies=True)
     venvs.pip_install(python, wheel)
     project = host_project.write(tmp_path / "host", host_database)

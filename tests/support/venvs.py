@@ -39,9 +39,10 @@ def build_wheel(where: Path) -> Path:
     return wheel
 
 
-def fresh_venv(path: Path, *, dependencies: bool) -> Path:
+def fresh_venv(path: Path, *, dependencies: bool | tuple[str, ...]) -> Path:
     """A new virtual environment; its python. With `dependencies`, the packages of the
-    running environment are readable from it (not installed into it)."""
+    running environment are readable from it (not installed into it): all of them, or
+    those whose folder or dist-info name starts with one of the given prefixes."""
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=300)
     python = path / "bin" / "python"
     if dependencies:
@@ -50,6 +51,8 @@ def fresh_venv(path: Path, *, dependencies: bool) -> Path:
         for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
             if entry.name.startswith(OWN) or entry.suffix == ".pth" or entry.name in (
                     "pip", "__pycache__") or entry.name.startswith("pip-"):
+                continue
+            if dependencies is not True and not entry.name.lower().startswith(dependencies):
                 continue
             (links / entry.name).symlink_to(entry)
         purelib = subprocess.run([str(python), "-c",
