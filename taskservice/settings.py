@@ -267,6 +267,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Integer task ids, the create request's required fields, /health and /metrics.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "tasks.api.schema.postprocess"],
 }
 
 # --- HTTPS, static files, metrics, CSP, logs ---

@@ -70,6 +70,20 @@ class TaskPagination(PageNumberPagination):
                                  page_size=self.page.paginator.per_page, results=data,
                                  full_path=self.request.get_full_path()))
 
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["description"] = (f"Tasks per page (default {self.page_size}); "
+                                            f"at most {MAX_PAGE_SIZE}, larger asks get "
+                                            f"{MAX_PAGE_SIZE}.")
+                parameter["schema"] = {"type": "integer", "minimum": 1,
+                                       "default": self.page_size}
+            elif parameter["name"] == self.page_query_param:
+                parameter["description"] = "Page number; past the last page is empty."
+                parameter["schema"] = {"type": "integer", "minimum": 1, "default": 1}
+        return parameters
+
     def get_paginated_response_schema(self, schema: dict) -> dict:
         described = super().get_paginated_response_schema(schema)
         described["properties"] = {
