@@ -21,6 +21,7 @@ from tasks.api.serializers import (
     TaskHistorySerializer,
     TaskListSerializer,
     TaskSerializer,
+    spec_from,
 )
 from tasks.cli.remote import TASKS_PATH, ClientError, list_query, one_line
 from tasks.exceptions import TaskServiceError
@@ -41,7 +42,8 @@ class LocalClient:
         serializer = TaskCreateSerializer(data=spec)
         if not serializer.is_valid():
             raise ClientError(one_line(serializer.errors))
-        return self._call(engine.enqueue, **serializer.enqueue_spec(), origin=Origin.CLI)
+        return self._call(engine.enqueue, **spec_from(serializer.validated_data),
+                          origin=Origin.CLI)
 
     def get(self, task_id: str) -> dict:
         return self._call(selectors.task, task_id)

@@ -7,4 +7,4 @@ number searches the id index, and only indexed columns sort. Measured by
 bench/admin_list.py. The live dashboard page is tasks.live.page.
 """
 
-from tasks.admin import tasks, workers  # noqa: F401 - registers the ModelAdmins
+from tasks.admin import history, tasks, workers  # noqa: F401 - registers the ModelAdmins

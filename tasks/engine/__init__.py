@@ -8,7 +8,8 @@ statement or transaction, so an event always means a committed change.
 - submit: prepare (validation), enqueue, enqueue_many;
 - runs: the worker's side (claim, heartbeat, complete, fail, finish_cancelled, release,
   decline);
-- steering: a person's side (cancel, retry, their bulk variants, delete_finished, get);
+- steering: a person's side (cancel, retry, run_now, their bulk variants, delete_finished,
+  get);
 - maintenance: rescue_expired, reap_workers, reconcile;
 - events: the NOTIFY channel and the shape of its payload;
 - sql: the loader of queries.sql and `run`.
@@ -49,6 +50,8 @@ from tasks.engine.steering import (
     notify,
     retry,
     retry_many,
+    run_now,
+    run_now_many,
 )
 from tasks.engine.submit import QUEUE_NAME_RE, TASK_COLUMNS, enqueue, enqueue_many, prepare
 from tasks.states import WAKE_EVENTS
@@ -60,5 +63,6 @@ __all__ = [
     "enqueue",
     "enqueue_many", "fail", "finish_cancelled", "get", "heartbeat", "liveness_window",
     "next_due_in", "notify", "prepare", "reap_workers", "reconcile", "register_worker",
-    "release", "rescue_expired", "retry", "retry_many", "unregister_worker",
+    "release", "rescue_expired", "retry", "retry_many", "run_now", "run_now_many",
+    "unregister_worker",
 ]

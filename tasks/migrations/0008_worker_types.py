@@ -6,7 +6,8 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tasks', '0004_after_failure_rule'),
+        ('tasks', '0005_lean_history'),
+        ('tasks', '0007_console_indexes'),
     ]
 
     operations = [

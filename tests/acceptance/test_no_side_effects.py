@@ -22,7 +22,7 @@ def _fresh_copy(tmp_path):
         source = processes.ROOT / name
         if source.is_dir():
             shutil.copytree(source, copy / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "static"))
+                            ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, copy / name)
     return copy

@@ -12,8 +12,18 @@ from django.conf import settings
 from django.core import checks as django_checks
 from django.test import override_settings
 
+from plugins import registry
 from tasks import checks
 from tests.support import processes
+from tests.support.plugins import TEST_PLUGINS
+
+
+@pytest.fixture(autouse=True)
+def _test_plugins_kept():
+    """Overriding INSTALLED_APPS runs the apps' ready() again, which reloads the plugin
+    registry from settings alone: put the test plugins back for the tests that follow."""
+    yield
+    registry.load({**settings.TASKS_ENGINE.get("PLUGINS", {}), **TEST_PLUGINS})
 
 
 def ids(messages) -> list[str]:
