@@ -16,7 +16,7 @@ COPY pyproject.toml README.md ./
 COPY taskservice/__init__.py taskservice/__init__.py
 COPY tasks/__init__.py tasks/__init__.py
 COPY plugins/__init__.py plugins/__init__.py
-RUN pip install . && pip uninstall -y task-service
+RUN pip install '.[server]' && pip uninstall -y task-service
 # The code runs from /app (manage.py beside the packages; templates and static inside `tasks`).
 COPY . .
 # collectstatic needs settings, not a database: a throwaway key and an unreachable URL.

@@ -53,6 +53,12 @@ def _number(name: str, value: Any, *, optional: bool = False) -> float | int | N
     return value
 
 
+class NotRunnableHere(Exception):
+    """Raised by a plugin before it does any work when this worker cannot run the task
+    (e.g. a module it cannot import) but another might: the worker hands the task back
+    without counting an attempt and does not claim it again for a while."""
+
+
 @dataclass
 class TaskContext:
     """What a running plugin knows about its task, and how it notices cancellation."""

@@ -20,6 +20,7 @@ class TasksConfig(AppConfig):
 
     def ready(self) -> None:
         from plugins import query_checks, registry
+        from tasks import checks  # noqa: F401 - registers the checks of a host's settings
 
         query_checks.register()
 

@@ -6,15 +6,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-
-def _flatten(errors: Any, prefix: str = "") -> str:
-    """{'payload': {'to': ['bad']}} -> 'payload.to: bad' for logs and CLI messages."""
-    if isinstance(errors, dict):
-        return "; ".join(_flatten(v, f"{prefix}.{k}" if prefix else str(k))
-                         for k, v in errors.items())
-    if isinstance(errors, (list, tuple)):
-        return f"{prefix}: {' '.join(map(str, errors))}" if prefix else " ".join(map(str, errors))
-    return f"{prefix}: {errors}" if prefix else str(errors)
+from tasks.errortext import flatten as _flatten
 
 
 class TaskServiceError(Exception):

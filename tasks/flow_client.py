@@ -7,7 +7,8 @@ import urllib.parse
 from typing import Any
 
 from tasks import engine, selectors
-from tasks.client import ClientError, RemoteClient, _plain
+from tasks.cli.remote import ClientError, RemoteClient
+from tasks.client import _plain
 from tasks.exceptions import TaskServiceError
 
 CLI_ACTOR = "the command line"

@@ -15,8 +15,6 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from django.conf import settings
-
 # Real payloads nest a handful of levels; 32 leaves room for generated documents while
 # keeping json.dumps (about 1000 levels) and PostgreSQL's stack far away, and the admin's
 # indented rendering of the deepest value small.
@@ -29,14 +27,24 @@ _BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
 _SHOWN_KEY_CHARS = 40
 
 
+def _setting(name: str, default: int) -> int:
+    # Read lazily: the console CLI (tasks.cli) checks payloads with no Django project.
+    try:
+        from django.conf import settings
+
+        return getattr(settings, name, default) if settings.configured else default
+    except ImportError:
+        return default
+
+
 def max_depth() -> int:
     """How many containers deep a payload may nest (TASKS_MAX_JSON_DEPTH)."""
-    return getattr(settings, "TASKS_MAX_JSON_DEPTH", DEFAULT_MAX_DEPTH)
+    return _setting("TASKS_MAX_JSON_DEPTH", DEFAULT_MAX_DEPTH)
 
 
 def max_result_bytes() -> int:
     """The largest plugin result stored whole, as JSON bytes (TASKS_MAX_RESULT_BYTES)."""
-    return getattr(settings, "TASKS_MAX_RESULT_BYTES", DEFAULT_MAX_RESULT_BYTES)
+    return _setting("TASKS_MAX_RESULT_BYTES", DEFAULT_MAX_RESULT_BYTES)
 
 
 def text_problem(text: str) -> str | None:

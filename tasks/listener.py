@@ -25,7 +25,10 @@ logger = logging.getLogger(__name__)
 
 def connect_kwargs(alias: str = "default") -> dict:
     """psycopg.connect() keyword arguments for a Django database alias."""
-    s = connections[alias].settings_dict
+    wrapper = connections[alias]
+    # A backend that finds its server on first use (the embedded default) fills HOST now.
+    getattr(wrapper, "locate_server", lambda: None)()
+    s = wrapper.settings_dict
     kwargs = {
         "dbname": s["NAME"],
         "user": s.get("USER") or None,

@@ -225,6 +225,7 @@ class Worker(models.Model):
     hostname = models.CharField(max_length=255)
     pid = models.IntegerField()
     queues = models.JSONField(default=list, blank=True)  # [] means every queue
+    types = models.JSONField(default=list, blank=True)  # the task types it runs
     concurrency = models.IntegerField()
     started_at = models.DateTimeField(db_default=Now())
     last_seen = models.DateTimeField(db_default=Now())

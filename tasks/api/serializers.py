@@ -176,6 +176,12 @@ class StatsSerializer(serializers.Serializer):
     finished_last_minute = serializers.IntegerField()
 
 
+class RetrySerializer(serializers.Serializer):
+    run_now = serializers.BooleanField(
+        default=False, help_text="Due at once even if the task's run_at is still ahead "
+                                 "(default: a scheduled task keeps its time).")
+
+
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
 

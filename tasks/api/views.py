@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.db import transaction
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiResponse,
     PolymorphicProxySerializer,
@@ -26,6 +25,7 @@ from tasks.api.serializers import (
     ConflictSerializer,
     ErrorSerializer,
     IdempotencyConflictSerializer,
+    RetrySerializer,
     StatsSerializer,
     TaskCreateSerializer,
     TaskHistorySerializer,
@@ -45,8 +45,10 @@ _ERRORS = {
     403: OpenApiResponse(ErrorSerializer, description="Not allowed."),
 }
 _NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="No task has that id.")}
-_BAD_REQUEST = {400: OpenApiResponse(OpenApiTypes.OBJECT,
-                                     description="Field -> messages, naming each problem.")}
+_BAD_REQUEST = {400: OpenApiResponse(
+    description="Field -> messages, naming each problem (`payload` may nest: "
+                "`{\"payload\": {\"to\": [\"...\"]}}`; a bulk create keys each bad task by "
+                "its index).")}  # its body's schema, FieldErrors, is tasks.api.schema's
 _BODY_ERRORS = {
     **_BAD_REQUEST,
     413: OpenApiResponse(ErrorSerializer, description="Request body over the limit."),
@@ -58,10 +60,11 @@ _ONE_OR_MANY = PolymorphicProxySerializer(
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List tasks (without payload and result: get one for those)",
+    list=extend_schema(operation_id="tasks_list",
+                       summary="List tasks (without payload and result: get one for those)",
                        responses={200: TaskListSerializer(many=True), **_BAD_REQUEST,
                                   **_NOT_FOUND, **_ERRORS}),
-    retrieve=extend_schema(summary="Get one task",
+    retrieve=extend_schema(operation_id="tasks_get", summary="Get one task",
                            responses={200: TaskSerializer, **_NOT_FOUND, **_ERRORS}),
 )
 class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -84,6 +87,7 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         return TaskListSerializer if self.action == "list" else TaskSerializer
 
     @extend_schema(
+        operation_id="tasks_create",
         summary="Create a task (an object) or many (an array, in one transaction)",
         request=PolymorphicProxySerializer(
             component_name="TaskCreateOneOrMany", resource_type_field_name=None, many=False,
@@ -137,14 +141,16 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         return Response(TaskSerializer(created, many=True).data,
                         status=status.HTTP_201_CREATED if any_new else status.HTTP_200_OK)
 
-    @extend_schema(summary="A task's history, oldest first", filters=False,
+    @extend_schema(operation_id="tasks_history", summary="A task's history, oldest first",
+                   filters=False,
                    responses={200: TaskHistorySerializer(many=True), **_NOT_FOUND, **_ERRORS})
     @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
     def history(self, request: Request, pk: str) -> Response:
         rows = selectors.history(pk, request.user)
         return Response(TaskHistorySerializer(rows, many=True).data)
 
-    @extend_schema(summary="Cancel a task", request=None, filters=False,
+    @extend_schema(operation_id="tasks_cancel", summary="Cancel a task", request=None,
+                   filters=False,
                    responses={200: TaskSerializer, **_NOT_FOUND, **_ERRORS,
                               409: OpenApiResponse(ConflictSerializer,
                                                    description="Already finished.")})
@@ -153,13 +159,19 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         task = engine.cancel(self.get_object().pk, reason=f"cancelled by {_who(request)}")
         return Response(TaskSerializer(task).data)
 
-    @extend_schema(summary="Retry a failed or cancelled task", request=None, filters=False,
-                   responses={200: TaskSerializer, **_NOT_FOUND, **_ERRORS,
+    @extend_schema(operation_id="tasks_retry", summary="Retry a failed or cancelled task",
+                   description="Back to queued with its retries reset. A task whose run_at "
+                               "is still ahead keeps it unless the body says run_now.",
+                   request=RetrySerializer, filters=False,
+                   responses={200: TaskSerializer, **_BAD_REQUEST, **_NOT_FOUND, **_ERRORS,
                               409: OpenApiResponse(ConflictSerializer,
                                                    description="Not failed or cancelled.")})
     @action(detail=True, methods=["post"], filterset_class=None)
     def retry(self, request: Request, pk: str) -> Response:
-        task = engine.retry(self.get_object().pk, reason=f"requeued by {_who(request)}")
+        options = RetrySerializer(data=request.data if request.data else {})
+        options.is_valid(raise_exception=True)
+        task = engine.retry(self.get_object().pk, reason=f"requeued by {_who(request)}",
+                            run_now=options.validated_data["run_now"])
         return Response(TaskSerializer(task).data)
 
 
@@ -235,7 +247,8 @@ class StatsView(APIView):
 
     permission_classes = [TaskPermissions]
 
-    @extend_schema(summary="Service statistics (of your own tasks without view_all_tasks)",
+    @extend_schema(operation_id="stats_get",
+                   summary="Service statistics (of your own tasks without view_all_tasks)",
                    responses={200: StatsSerializer, **_ERRORS})
     def get(self, request: Request) -> Response:
         return Response(selectors.stats(request.user))

@@ -16,7 +16,7 @@ from django.tasks.base import (
 )
 from django.tasks.exceptions import InvalidTask
 
-from plugins.base import TaskCancelled
+from plugins.base import NotRunnableHere, TaskCancelled
 from tasks.djtasks.payload import load_task
 
 TASK_TYPE = "django_task"
@@ -85,7 +85,7 @@ def build_result(row, *, task: Task, backend: str, history: list[tuple]) -> Task
     """A framework TaskResult for our Task `row`; `history` is read_history's rows of that
     task (event, worker, details, created_at, error_class, error_message, traceback),
     oldest first."""
-    starts = [(worker, at) for event, worker, _d, at, *_ in history if event == "task_started"]
+    starts = _runs_started(history)
     payload = row.payload or {}
     result = TaskResult(
         task=task,
@@ -107,7 +107,21 @@ def build_result(row, *, task: Task, backend: str, history: list[tuple]) -> Task
 
 
 _HISTORY_EVENTS = ("task_started", "retry_scheduled", "task_failed", "lease_expired",
-                   "cancel_requested", "task_cancelled")
+                   "cancel_requested", "task_cancelled", "task_released")
+_DECLINED_CLASS = f"{NotRunnableHere.__module__}.{NotRunnableHere.__qualname__}"
+
+
+def _runs_started(history: list[tuple]) -> list[tuple]:
+    """(worker, started at) of every run, less the claims a worker handed straight back
+    because it could not run the task (not an attempt)."""
+    starts: list[tuple] = []
+    for event, worker, _details, at, error_class, *_ in history:
+        if event == "task_started":
+            starts.append((worker, at))
+        elif (event == "task_released" and error_class == _DECLINED_CLASS and starts
+              and starts[-1][0] == worker):
+            starts.pop()
+    return starts
 
 
 def read_history(task_id: int) -> list[tuple]:

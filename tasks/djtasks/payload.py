@@ -12,6 +12,11 @@ from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 
 
+class ModuleUnavailable(ValueError):
+    """The module of a @task path does not import in this process (missing, or its own
+    imports fail): another project's workers may have it."""
+
+
 def load_task(path: str, *, loaded_only: bool = False) -> Task:
     """The framework Task object at dotted `path`; ValueError naming the problem.
 
@@ -28,7 +33,9 @@ def load_task(path: str, *, loaded_only: bool = False) -> Task:
     try:
         obj = import_string(path)
     except ImportError as exc:
-        raise ValueError(f"Cannot import {path!r}: {exc}") from None
+        if isinstance(exc.__cause__, AttributeError):  # the module lacks the name
+            raise ValueError(f"Cannot import {path!r}: {exc}") from None
+        raise ModuleUnavailable(f"Cannot import {path!r}: {exc}") from exc
     if not isinstance(obj, Task):
         raise ValueError(
             f"{path!r} is a {type(obj).__name__}, not a django.tasks Task: decorate the "

@@ -26,7 +26,7 @@ from django.tasks.signals import task_finished, task_started
 from django.utils import timezone
 from django.utils.json import normalize_json
 
-from plugins.base import PayloadError, Plugin, TaskCancelled, TaskContext
+from plugins.base import NotRunnableHere, PayloadError, Plugin, TaskCancelled, TaskContext
 from tasks.djtasks import mapping
 from tasks.djtasks import payload as payloads
 
@@ -98,7 +98,12 @@ class DjangoTaskPlugin(Plugin):
         from tasks.models import Task as Row
 
         row = Row.objects.get(pk=ctx.task_id)
-        task = mapping.task_for_row(row, payloads.load_task(payload["func"]))
+        try:
+            function = payloads.load_task(payload["func"])
+        except payloads.ModuleUnavailable as exc:
+            # Another project's task (its module is not here): that project's workers run it.
+            raise NotRunnableHere(str(exc)) from exc
+        task = mapping.task_for_row(row, function)
         backend = task.get_backend()
         sender = type(backend)
         result = mapping.build_result(row, task=task, backend=backend.alias,

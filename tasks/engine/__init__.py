@@ -8,7 +8,7 @@ statement or transaction, so an event always means a committed change.
 - spec: prepare (validation into a Prepared spec); submit: enqueue, enqueue_many,
   enqueue_workflow; graph: tasks with dependencies and workflows, in one transaction;
 - runs: the worker's side (claim, heartbeat, complete, fail, finish_cancelled, release,
-  snooze, progress, parent_results);
+  snooze, progress, parent_results, decline);
 - steering: a person's side (cancel, retry, run_now, their bulk variants, delete_finished,
   get);
 - maintenance: rescue_expired, reap_workers, reconcile;
@@ -42,6 +42,7 @@ from tasks.engine.runs import (
     cancel_requested_ids,
     claim,
     complete,
+    decline,
     fail,
     finish_cancelled,
     heartbeat,
@@ -80,7 +81,8 @@ from tasks.states import WAKE_EVENTS
 __all__ = [
     "CHANNEL", "NOTIFY_MAX_IDS", "QUEUE_NAME_RE", "RECONCILE_LOCK_KEY", "TASK_COLUMNS",
     "WAKE_EVENTS", "BulkResult", "ClaimedTask", "HeartbeatResult", "Outcome", "QueueState",
-    "cancel", "cancel_many", "cancel_requested_ids", "claim", "complete", "delete_finished",
+    "cancel", "cancel_many", "cancel_requested_ids", "claim", "complete", "decline",
+    "delete_finished",
     "enqueue", "enqueue_many", "enqueue_workflow", "fail", "finish_cancelled", "get",
     "heartbeat", "idle_hint", "liveness_window", "next_due_in", "notify", "parent_results",
     "pause_queue", "prepare", "progress", "reap_workers", "reconcile", "register_worker",

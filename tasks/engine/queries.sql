@@ -140,7 +140,8 @@ SELECT p.id, p.status, p.result FROM task_dependencies d JOIN tasks p ON p.id = 
 WHERE d.child_id = %(id)s ORDER BY p.id
 
 -- name: claim_any --
--- Claim up to `limit` due tasks of any queue without a pause or limit: priority, then FIFO.
+-- Claim up to `limit` due tasks of any queue without a pause or limit: priority, then FIFO;
+-- only the worker's `types` (NULL: any) and none of the ids it `skip`s (it cannot run them).
 -- Queues with a row in task_queues that pauses or limits them are left out (claim_limited
 -- takes the limited ones); with no such row this costs one look at a small table.
 WITH ctl AS MATERIALIZED (
@@ -150,6 +151,8 @@ WITH ctl AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status IN ('queued', 'retrying') AND run_at <= now()
       AND queue <> ALL (ARRAY(SELECT name FROM ctl))
+      AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+      AND NOT (id = ANY(%(skip)s::bigint[]))
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -184,7 +187,8 @@ LEFT JOIN claimed ON true LEFT JOIN note ON true
 ORDER BY claimed.priority DESC, claimed.id
 
 -- name: claim_queues --
--- Claim up to `limit` due tasks of the given queues, unpaused and unlimited ones only.
+-- Claim up to `limit` due tasks of the given queues, unpaused and unlimited ones only;
+-- only the worker's `types` (NULL: any) and none of the ids it `skip`s.
 WITH ctl AS MATERIALIZED (
     SELECT name, paused FROM task_queues
     WHERE (paused OR concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL)
@@ -193,6 +197,8 @@ WITH ctl AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status IN ('queued', 'retrying') AND run_at <= now() AND queue = ANY(%(queues)s)
       AND queue <> ALL (ARRAY(SELECT name FROM ctl))
+      AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+      AND NOT (id = ANY(%(skip)s::bigint[]))
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -227,14 +233,17 @@ LEFT JOIN claimed ON true LEFT JOIN note ON true
 ORDER BY claimed.priority DESC, claimed.id
 
 -- name: lock_limited_queues --
--- Lock, in name order, the unpaused limited queues (of `queues`; NULL: all) with due tasks.
+-- Lock, in name order, the unpaused limited queues (of `queues`; NULL: all) with due tasks
+-- this worker could run (its `types`, not its `skip`ped ids).
 -- The first statement of the limited claim's transaction: claim_limited, the next one,
 -- takes a fresh snapshot that sees every claim of the sessions that held these rows.
 SELECT name FROM task_queues q
 WHERE NOT paused AND (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL)
   AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
   AND EXISTS (SELECT 1 FROM tasks t WHERE t.queue = q.name
-              AND t.status IN ('queued', 'retrying') AND t.run_at <= now())
+              AND t.status IN ('queued', 'retrying') AND t.run_at <= now()
+              AND (%(types)s::text[] IS NULL OR t.type = ANY(%(types)s::text[]))
+              AND NOT (t.id = ANY(%(skip)s::bigint[])))
 ORDER BY name
 FOR UPDATE
 
@@ -263,6 +272,8 @@ WITH q AS MATERIALIZED (
     SELECT c.id, c.priority, c.run_at FROM budget b CROSS JOIN LATERAL (
         SELECT id, priority, run_at FROM tasks
         WHERE queue = b.name AND status IN ('queued', 'retrying') AND run_at <= now()
+          AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+          AND NOT (id = ANY(%(skip)s::bigint[]))
         ORDER BY priority DESC, run_at, id
         LIMIT b.n
         FOR UPDATE SKIP LOCKED) c
@@ -303,7 +314,8 @@ SELECT claimed.* FROM claimed LEFT JOIN note ON true
 ORDER BY claimed.priority DESC, claimed.id
 
 -- name: idle_hint --
--- For an idle worker of `queues` (NULL: all): seconds until a task may be claimable
+-- For an idle worker of `queues` (NULL: all) that runs `types` (NULL: any) and skips the
+-- ids `skip`: seconds until a task may be claimable
 -- (NULL: none known), and whether due tasks are held back by a limit (a finished task
 -- may free a slot). Paused queues count for neither: their resume sends an event.
 WITH ctl AS MATERIALIZED (
@@ -316,9 +328,13 @@ WITH ctl AS MATERIALIZED (
     WHERE status IN ('queued', 'retrying')
       AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
       AND queue <> ALL (ARRAY(SELECT name FROM ctl))
+      AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+      AND NOT (id = ANY(%(skip)s::bigint[]))
 ), limited AS (
     SELECT (SELECT min(run_at) FROM tasks t WHERE t.queue = c.name
-            AND t.status IN ('queued', 'retrying')) AS due,
+            AND t.status IN ('queued', 'retrying')
+            AND (%(types)s::text[] IS NULL OR t.type = ANY(%(types)s::text[]))
+            AND NOT (t.id = ANY(%(skip)s::bigint[]))) AS due,
            c.concurrency_limit IS NOT NULL
              AND (SELECT count(*) FROM tasks r WHERE r.queue = c.name
                   AND r.status = 'running') >= c.concurrency_limit AS at_limit,
@@ -631,6 +647,41 @@ WITH input AS (
 )
 SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n LEFT JOIN settle ON true
 
+-- name: decline_runs --
+-- A worker that cannot run these tasks (fenced) hands them back due now, the attempt its
+-- claim counted taken back, so another worker runs them; `cancelled` if asked meanwhile.
+-- The history row names the worker and why it could not run the task.
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(details)s::text[],
+                         %(error_classes)s::text[], %(error_messages)s::text[],
+                         %(tracebacks)s::text[])
+           AS i(id, attempt, details, error_class, error_message, traceback)
+), upd AS (
+    UPDATE tasks t
+    SET status = CASE WHEN t.cancel_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END,
+        attempts = t.attempts - 1, updated_at = now(), locked_by = NULL, locked_until = NULL,
+        finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN NULL ELSE now() END
+    FROM input i
+    WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
+      AND t.attempts = i.attempt
+    RETURNING t.id, t.status, i.attempt, i.details, i.error_class, i.error_message,
+              i.traceback
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, error_class,
+                              error_message, traceback, details, created_at)
+    SELECT id, status,
+           CASE status WHEN 'queued' THEN 'task_released' ELSE 'task_cancelled' END,
+           attempt, %(worker)s, error_class, error_message, traceback, details, now()
+    FROM upd
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', CASE status WHEN 'queued' THEN 'task_released' ELSE 'task_cancelled' END,
+        'count', count(*), 'worker', %(worker)s::text,
+        'ids', (array_agg(id ORDER BY id))[1:100])::text) AS sent
+    FROM upd GROUP BY status
+)
+SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n
+
 -- name: select_expired --
 -- Lock up to `limit` running tasks whose lease expired, oldest lease first.
 SELECT id, retry_count, locked_by, locked_until FROM tasks
@@ -713,9 +764,10 @@ SELECT gone.id FROM gone CROSS JOIN (SELECT count(*) FROM note) n ORDER BY gone.
 -- name: register_worker --
 -- Record a worker (or refresh its last_seen) and announce it with worker_online.
 WITH reg AS (
-    INSERT INTO task_workers (id, hostname, pid, queues, concurrency, started_at, last_seen)
-    VALUES (%(worker)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s, now(),
-            now())
+    INSERT INTO task_workers (id, hostname, pid, queues, types, concurrency, started_at,
+                              last_seen)
+    VALUES (%(worker)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(types)s::jsonb,
+            %(concurrency)s, now(), now())
     ON CONFLICT (id) DO UPDATE SET last_seen = now()
     RETURNING id
 )
@@ -783,7 +835,8 @@ FROM outcome CROSS JOIN (SELECT count(*) FROM note) n LEFT JOIN settle ON true
 ORDER BY outcome.id
 
 -- name: retry_tasks --
--- A person re-runs failed or cancelled tasks: `queued` and due now, retries reset; the
+-- A person re-runs failed or cancelled tasks: `queued`, retries reset; due now, or at a
+-- run_at still in the future (a scheduled task keeps its time) unless `run_now`; the
 -- children their failure cancelled wait again.
 -- Returns per task found: id, whether it was requeued, and the status it had. Locked in
 -- id order and waited for; one task_requeued event (workers wake on it).
@@ -794,7 +847,9 @@ WITH locked AS MATERIALIZED (
     FOR UPDATE
 ), upd AS (
     UPDATE tasks t
-    SET status = 'queued', retry_count = 0, run_at = now(), finished_at = NULL,
+    SET status = 'queued', retry_count = 0,
+        run_at = CASE WHEN %(run_now)s::boolean THEN now() ELSE greatest(t.run_at, now()) END,
+        finished_at = NULL,
         cancel_requested_at = NULL, locked_by = NULL, locked_until = NULL, result = NULL,
         failed_parent_id = NULL, updated_at = now()
     FROM locked l

@@ -61,23 +61,26 @@ class Outcome:
 
 
 def claim(*, worker_id: str, limit: int, queues: Sequence[str] | None = None,
-          lease_seconds: float | None = None) -> list[ClaimedTask]:
+          lease_seconds: float | None = None, types: Sequence[str] | None = None,
+          skip: Sequence[int] = ()) -> list[ClaimedTask]:
     """Claim up to `limit` due tasks, highest priority first, FIFO within a priority.
 
-    One statement (`FOR UPDATE SKIP LOCKED`: two workers never hold the same task) claims
-    from queues without a pause or limit. When limited queues exist and slots are left,
-    claim_limited fills them in its own short transaction, within each queue's limits.
+    Only tasks of `types` (None: any) and none of the ids in `skip` (tasks this worker
+    declined). One statement (`FOR UPDATE SKIP LOCKED`: two workers never hold the same
+    task) claims from queues without a pause or limit. When limited queues exist and slots
+    are left, claim_limited fills them in its own short transaction, within each queue's
+    limits.
     """
     if limit <= 0:
         return []
     lease = engine().LEASE_SECONDS if lease_seconds is None else lease_seconds
-    params = {"limit": limit, "worker": worker_id, "lease": lease}
+    params = {"limit": limit, "worker": worker_id, "lease": lease, **_can_run(types, skip)}
     if queues:
         params["queues"] = list(queues)
     rows = run("claim_queues" if queues else "claim_any", params)
     tasks = [_claimed(r) for r in rows if r[0] is not None]
     if rows and rows[0][-1] and len(tasks) < limit:
-        tasks += _claim_limited(worker_id, limit - len(tasks), queues, lease)
+        tasks += _claim_limited(worker_id, limit - len(tasks), queues, lease, types, skip)
     return tasks
 
 
@@ -88,32 +91,41 @@ def _claimed(r: Sequence) -> ClaimedTask:
 
 
 def _claim_limited(worker_id: str, limit: int, queues: Sequence[str] | None,
-                   lease: float) -> list[ClaimedTask]:
+                   lease: float, types: Sequence[str] | None,
+                   skip: Sequence[int]) -> list[ClaimedTask]:
     """Lock the limited queues with due tasks (first statement), then claim within their
     limits (second statement, a fresh snapshot): workers take turns per queue, and each
     counts the runs and tokens its predecessors left."""
     with transaction.atomic():
+        can_run = _can_run(types, skip)
         names = [r[0] for r in run("lock_limited_queues",
-                                   {"queues": list(queues) if queues else None})]
+                                   {"queues": list(queues) if queues else None, **can_run})]
         if not names:
             return []
         rows = run("claim_limited", {"names": names, "limit": limit, "worker": worker_id,
-                                     "lease": lease})
+                                     "lease": lease, **can_run})
     return [_claimed(r) for r in rows]
 
 
-def idle_hint(queues: Sequence[str] | None = None) -> tuple[float | None, bool]:
+def idle_hint(queues: Sequence[str] | None = None, *, types: Sequence[str] | None = None,
+              skip: Sequence[int] = ()) -> tuple[float | None, bool]:
     """For an idle worker: seconds until a task may be claimable (None if none is known;
     paused queues and queues at their concurrency limit count for nothing, a rate-limited
     queue counts when its next token is due), and whether due tasks are held back by a
     concurrency limit (a finishing task may then free a slot)."""
-    ((value, held),) = run("idle_hint", {"queues": list(queues) if queues else None})
+    ((value, held),) = run("idle_hint", {"queues": list(queues) if queues else None,
+                                         **_can_run(types, skip)})
     return (None if value is None else max(0.0, float(value))), bool(held)
 
 
-def next_due_in(queues: Sequence[str] | None = None) -> float | None:
+def _can_run(types: Sequence[str] | None, skip: Sequence[int]) -> dict:
+    return {"types": None if types is None else list(types), "skip": list(skip)}
+
+
+def next_due_in(queues: Sequence[str] | None = None, *, types: Sequence[str] | None = None,
+                skip: Sequence[int] = ()) -> float | None:
     """Seconds until the next task this worker may claim becomes due (None: none known)."""
-    return idle_hint(queues)[0]
+    return idle_hint(queues, types=types, skip=skip)[0]
 
 
 @dataclass
@@ -289,6 +301,13 @@ def release(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
                              action="release")
 
 
+def decline(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
+    """This worker cannot run these tasks (a module it cannot import): hand them back due
+    now without counting the attempt, for a worker that can (or `cancelled` if asked)."""
+    return _finish_by_worker("decline_runs", worker_id=worker_id, outcomes=outcomes,
+                             action="decline")
+
+
 def _log_lost(worker_id, outcomes, applied, action) -> None:
     lost = [o.task_id for o in outcomes if o.task_id not in applied]
     if lost:
@@ -299,10 +318,12 @@ def _log_lost(worker_id, outcomes, applied, action) -> None:
 
 
 def register_worker(*, worker_id: str, hostname: str, pid: int, queues: Sequence[str],
-                    concurrency: int) -> None:
-    """Record this worker (or refresh it) and announce it: worker_online."""
+                    concurrency: int, types: Sequence[str] = ()) -> None:
+    """Record this worker (or refresh it) with the queues it serves ([]: every queue) and
+    the task types it runs, and announce it: worker_online."""
     run("register_worker", {"worker": worker_id, "hostname": hostname, "pid": pid,
-                            "queues": json.dumps(list(queues)), "concurrency": concurrency})
+                            "queues": json.dumps(list(queues)),
+                            "types": json.dumps(sorted(types)), "concurrency": concurrency})
 
 
 def unregister_worker(*, worker_id: str) -> None:

@@ -55,10 +55,12 @@ def cancel(task_id: int, *, reason: str = "") -> Task:
 
 
 @transaction.atomic
-def retry(task_id: int, *, reason: str = "") -> Task:
-    """A person re-runs a failed or cancelled task: back to `queued`, retries reset."""
+def retry(task_id: int, *, reason: str = "", run_now: bool = False) -> Task:
+    """A person re-runs a failed or cancelled task: back to `queued`, retries reset, due
+    now or at its run_at if that is still ahead (unless `run_now`)."""
     pk = _pk(task_id)
-    rows = run("retry_tasks", {"ids": [pk], "details": reason or RETRY_DETAILS})
+    rows = run("retry_tasks", {"ids": [pk], "details": reason or RETRY_DETAILS,
+                               "run_now": run_now})
     if not rows:
         raise TaskNotFound(task_id)
     ((_, requeued, status),) = rows
@@ -103,9 +105,12 @@ def cancel_many(task_ids: Iterable[int], *, reason: str = "") -> BulkResult:
 
 
 @transaction.atomic
-def retry_many(task_ids: Iterable[int], *, reason: str = "") -> BulkResult:
-    """Requeue many failed/cancelled tasks in one statement; others are skipped."""
-    return _bulk("retry_tasks", task_ids, {"details": reason or RETRY_DETAILS})
+def retry_many(task_ids: Iterable[int], *, reason: str = "",
+               run_now: bool = False) -> BulkResult:
+    """Requeue many failed/cancelled tasks in one statement; others are skipped. A future
+    run_at is kept unless `run_now`."""
+    return _bulk("retry_tasks", task_ids, {"details": reason or RETRY_DETAILS,
+                                           "run_now": run_now})
 
 
 def _run_now_rows(task_ids: list[Any], reason: str) -> tuple[dict, dict]:

@@ -22,6 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from plugins import registry
+from plugins.base import NotRunnableHere
 from tasks import selectors, states
 from tasks.conf import engine
 from tasks.models import Task, TaskHistory
@@ -85,6 +86,23 @@ FROM tasks t WHERE status IN ('queued', 'retrying', 'running') AND {_OWNER}
 GROUP BY queue ORDER BY queue
 """
 
+# Waiting tasks that workers handed back because they could not run them (last hour: a
+# worker declines such a task again every few minutes while it waits), with who declined.
+_DECLINED = f"""
+SELECT t.queue, t.type, array_agg(DISTINCT h.worker_id)
+FROM task_history h JOIN tasks t ON t.id = h.task_id
+WHERE h.id > %(start)s AND h.event_type = 'task_released' AND h.error_class = %(declined)s
+  AND t.status IN ('queued', 'retrying') AND {_OWNER}
+GROUP BY t.id, t.queue, t.type
+"""
+_DECLINED_CLASS = f"{NotRunnableHere.__module__}.{NotRunnableHere.__qualname__}"
+_WAITING_BY_TYPE = f"""
+SELECT queue, type, count(*) FROM tasks t
+WHERE status IN ('queued', 'retrying') AND {_OWNER}
+GROUP BY queue, type
+"""
+
+
 def _rows(sql: str, params: dict | None = None) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params or {})
@@ -97,6 +115,34 @@ def queues(now: datetime.datetime, owner_id: int | None = None) -> list[dict[str
              "oldest_due_seconds": (max(0.0, (now - oldest).total_seconds())
                                     if oldest else None)}
             for q, waiting, due, oldest, running in _rows(_QUEUES, {"owner": owner_id})]
+
+
+def _with_unrunnable(rows: list[dict[str, Any]], found: dict[str, int]) -> list[dict[str, Any]]:
+    return [{**row, "unrunnable": found.get(row["queue"], 0)} for row in rows]
+
+
+def unrunnable(owner_id: int | None = None, start_id: int = 0) -> dict[str, int]:
+    """Per queue, the waiting tasks no worker online can run: none serves the queue or
+    runs the type, or each one that could has handed them back (NotRunnableHere)."""
+    live = [(w.id, set(w.queues or []), set(w.types or []))
+            for w in selectors.workers_online()]
+
+    def capable(queue: str, type_: str) -> set[str]:
+        return {wid for wid, served, runs in live
+                if (not served or queue in served) and (not runs or type_ in runs)}
+
+    declined: dict[tuple[str, str], int] = {}
+    for queue, type_, by in _rows(_DECLINED, {"start": start_id, "owner": owner_id,
+                                              "declined": _DECLINED_CLASS}):
+        if capable(queue, type_) <= set(by):
+            declined[(queue, type_)] = declined.get((queue, type_), 0) + 1
+    found: dict[str, int] = {}
+    for queue, type_, waiting in _rows(_WAITING_BY_TYPE, {"owner": owner_id}):
+        stranded = waiting if not capable(queue, type_) else min(
+            waiting, declined.get((queue, type_), 0))
+        if stranded:
+            found[queue] = found.get(queue, 0) + stranded
+    return found
 
 
 def window_start(since: datetime.datetime) -> int:
@@ -158,7 +204,8 @@ def snapshot(*, include_throughput: bool = True, owner_id: int | None = None) ->
     data: dict[str, Any] = {
         "at": now.isoformat(),
         "counts": selectors.status_counts(selectors.owned(Task.objects.all(), owner_id)),
-        "queues": queues(now, owner_id),
+        "queues": _with_unrunnable(queues(now, owner_id),
+                                   unrunnable(owner_id, start_id)),
         "failing": failing(start_id, now - datetime.timedelta(minutes=FAILING_WINDOW_MINUTES),
                            owner_id=owner_id),
         "workers": selectors.workers(now),

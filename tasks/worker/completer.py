@@ -18,7 +18,7 @@ from django.db import Error as DatabaseError
 from tasks import engine
 from tasks.worker.dbretry import close_connection, with_db_retry
 from tasks.worker.hooks import Hooks
-from tasks.worker.slots import CANCELLED, FAIL, OK, RELEASE, SNOOZE
+from tasks.worker.slots import CANCELLED, DECLINE, FAIL, OK, RELEASE, SNOOZE
 
 logger = logging.getLogger("tasks.worker")
 
@@ -29,7 +29,7 @@ MAX_BATCH = 1000
 REFUSALS = (DatabaseError, ValueError, RecursionError)
 
 WRITERS = {OK: engine.complete, FAIL: engine.fail, CANCELLED: engine.finish_cancelled,
-           RELEASE: engine.release, SNOOZE: engine.snooze}
+           RELEASE: engine.release, SNOOZE: engine.snooze, DECLINE: engine.decline}
 
 
 class Completer:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 
+from plugins import registry
 from plugins.base import TaskContext
 from tasks import engine
 from tasks.conf import EngineSettings
@@ -85,9 +86,10 @@ class Dispatcher:
             # Deferred and retrying tasks send no event when they fall due, nor does a
             # rate-limited queue's next token. Tasks held back by a concurrency limit
             # wait for a run to finish (its event wakes this worker: slots.held_back).
-            due, held = with_db_retry("next_due", lambda: engine.idle_hint(self.queues),
-                                      stop=lambda: self.slots.stopping,
-                                      on_give_up=(None, False))
+            due, held = with_db_retry(
+                "next_due", lambda: engine.idle_hint(self.queues, types=registry.types(),
+                                                     skip=self.slots.declined()),
+                stop=lambda: self.slots.stopping, on_give_up=(None, False))
             self.slots.held_back = held
             if due is not None:
                 timeout = min(timeout, max(due, 0.001))
@@ -100,7 +102,9 @@ class Dispatcher:
     def _claim(self, limit: int) -> list[engine.ClaimedTask]:
         tasks = with_db_retry(
             "claim",
-            lambda: engine.claim(worker_id=self.worker_id, limit=limit, queues=self.queues),
+            # Only what this worker can run: its plugins' types, less what it declined.
+            lambda: engine.claim(worker_id=self.worker_id, limit=limit, queues=self.queues,
+                                 types=registry.types(), skip=self.slots.declined()),
             stop=lambda: self.slots.stopping, on_give_up=[])
         now = time.monotonic()
         jobs = []

@@ -20,13 +20,13 @@ from django.db import Error as DatabaseError
 from django.db import close_old_connections
 
 from plugins import registry
-from plugins.base import Snooze, TaskCancelled
+from plugins.base import NotRunnableHere, Snooze, TaskCancelled
 from tasks import engine
 from tasks.exceptions import UnknownTaskType, WorkerLost
 from tasks.worker.completer import Completer
 from tasks.worker.dbretry import close_connection
 from tasks.worker.hooks import Hooks
-from tasks.worker.slots import CANCELLED, FAIL, OK, SNOOZE, Job, Slots
+from tasks.worker.slots import CANCELLED, DECLINE, FAIL, OK, SNOOZE, Job, Slots
 
 logger = logging.getLogger("tasks.worker")
 
@@ -127,6 +127,12 @@ class Execution:
             result = plugin.run(job.task.payload, ctx)
         except Snooze as exc:
             return SNOOZE, job.outcome(delay=exc.seconds)
+        except NotRunnableHere as exc:
+            # Not this worker's to fail: handed back uncounted, and skipped here a while.
+            self.slots.decline(job.task.id)
+            logger.info("task %s: cannot run here (%s); handed back", job.task.id, exc,
+                        extra={"action": "decline", "task_id": job.task.id})
+            return DECLINE, job.outcome(**describe_error(exc))
         except TaskCancelled as exc:
             if ctx.cancel_reason == "cancelled":
                 return CANCELLED, job.outcome(**worker_ending(

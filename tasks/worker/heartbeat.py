@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from django.db import Error as DatabaseError
 
+from plugins import registry
 from tasks import engine
 from tasks.conf import EngineSettings
 from tasks.worker.dbretry import close_connection
@@ -41,7 +42,7 @@ class Heartbeat:
     def register(self) -> None:
         engine.register_worker(worker_id=self.worker_id, hostname=socket.gethostname(),
                                pid=os.getpid(), queues=self.queues,
-                               concurrency=self.slots.concurrency)
+                               concurrency=self.slots.concurrency, types=registry.types())
 
     def run(self, stopped: threading.Event) -> None:
         """The housekeeping thread: until `stopped` is set."""

@@ -9,6 +9,7 @@ they meet here.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -16,7 +17,12 @@ from plugins.base import TaskContext
 from tasks import engine
 
 # How a run ended: each kind is written back by its own queue function.
-OK, FAIL, CANCELLED, RELEASE, SNOOZE = "ok", "fail", "cancelled", "release", "snooze"
+OK, FAIL, CANCELLED, RELEASE, SNOOZE, DECLINE = ("ok", "fail", "cancelled", "release", "snooze",
+                                             "decline")
+# A task this worker declined (it cannot run it) is not claimed again for this long, so it
+# waits for a worker that can instead of bouncing here; at most this many are remembered.
+DECLINE_SECONDS = 300.0
+DECLINE_MAX = 10_000
 
 
 @dataclass(eq=False)
@@ -60,6 +66,25 @@ class Slots:
         # Due tasks wait for a queue's concurrency limit: a finished run may free a slot.
         self.held_back = False
         self.stopping = False
+        self._declined: dict[int, float] = {}  # task id -> when it may be claimed again
+
+    def decline(self, task_id: int) -> None:
+        """This worker cannot run the task: skip it in claims for DECLINE_SECONDS. The
+        run does not count towards --max-tasks."""
+        with self.cond:
+            self._declined.pop(task_id, None)
+            self._declined[task_id] = time.monotonic() + DECLINE_SECONDS
+            while len(self._declined) > DECLINE_MAX:
+                del self._declined[next(iter(self._declined))]
+            self.claimed_total -= 1
+
+    def declined(self) -> list[int]:
+        """Ids to leave out of claims now (expired ones are forgotten)."""
+        now = time.monotonic()
+        with self.cond:
+            for task_id in [i for i, until in self._declined.items() if until <= now]:
+                del self._declined[task_id]
+            return list(self._declined)
 
     def free(self) -> int:
         with self.cond:

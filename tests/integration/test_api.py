@@ -346,8 +346,15 @@ def test_list_is_paginated(api):
     body = api.get("/api/tasks?page_size=3&page=2").json()
     assert body["count"] == 7
     assert len(body["results"]) == 3
-    assert body["next"] and body["previous"]
-    assert api.get("/api/tasks?page=99").status_code == 404
+    assert (body["page"], body["page_size"]) == (2, 3)
+    assert body["next"] == "/api/tasks?page=3&page_size=3"
+    assert body["previous"] == "/api/tasks?page_size=3"
+    # Past the end: an empty page that links back to the last one, not an error.
+    past = api.get("/api/tasks?page_size=3&page=99")
+    assert past.status_code == 200
+    assert past.json() == {"count": 7, "page": 99, "page_size": 3, "next": None,
+                           "previous": "/api/tasks?page=3&page_size=3", "results": []}
+    assert api.get("/api/tasks?page=0").status_code == 404
 
 
 def test_page_size_is_capped_at_500(api):

@@ -98,9 +98,11 @@ def test_list_filters_and_pages_in_each_format():
 def test_status_counts_per_status():
     TaskFactory.create_batch(2)
     TaskFactory(failed=True)
-    counts = as_json("status")
-    assert counts == {"waiting": 0, "queued": 2, "running": 0, "retrying": 0, "succeeded": 0,
-                      "failed": 1, "cancelled": 0, "total": 3}
+    counts = as_json("status")  # the API's /api/stats, as it answers
+    assert {k: v for k, v in counts.items() if k.endswith("_tasks")} == {
+        "total_tasks": 3, "waiting_tasks": 0, "queued_tasks": 2, "running_tasks": 0,
+        "retrying_tasks": 0, "succeeded_tasks": 0, "failed_tasks": 1, "cancelled_tasks": 0}
+    assert counts["by_type"] == {"simulate": 3}
     lines = task_cmd("status").splitlines()
     assert lines[0].split() == ["STATUS", "COUNT"]
     assert lines[1].split() == ["waiting", "0"]
@@ -249,3 +251,49 @@ def test_remote_redirects_are_not_followed(live_server):
     address = f"{live_server.url}/admin"
     with pytest.raises(CommandError, match="The server redirected to .*login.* --address"):
         task_cmd("status", "--address", address, "--token", "t")
+
+
+# --- the seed's spellings, the version, pages past the end, the token from the environment
+
+
+@pytest.mark.django_db
+def test_the_seeds_spellings_are_accepted():
+    created = as_json("create", "seeded", "--type", "simulate", "--parameter", "duration=0")
+    task_id = str(created["id"])
+    assert as_json("get", "-i", task_id)["id"] == created["id"]
+    assert task_cmd("s") == task_cmd("stat") == task_cmd("status")
+    assert task_cmd("l") == task_cmd("list")
+    assert as_json("list", "--pageNumber", "1", "--pageCount", "1")["page_size"] == 1
+    assert task_cmd("status", "--log-level", "DEBUG") == task_cmd("status")
+
+
+@pytest.mark.django_db
+def test_a_page_past_the_end_is_empty_not_an_error(client):
+    TaskFactory()
+    data = as_json("list", "--page", "2")
+    assert (data["count"], data["page"], data["results"], data["next"]) == (1, 2, [], None)
+    assert data["previous"] == "/api/tasks?page_size=50"
+    assert task_cmd("list", "--page", "3").splitlines()[-1] == "1 task(s); page 3 of 1"
+
+
+def test_version_is_ours():
+    from importlib.metadata import version
+
+    result = subprocess.run([sys.executable, str(processes.ROOT / "manage.py"), "task",
+                             "--version"], env=processes.process_env(), capture_output=True,
+                            text=True, timeout=60)
+    assert result.stdout.strip() == f"task-service {version('task-service')}"
+
+
+def test_remote_token_from_the_environment(remote, monkeypatch):
+    address, token = remote[1], remote[3]
+    monkeypatch.setenv("TASKS_TOKEN", token)
+    assert task_cmd("status", "--address", address) == task_cmd("status")
+    monkeypatch.delenv("TASKS_TOKEN")
+    with pytest.raises(CommandError, match="--address needs --token or \\$TASKS_TOKEN"):
+        task_cmd("status", "--address", address)
+
+
+def test_end2end_takes_the_seeds_num_tasks():
+    with pytest.raises(CommandError, match="-n must be between 1 and 100000"):
+        call_command("end2end", "--num-tasks", "0")

@@ -756,7 +756,8 @@ def test_a_cancel_waits_for_a_claim_in_flight_then_asks_its_worker():
 
     with psycopg.connect(**connect_kwargs()) as other:
         # Another session's claim holds the row, uncommitted: to others it is still queued.
-        other.execute(QUERIES["claim_any"], {"worker": WORKER, "lease": 60, "limit": 1})
+        other.execute(QUERIES["claim_any"], {"worker": WORKER, "lease": 60, "limit": 1,
+                                                "types": None, "skip": []})
         thread = threading.Thread(target=cancel)
         thread.start()
         _wait_until_a_session_waits_for_a_lock()

@@ -110,6 +110,14 @@ def release_runs():
         Event.TASK_RELEASED, Event.TASK_CANCELLED}
 
 
+def decline_runs():
+    runs = _claimed(2)
+    engine.cancel(runs[1].id)  # asked to cancel meanwhile: ends cancelled
+    return (lambda: engine.decline(worker_id=WORKER,
+                                   outcomes=[outcome(c, error="cannot import") for c in runs])), {
+        Event.TASK_RELEASED, Event.TASK_CANCELLED}
+
+
 def rescue_expired():
     runs = _claimed(2, max_retries=1)
     for c in runs:
@@ -163,8 +171,8 @@ def snooze_runs():
 
 CASES: dict[str, Case] = {f.__name__: f for f in (
     insert_task, insert_tasks, insert_graph, enqueue_tick, claim_any, claim_queues,
-    claim_limited, complete_runs, fail_runs, cancel_runs, release_runs, snooze_runs,
-    rescue_expired, cancel_tasks, retry_tasks, run_now_tasks)}
+    claim_limited, complete_runs, fail_runs, cancel_runs, release_runs, decline_runs,
+    snooze_runs, rescue_expired, cancel_tasks, retry_tasks, run_now_tasks)}
 
 
 @pytest.fixture

@@ -55,7 +55,8 @@ class Command(BaseCommand):
     help = "Run a mix of tasks through the workers, show progress, and summarise."
 
     def add_arguments(self, parser):
-        parser.add_argument("-n", type=int, default=100, help="Tasks to create (default 100).")
+        parser.add_argument("-n", "--num-tasks", dest="n", type=int, default=100,
+                            help="Tasks to create (default 100). Example: -n 50")
         parser.add_argument("--timeout", type=float, default=180.0,
                             help="Seconds to wait for every task to finish (default 180).")
         parser.add_argument("--interval", type=float, default=2.0,

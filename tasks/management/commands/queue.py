@@ -6,10 +6,11 @@ import argparse
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tasks.client import ClientError, RemoteClient
+from tasks.cli import actions
+from tasks.cli.output import render_rows
+from tasks.cli.remote import ClientError, RemoteClient
 from tasks.flow_client import LocalQueues, RemoteQueues
 from tasks.management.commands.task import Command as TaskCommand
-from tasks.management.commands.task import render_rows
 
 QUEUE_COLUMNS = [("QUEUE", "name"), ("DUE", "due"), ("DEFERRED", "deferred"),
                  ("RUNNING", "running"), ("OLDEST DUE (S)", "oldest_due_age"),
@@ -54,9 +55,9 @@ class Command(BaseCommand):
                            help="Most task starts per second, or none.")
 
     def handle(self, *args, **options):
-        client = self._client(options)
         action = options["action"]
         try:
+            client = self._client(options)
             if action == "list":
                 data = client.list()
             elif action == "limit":
@@ -67,7 +68,7 @@ class Command(BaseCommand):
                 data = client.limit(options["name"], limits)
             else:
                 data = getattr(client, action)(options["name"])
-        except ClientError as exc:
+        except (ClientError, actions.CommandFailed) as exc:
             raise CommandError(str(exc)) from None
         rows = data if isinstance(data, list) else [data]
         self.stdout.write(render_rows(QUEUE_COLUMNS, data, rows, options["output"]))

@@ -8,10 +8,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tasks.client import ClientError, RemoteClient
+from tasks.cli import actions
+from tasks.cli.output import render, render_rows
+from tasks.cli.remote import ClientError, RemoteClient
 from tasks.flow_client import LocalSchedules, RemoteSchedules
 from tasks.management.commands.task import Command as TaskCommand
-from tasks.management.commands.task import _check_text, render, render_rows
 
 SCHEDULE_COLUMNS = [("ID", "id"), ("NAME", "name"), ("TYPE", "type"), ("WHEN", "when"),
                     ("ENABLED", "enabled"), ("NEXT RUN", "next_run_at"),
@@ -61,17 +62,17 @@ class Command(BaseCommand):
             sub.add_parser(name, parents=[common], help=text).add_argument("id")
 
     def handle(self, *args, **options):
-        _check_text(options)
-        client = self._client(options)
         action = options["action"]
         try:
+            actions.check_text(options)
+            client = self._client(options)
             if action == "list":
                 data = client.list()
             elif action == "create":
                 data = client.create(self._fields(options))
             else:
                 data = getattr(client, action.replace("-", "_"))(options["id"])
-        except ClientError as exc:
+        except (ClientError, actions.CommandFailed) as exc:
             raise CommandError(str(exc)) from None
         if action == "run-now" or action == "delete":
             self.stdout.write(render("get", data, options["output"]))
@@ -81,9 +82,9 @@ class Command(BaseCommand):
 
     @staticmethod
     def _fields(options) -> dict[str, Any]:
-        payload = TaskCommand._spec({**options, "priority": None, "queue": None,
-                                     "run_at": None, "max_retries": None, "timeout": None,
-                                     "idempotency_key": None})["payload"]
+        payload = actions.spec({**options, "priority": None, "queue": None, "run_at": None,
+                                "max_retries": None, "timeout": None,
+                                "idempotency_key": None})["payload"]
         fields = {"name": options["name"], "type": options["task_type"], "payload": payload,
                   "cron": options["cron"], "interval_seconds": options["interval_seconds"],
                   "timezone": options["timezone"], "queue": options["queue"],

@@ -86,7 +86,7 @@
       controls[td.getAttribute("data-queue")] = td;
     });
     clear(tbody);
-    if (!queues.length) { emptyRow(tbody, 6, "Nothing waiting or running."); return; }
+    if (!queues.length) { emptyRow(tbody, 7, "Nothing waiting or running."); return; }
     queues.forEach(function (q) {
       var tr = el("tr", {"data-queue": q.queue});
       var name = cell(tr);
@@ -95,6 +95,8 @@
       cell(tr, q.due, "num");
       cell(tr, span(q.oldest_due_seconds), "num");
       cell(tr, q.running, "num");
+      cell(tr, q.unrunnable || 0, q.unrunnable ? "num task-unrunnable" : "num")
+        .setAttribute("title", "waiting tasks that no worker online can run");
       tr.appendChild(controls[q.queue] || el("td", {"class": "task-queue-controls", "data-queue": q.queue}));
       tbody.appendChild(tr);
     });
