@@ -79,17 +79,29 @@ WHERE coalesce(owner_id, 0) = %(owner_id)s AND idempotency_key = ANY(%(keys)s)
 -- name: claim_any --
 -- Claim up to `limit` due tasks of any queue without a pause or limit: priority, then FIFO.
 -- Queues with a row in task_queues that pauses or limits them are left out (claim_limited
--- takes the limited ones); with no such row this costs one look at a small table.
+-- takes the limited ones). With no such row (`plain`) the claim is the bare index walk:
+-- the test on `ctl` is a one-time filter, so it changes neither the plan nor its cost;
+-- only with such rows does `steered` filter the queues (a filter in `plain` itself would
+-- change the planner's estimates, and a drain without statistics would sort the table).
 WITH ctl AS MATERIALIZED (
     SELECT name, paused FROM task_queues
     WHERE paused OR concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL
-), picked AS MATERIALIZED (
+), plain AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status IN ('queued', 'retrying') AND run_at <= now()
-      AND queue <> ALL (ARRAY(SELECT name FROM ctl))
+      AND NOT EXISTS (SELECT 1 FROM ctl)
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), steered AS MATERIALIZED (
+    SELECT id FROM tasks
+    WHERE status IN ('queued', 'retrying') AND run_at <= now()
+      AND EXISTS (SELECT 1 FROM ctl) AND queue <> ALL (ARRAY(SELECT name FROM ctl))
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id FROM plain UNION ALL SELECT id FROM steered
 ), claimed AS (
     UPDATE tasks t
     SET status = 'running', locked_by = %(worker)s,
@@ -121,18 +133,28 @@ LEFT JOIN claimed ON true LEFT JOIN note ON true
 ORDER BY claimed.priority DESC, claimed.id
 
 -- name: claim_queues --
--- Claim up to `limit` due tasks of the given queues, unpaused and unlimited ones only.
+-- Claim up to `limit` due tasks of the given queues, unpaused and unlimited ones only
+-- (`plain` and `steered` as in claim_any).
 WITH ctl AS MATERIALIZED (
     SELECT name, paused FROM task_queues
     WHERE (paused OR concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL)
       AND name = ANY(%(queues)s)
-), picked AS MATERIALIZED (
+), plain AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status IN ('queued', 'retrying') AND run_at <= now() AND queue = ANY(%(queues)s)
-      AND queue <> ALL (ARRAY(SELECT name FROM ctl))
+      AND NOT EXISTS (SELECT 1 FROM ctl)
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), steered AS MATERIALIZED (
+    SELECT id FROM tasks
+    WHERE status IN ('queued', 'retrying') AND run_at <= now() AND queue = ANY(%(queues)s)
+      AND EXISTS (SELECT 1 FROM ctl) AND queue <> ALL (ARRAY(SELECT name FROM ctl))
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id FROM plain UNION ALL SELECT id FROM steered
 ), claimed AS (
     UPDATE tasks t
     SET status = 'running', locked_by = %(worker)s,
