@@ -143,19 +143,34 @@ WHERE d.child_id = %(id)s ORDER BY p.id
 -- Claim up to `limit` due tasks of any queue without a pause or limit: priority, then FIFO;
 -- only the worker's `types` (NULL: any) and none of the ids it `skip`s (it cannot run them).
 -- Queues with a row in task_queues that pauses or limits them are left out (claim_limited
--- takes the limited ones); with no such row this costs one look at a small table.
+-- takes the limited ones). With no such row and no skipped ids (`plain`) the claim is the
+-- bare index walk: the tests on `ctl` and `skip` are one-time filters, so they change
+-- neither the plan nor its cost; only then does `steered` filter queues and ids (a filter
+-- in `plain` itself would change the planner's estimates, and a drain without statistics
+-- would sort the table).
 WITH ctl AS MATERIALIZED (
     SELECT name, paused FROM task_queues
     WHERE paused OR concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL
-), picked AS MATERIALIZED (
+), plain AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status IN ('queued', 'retrying') AND run_at <= now()
+      AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+      AND NOT EXISTS (SELECT 1 FROM ctl) AND cardinality(%(skip)s::bigint[]) = 0
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), steered AS MATERIALIZED (
+    SELECT id FROM tasks
+    WHERE status IN ('queued', 'retrying') AND run_at <= now()
+      AND (EXISTS (SELECT 1 FROM ctl) OR cardinality(%(skip)s::bigint[]) > 0)
       AND queue <> ALL (ARRAY(SELECT name FROM ctl))
       AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
       AND NOT (id = ANY(%(skip)s::bigint[]))
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id FROM plain UNION ALL SELECT id FROM steered
 ), claimed AS (
     UPDATE tasks t
     SET status = 'running', locked_by = %(worker)s,
@@ -188,20 +203,32 @@ ORDER BY claimed.priority DESC, claimed.id
 
 -- name: claim_queues --
 -- Claim up to `limit` due tasks of the given queues, unpaused and unlimited ones only;
--- only the worker's `types` (NULL: any) and none of the ids it `skip`s.
+-- only the worker's `types` (NULL: any) and none of the ids it `skip`s (`plain` and
+-- `steered` as in claim_any).
 WITH ctl AS MATERIALIZED (
     SELECT name, paused FROM task_queues
     WHERE (paused OR concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL)
       AND name = ANY(%(queues)s)
-), picked AS MATERIALIZED (
+), plain AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status IN ('queued', 'retrying') AND run_at <= now() AND queue = ANY(%(queues)s)
+      AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+      AND NOT EXISTS (SELECT 1 FROM ctl) AND cardinality(%(skip)s::bigint[]) = 0
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), steered AS MATERIALIZED (
+    SELECT id FROM tasks
+    WHERE status IN ('queued', 'retrying') AND run_at <= now() AND queue = ANY(%(queues)s)
+      AND (EXISTS (SELECT 1 FROM ctl) OR cardinality(%(skip)s::bigint[]) > 0)
       AND queue <> ALL (ARRAY(SELECT name FROM ctl))
       AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
       AND NOT (id = ANY(%(skip)s::bigint[]))
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id FROM plain UNION ALL SELECT id FROM steered
 ), claimed AS (
     UPDATE tasks t
     SET status = 'running', locked_by = %(worker)s,
