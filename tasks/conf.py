@@ -108,7 +108,11 @@ def engine() -> EngineSettings:
     return _engine
 
 
-@register()
+# The tag of the service's own checks: runworker runs them (and not the URL checks).
+TASKS_CHECKS = "tasks"
+
+
+@register(TASKS_CHECKS)
 def check_engine_settings(app_configs, **kwargs) -> list[Error]:
     return [Error(f"TASKS_ENGINE: {problem}", id="tasks.E001")
             for problem in problems(getattr(settings, "TASKS_ENGINE", {}))]

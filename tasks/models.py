@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models.functions import Coalesce, Now
 
@@ -68,8 +69,9 @@ class Task(models.Model):
     # conflict instead of a silent merge.
     idempotency_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     # Who submitted it (NULL: trusted code with no user, e.g. Python or django.tasks).
+    # idx_owner_created_at serves every lookup by owner: no index of its own.
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                              on_delete=models.SET_NULL, related_name="+")
+                              on_delete=models.SET_NULL, related_name="+", db_index=False)
     origin = models.CharField(max_length=16, choices=Origin.choices, db_default=Origin.PYTHON)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now())
@@ -133,6 +135,15 @@ class Task(models.Model):
                 name="idx_running_lease",
                 condition=models.Q(status="running"),
             ),
+            # Payload search (`payload @> {...}`): jsonb_path_ops keeps one hash per leaf
+            # path, so an insert costs a few entries (bench/payload_index.py measures it).
+            GinIndex(fields=["payload"], opclasses=["jsonb_path_ops"], name="idx_payload_path"),
+            # The dashboard's charts read finished and started tasks of a time range; a
+            # task is inserted with neither, so these cost nothing on enqueue.
+            models.Index(fields=["finished_at"], name="idx_finished_at",
+                         condition=models.Q(finished_at__isnull=False)),
+            models.Index(fields=["started_at"], name="idx_started_at",
+                         condition=models.Q(started_at__isnull=False)),
         ]
 
     def __str__(self) -> str:
@@ -162,7 +173,14 @@ class TaskDependency(models.Model):
 
 class TaskHistory(models.Model):
     id = models.BigAutoField(primary_key=True)
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="history")
+    # No database constraint: every history row is written by the engine statement that
+    # writes its task, and every delete of tasks deletes their history in the same
+    # statement. A constraint would check each row against `tasks` at commit, a plan
+    # cached per connection that a nearly empty table's statistics turn into a
+    # sequential scan for as long as the connection lives. idx_task_id_created_at serves
+    # lookups by task.
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="history",
+                             db_constraint=False, db_index=False)
     status = models.CharField(max_length=16, choices=Status.choices)
     event_type = models.CharField(max_length=32, choices=Event.choices)
     attempt = models.IntegerField(default=0)
@@ -179,7 +197,11 @@ class TaskHistory(models.Model):
     class Meta:
         db_table = "task_history"
         ordering = ["created_at", "id"]
-        indexes = [models.Index(fields=["task", "created_at"], name="idx_task_id_created_at")]
+        indexes = [
+            models.Index(fields=["task", "created_at"], name="idx_task_id_created_at"),
+            # The history list filtered by one kind of event, newest first (admin).
+            models.Index(fields=["event_type", "id"], name="idx_history_event_id"),
+        ]
         verbose_name_plural = "task history"
 
     def __str__(self) -> str:

@@ -92,16 +92,32 @@ def workers_online() -> QuerySet[Worker]:
     return Worker.objects.filter(last_seen__gte=online_since())
 
 
+RUNNING_IDS_SHOWN = 5  # task ids listed per worker; the rest are one link away
+
+
+def running_by_worker() -> dict[str, tuple[int, list[int]]]:
+    """{worker id: (tasks it runs, the first RUNNING_IDS_SHOWN ids)}, from the running-lease
+    index (running rows only)."""
+    rows = _rows("SELECT locked_by, count(*), (array_agg(id ORDER BY id))[1:%(n)s] "
+                 "FROM tasks WHERE status = 'running' AND locked_by IS NOT NULL "
+                 "GROUP BY locked_by", {"n": RUNNING_IDS_SHOWN})
+    return {worker: (n, ids) for worker, n, ids in rows}
+
+
 def workers(now: datetime.datetime | None = None) -> list[dict[str, Any]]:
-    """Every registered worker, oldest first, with its running tasks and `online` (seen
-    within the liveness window, as workers_online counts them)."""
+    """Every registered worker, oldest first, with its running tasks, `state` (online,
+    late or lost: tasks.states.worker_state) and `online` (seen within the liveness window,
+    as workers_online counts them). `queues` is [] for a worker of every queue."""
+    now = now or timezone.now()
     since = online_since(now)
-    running = dict(Task.objects.filter(status=Status.RUNNING).order_by()
-                   .values_list("locked_by").annotate(n=Count("id")))
+    running = running_by_worker()
+    settings = engine()
     return [{
-        "id": w.id, "host": w.hostname, "pid": w.pid, "queues": w.queues or ["*"],
-        "concurrency": w.concurrency, "running": running.get(w.id, 0),
+        "id": w.id, "host": w.hostname, "pid": w.pid, "queues": w.queues or [],
+        "concurrency": w.concurrency, "running": running.get(w.id, (0, []))[0],
+        "running_ids": running.get(w.id, (0, []))[1],
         "last_seen": w.last_seen.isoformat(), "online": w.last_seen >= since,
+        "state": states.worker_state((now - w.last_seen).total_seconds(), settings),
     } for w in Worker.objects.order_by("started_at")]
 
 
@@ -271,3 +287,32 @@ def workflow_steps(found: Workflow) -> list[Task]:
     for step in steps:
         step.parent_ids = parents.get(step.pk, [])
     return steps
+# History events that end a run, and how the attempts timeline names the outcome.
+RUN_ENDINGS = {
+    "task_succeeded": "succeeded", "retry_scheduled": "failed, retry scheduled",
+    "task_failed": "failed", "lease_expired": "worker lost", "task_cancelled": "cancelled",
+    "task_released": "released (worker stopped)",
+}
+
+
+def attempts(task_id: int) -> list[dict[str, Any]]:
+    """A task's runs from its history, oldest first: attempt, started, ended, seconds,
+    worker, outcome ("running" while it runs) and the error that ended it, if any."""
+    runs: dict[int, dict[str, Any]] = {}
+    rows = (TaskHistory.objects.filter(task_id=task_id, attempt__gt=0).order_by("id")
+            .values("attempt", "event_type", "worker_id", "created_at", "error_class",
+                    "error_message", "traceback", "details"))
+    for row in rows:
+        n = row["attempt"]
+        if row["event_type"] == "task_started":
+            runs[n] = {"attempt": n, "started": row["created_at"], "ended": None,
+                       "seconds": None, "worker": row["worker_id"], "outcome": "running",
+                       "error_class": "", "error_message": "", "traceback": ""}
+        elif n in runs and runs[n]["ended"] is None and row["event_type"] in RUN_ENDINGS:
+            run = runs[n]
+            run.update(ended=row["created_at"], outcome=RUN_ENDINGS[row["event_type"]],
+                       seconds=(row["created_at"] - run["started"]).total_seconds(),
+                       error_class=row["error_class"], error_message=row["error_message"],
+                       traceback=row["traceback"])
+            run["worker"] = run["worker"] or row["worker_id"]
+    return [runs[n] for n in sorted(runs)]

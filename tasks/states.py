@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import models
+from django.utils import timezone
 
 
 class Status(models.TextChoices):
@@ -38,6 +39,7 @@ class Event(models.TextChoices):
     DEPENDENCIES_MET = "dependencies_met"
     DEPENDENCY_FAILED = "dependency_failed"
     TASK_SNOOZED = "task_snoozed"
+    TASK_RUN_NOW = "task_run_now"
 
 
 # A worker may claim these (when due).
@@ -52,7 +54,7 @@ RETRYABLE = frozenset({Status.FAILED, Status.CANCELLED})
 
 # Events after which there may be work to claim at once: workers wake on them.
 WAKE_EVENTS = frozenset({Event.TASK_QUEUED, Event.TASK_REQUEUED, Event.TASK_RELEASED,
-                         Event.LEASE_EXPIRED, Event.DEPENDENCIES_MET})
+                         Event.LEASE_EXPIRED, Event.TASK_RUN_NOW, Event.DEPENDENCIES_MET})
 
 # What a child with parents does when one of them fails for good or is cancelled.
 ON_PARENT_FAILURE = ("fail", "run")  # fail: cancelled with it (default); run: runs anyway
@@ -106,6 +108,12 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("rewait", (Status.CANCELLED,), Status.WAITING, (Event.TASK_WAITING,),
                "a person retries the parent whose failure cancelled it",
                from_text="`cancelled` by `dependency_failed`"),
+    Transition("run_now", (Status.QUEUED,), Status.QUEUED, (Event.TASK_RUN_NOW,),
+               "run now by a person", from_text="`queued` (due later)",
+               to_text="`queued`, due now"),
+    Transition("run_now", (Status.RETRYING,), Status.RETRYING, (Event.TASK_RUN_NOW,),
+               "run now by a person", from_text="`retrying` (due later)",
+               to_text="`retrying`, due now"),
 )
 
 def sources(action: str) -> frozenset[str]:
@@ -123,13 +131,33 @@ def can(action: str, task: Any) -> bool:
         return False
     if action == "cancel" and task.status == Status.RUNNING:
         return getattr(task, "cancel_requested_at", None) is None
+    if action == "run_now":  # only a deferred task: one due already waits for a worker
+        return is_deferred(task)
     return True
+
+
+def is_deferred(task: Any, now: Any = None) -> bool:
+    """Is the task waiting to run, but not due yet (run_at later, or a retry's backoff)?"""
+    run_at = getattr(task, "run_at", None)
+    return (task.status in CLAIMABLE and run_at is not None
+            and run_at > (now or timezone.now()))
 
 
 def liveness_window(engine_settings: Any) -> float:
     """Seconds without a heartbeat after which a worker counts as gone: a lease, or three
     missed heartbeats, whichever is longer."""
     return max(engine_settings.LEASE_SECONDS, 3 * engine_settings.HEARTBEAT_INTERVAL)
+
+
+def worker_state(seconds_silent: float, engine_settings: Any) -> str:
+    """A worker by its last heartbeat: "online" (within 1.5 heartbeat intervals), "late"
+    (missed a beat, still within the liveness window), "lost" (past it: the reaper and the
+    rescuer treat it as gone)."""
+    if seconds_silent <= 1.5 * engine_settings.HEARTBEAT_INTERVAL:
+        return "online"
+    if seconds_silent <= liveness_window(engine_settings):
+        return "late"
+    return "lost"
 
 
 MAX_ID = 2**63 - 1  # bigint: a larger id cannot exist, and must not reach the database

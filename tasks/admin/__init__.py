@@ -7,4 +7,9 @@ number searches the id index, and only indexed columns sort. Measured by
 bench/admin_list.py. The live dashboard page is tasks.live.page.
 """
 
-from tasks.admin import tasks, workers, workflows  # noqa: F401 - registers the ModelAdmins
+from tasks.admin import (  # noqa: F401 - registers the ModelAdmins
+    history,
+    tasks,
+    workers,
+    workflows,
+)

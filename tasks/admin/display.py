@@ -1,8 +1,10 @@
 """How a task's fields read on the admin's pages: badges the live script updates, JSON
-shown bounded, run times."""
+shown bounded, run times, and the one date format (tasks/static/tasks/localtime.js shows
+each <time> in the reader's locale and time zone; the ISO form is on hover)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
 
@@ -46,18 +48,40 @@ def truncated(text: str, note: str) -> str:
                        text, note)
 
 
+def timestamp(value: datetime.datetime | None, *, precise: bool = False) -> str:
+    """A point in time, the same way on every page: server-rendered in the site's time
+    zone (read without JavaScript), rewritten by localtime.js into the reader's; `precise`
+    keeps milliseconds (a task's transitions are often within one second)."""
+    if value is None:
+        return format_html('<span class="task-empty">{}</span>', "—")
+    iso = value.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+    local = timezone.localtime(value)
+    text = local.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if precise else \
+        local.strftime("%Y-%m-%d %H:%M:%S")
+    return format_html('<time class="task-time" datetime="{}" title="{}"{}>{}</time>', iso,
+                       iso, " data-precise" if precise else "", text)
+
+
+def seconds_text(seconds: float) -> str:
+    """A span of time, short: 4.2s, 3m 07s, 2h 05m, 3d 04h."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours:02d}h"
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {seconds:02d}s"
+
+
 def duration(task: Task) -> str:
     if not task.started_at:
         return "—"
     end = task.finished_at or (timezone.now() if task.status == Status.RUNNING else None)
     if end is None:
         return "—"
-    seconds = max(0.0, (end - task.started_at).total_seconds())
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, seconds = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {seconds:02d}s"
+    return seconds_text((end - task.started_at).total_seconds())
 
 
 def progress(value: dict | None) -> str:

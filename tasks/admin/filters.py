@@ -6,6 +6,7 @@ from django.contrib import admin
 
 from plugins import registry
 from tasks import jsonsafe, selectors
+from tasks.models import Status, Worker
 
 
 class StorableValueFilter(admin.SimpleListFilter):
@@ -41,3 +42,21 @@ class QueueFilter(StorableValueFilter):
 
     def queryset(self, request, queryset):
         return queryset.filter(queue=self.value()) if self.value() else queryset
+
+
+class WorkerFilter(StorableValueFilter):
+    """The tasks a worker is running now (the running-lease index serves it)."""
+
+    title = "running on worker"
+    parameter_name = "worker"
+
+    def lookups(self, request, model_admin):
+        names = set(Worker.objects.values_list("id", flat=True))
+        if self.value():
+            names.add(self.value())  # a lost worker's link keeps working
+        return [(name, name) for name in sorted(names)]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        return queryset.filter(status=Status.RUNNING, locked_by=self.value())

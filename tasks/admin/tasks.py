@@ -10,19 +10,30 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import ActionLocation, IncorrectLookupParameters
+from django.db.models import F
+from django.db.models.functions import Coalesce, Now
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from tasks import authz, engine, jsonsafe, selectors, states
+from tasks.admin import search
 from tasks.admin.actions import BulkActions
-from tasks.admin.display import duration, pretty, progress, status_badge, task_table
-from tasks.admin.filters import QueueFilter, TypeFilter
+from tasks.admin.display import (
+    duration,
+    pretty,
+    progress,
+    status_badge,
+    task_table,
+    timestamp,
+)
+from tasks.admin.filtered import FilteredActions
+from tasks.admin.filters import QueueFilter, TypeFilter, WorkerFilter
 from tasks.admin.forms import TaskAddForm
 from tasks.admin.paging import EstimatedCountPaginator, date_hierarchy_links
+from tasks.admin.runs import run_context
 from tasks.exceptions import IdempotencyConflict, InvalidTask, InvalidTransition, TaskNotFound
 from tasks.models import Status, Task, TaskHistory
 
@@ -45,8 +56,7 @@ class TaskHistoryInline(admin.TabularInline):
 
     @admin.display(description="when")
     def when(self, row: TaskHistory) -> str:
-        # To the millisecond: a task's transitions are often within the same second.
-        return timezone.localtime(row.created_at).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        return timestamp(row.created_at, precise=True)
 
     @admin.display(description="traceback")
     def trace(self, row: TaskHistory) -> str:
@@ -55,23 +65,38 @@ class TaskHistoryInline(admin.TabularInline):
 
 DEPENDENCY_FIELDS = ("workflow_display", "on_parent_failure", "parents_display",
                      "children_display")
-ENGINE_FIELDS = ("attempts", "retry_count", "max_retries", "timeout_seconds", "run_at",
-                 "locked_by", "locked_until", "cancel_requested_at", "idempotency_key",
-                 "created_at", "updated_at", "started_at", "finished_at")
+DATE_FIELDS = ("run_at", "locked_until", "cancel_requested_at", "created_at", "updated_at",
+               "started_at", "finished_at")
+ENGINE_FIELDS = ("attempts", "retry_count", "max_retries", "timeout_seconds", "run_at_when",
+                 "locked_by", "locked_until_when", "cancel_requested_at_when",
+                 "idempotency_key", "created_at_when", "updated_at_when", "started_at_when",
+                 "finished_at_when")
+
+
+def _date_display(name: str):
+    """A read-only date of the task page, in the one date format (display.timestamp)."""
+    def show(self, task: Task) -> str:
+        return timestamp(getattr(task, name))
+    show.short_description = name.replace("_", " ")
+    show.__name__ = f"{name}_when"
+    return show
 
 
 @admin.register(Task)
-class TaskAdmin(BulkActions, admin.ModelAdmin):
-    list_display = ("id", "name", "type", "status_display", "priority", "queue", "retries",
-                    "created", "run_time")
-    list_display_links = ("id", "name")
-    list_filter = ("status", TypeFilter, QueueFilter, "created_at")
-    search_fields = ("name", "type")  # and a number means an id: get_search_results
-    search_help_text = "A number finds that task id; text searches names and types."
+class TaskAdmin(FilteredActions, BulkActions, admin.ModelAdmin):
+    list_display = ("id", "name_display", "type_display", "status_display", "priority",
+                    "queue", "retries", "created", "started", "run_time")
+    list_display_links = ("id",)  # and the name: name_display is its own link
+    list_filter = ("status", TypeFilter, QueueFilter, WorkerFilter, "created_at")
+    # And a number means an id, key=value a payload: get_search_results (admin/search.py).
+    search_fields = ("name", "type")
+    search_help_text = search.HELP
     date_hierarchy = "created_at"
     ordering = ("-id",)
-    # Sorting is offered only where an index serves it (id, created_at).
-    sortable_by = ("id", "created")
+    # id, created and started read an index; status, priority, queue and duration sort the
+    # filtered rows (a top-N sort: bench/admin_list.py times it on a million).
+    sortable_by = ("id", "status_display", "priority", "queue", "created", "started",
+                   "run_time")
     # Facet counts are a COUNT per filter choice on every page load: never on this table.
     show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
@@ -83,7 +108,7 @@ class TaskAdmin(BulkActions, admin.ModelAdmin):
 
     class Media:
         css = {"all": ["tasks/admin.css"]}
-        js = ["tasks/live.js", "tasks/task_live.js"]
+        js = ["tasks/localtime.js", "tasks/live.js", "tasks/task_live.js"]
 
     # --- columns ---
 
@@ -91,18 +116,35 @@ class TaskAdmin(BulkActions, admin.ModelAdmin):
     def status_display(self, task: Task) -> str:
         return status_badge(task.status, task.pk)
 
+    @admin.display(description="name", ordering="name")
+    def name_display(self, task: Task) -> str:
+        # Cut to one line by CSS; the whole name on hover.
+        return format_html('<a class="task-name" href="{}" title="{}">{}</a>',
+                           reverse("admin:tasks_task_change", args=[task.pk]), task.name,
+                           task.name)
+
+    @admin.display(description="type", ordering="type")
+    def type_display(self, task: Task) -> str:
+        return format_html('<span class="task-type" title="{}">{}</span>', task.type,
+                           task.type)
+
     @admin.display(description="created", ordering="created_at")
     def created(self, task: Task) -> str:
-        local = timezone.localtime(task.created_at)
-        return format_html('<time datetime="{}">{}</time>', local.isoformat(),
-                           local.strftime("%Y-%m-%d %H:%M:%S"))
+        return timestamp(task.created_at)
+
+    # Not yet started counts as earliest / shortest: a descending sort (latest, longest
+    # first) ends with the waiting tasks, and the admin flips NULLS along with the order.
+    @admin.display(description="started", ordering=F("started_at").asc(nulls_first=True))
+    def started(self, task: Task) -> str:
+        return timestamp(task.started_at)
 
     @admin.display(description="retries")
     def retries(self, task: Task) -> str:
         return format_html('<span data-task-retries="{}">{}/{}</span>', task.pk,
                            task.retry_count, task.max_retries)
 
-    @admin.display(description="run time")
+    @admin.display(description="run time", ordering=(
+        Coalesce("finished_at", Now()) - F("started_at")).asc(nulls_first=True))
     def run_time(self, task: Task) -> str:
         return duration(task)
 
@@ -158,7 +200,17 @@ class TaskAdmin(BulkActions, admin.ModelAdmin):
             # A number is a task id: one index lookup, not a scan of every name.
             task_id = states.parse_id(term)
             return (queryset.filter(pk=task_id) if task_id else queryset.none()), False
+        payload = search.payload_query(search_term)
+        if payload is not None:
+            return queryset.filter(payload), False
         return super().get_search_results(request, queryset, search_term)
+
+    def changelist_view(self, request, extra_context=None):
+        params = request.GET.copy()
+        params.pop("p", None)
+        extra_context = {**(extra_context or {}), "filter_verbs": self.filter_verbs(request),
+                         "filter_query": params.urlencode()}
+        return super().changelist_view(request, extra_context)
 
     def get_changelist_instance(self, request):
         try:
@@ -231,8 +283,10 @@ class TaskAdmin(BulkActions, admin.ModelAdmin):
         task = self.get_object(request, object_id)
         extra_context = {
             **(extra_context or {}),
+            **(run_context(task) if task is not None else {}),
             "can_cancel": self.has_cancel_permission(request) and states.can("cancel", task),
             "can_retry": self.has_retry_permission(request) and states.can("retry", task),
+            "can_run_now": self.has_retry_permission(request) and states.can("run_now", task),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -286,6 +340,9 @@ class TaskAdmin(BulkActions, admin.ModelAdmin):
         return [
             path("<int:task_id>/cancel/", wrap(self.cancel_view), name="tasks_task_cancel"),
             path("<int:task_id>/retry/", wrap(self.retry_view), name="tasks_task_retry"),
+            path("<int:task_id>/run-now/", wrap(self.run_now_view),
+                 name="tasks_task_run_now"),
+            *self.filtered_urls(),
             *super().get_urls(),
         ]
 
@@ -293,7 +350,8 @@ class TaskAdmin(BulkActions, admin.ModelAdmin):
                allowed: bool) -> HttpResponse:
         get_object_or_404(self.get_queryset(request), pk=task_id)  # another's task: 404
         if not allowed:
-            self.message_user(request, f"You may not {action.__name__} tasks.", messages.ERROR)
+            verb = action.__name__.replace("_", " ")
+            self.message_user(request, f"You may not {verb} tasks.", messages.ERROR)
         else:
             try:
                 task = action(task_id, reason=f"{done} by {request.user.get_username()} "
@@ -316,3 +374,11 @@ class TaskAdmin(BulkActions, admin.ModelAdmin):
     def retry_view(self, request, task_id: int) -> HttpResponse:
         return require_POST(lambda r: self._steer(
             r, task_id, engine.retry, "requeued", self.has_retry_permission(r)))(request)
+
+    def run_now_view(self, request, task_id: int) -> HttpResponse:
+        return require_POST(lambda r: self._steer(
+            r, task_id, engine.run_now, "made due now", self.has_retry_permission(r)))(request)
+
+
+for _name in DATE_FIELDS:
+    setattr(TaskAdmin, f"{_name}_when", _date_display(_name))

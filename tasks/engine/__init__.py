@@ -9,7 +9,8 @@ statement or transaction, so an event always means a committed change.
   enqueue_workflow; graph: tasks with dependencies and workflows, in one transaction;
 - runs: the worker's side (claim, heartbeat, complete, fail, finish_cancelled, release,
   snooze, progress, parent_results);
-- steering: a person's side (cancel, retry, their bulk variants, delete_finished, get);
+- steering: a person's side (cancel, retry, run_now, their bulk variants, delete_finished,
+  get);
 - maintenance: rescue_expired, reap_workers, reconcile;
 - events: the NOTIFY channel and the shape of its payload;
 - sql: the loader of queries.sql and `run`.
@@ -52,6 +53,8 @@ from tasks.engine.steering import (
     notify,
     retry,
     retry_many,
+    run_now,
+    run_now_many,
 )
 from tasks.engine.submit import (
     QUEUE_NAME_RE,
@@ -70,5 +73,5 @@ __all__ = [
     "enqueue_many", "enqueue_workflow", "fail", "finish_cancelled", "get", "heartbeat",
     "liveness_window", "next_due_in", "notify", "parent_results", "prepare", "progress",
     "reap_workers", "reconcile", "register_worker", "release", "rescue_expired", "retry",
-    "retry_many", "snooze", "unregister_worker",
+    "retry_many", "run_now", "run_now_many", "snooze", "unregister_worker",
 ]

@@ -627,6 +627,38 @@ SELECT l.id, upd.id IS NOT NULL, l.status
 FROM locked l LEFT JOIN upd ON upd.id = l.id LEFT JOIN note ON true LEFT JOIN rewait ON true
 ORDER BY l.id
 
+-- name: run_now_tasks --
+-- A person runs deferred tasks now: queued or retrying ones due later become due at once.
+-- Returns per task found: id, whether it was made due, its status and whether it was
+-- deferred. Locked in id order and waited for; one task_run_now event (workers wake on it).
+WITH locked AS MATERIALIZED (
+    SELECT id, status, run_at > now() AS deferred FROM tasks
+    WHERE id = ANY(%(ids)s::bigint[])
+    ORDER BY id
+    FOR UPDATE
+), upd AS (
+    UPDATE tasks t
+    SET run_at = now(), updated_at = now()
+    FROM locked l
+    WHERE t.id = l.id AND l.status IN ('queued', 'retrying') AND l.deferred
+    RETURNING t.id, t.status, t.attempts
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, status, 'task_run_now', attempts, '', %(details)s, now() FROM upd
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', 'task_run_now',
+        'count', (SELECT count(*) FROM upd),
+        'ids', (SELECT coalesce(json_agg(id), '[]') FROM
+                  (SELECT id FROM upd ORDER BY id LIMIT 100) s)
+    )::text) AS sent
+    WHERE EXISTS (SELECT 1 FROM upd)
+)
+SELECT l.id, upd.id IS NOT NULL, l.status, l.deferred
+FROM locked l LEFT JOIN upd ON upd.id = l.id LEFT JOIN note ON true
+ORDER BY l.id
+
 -- name: delete_finished --
 -- Delete the given tasks that are finished at this moment, with their history; one event.
 WITH gone AS (

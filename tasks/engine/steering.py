@@ -1,7 +1,8 @@
-"""Transitions a person asks for (admin, API, CLI): cancel, retry, their bulk variants,
-and deleting finished tasks.
+"""Transitions a person asks for (admin, API, CLI): cancel, retry, run now, their bulk
+variants, and deleting finished tasks.
 
-Each is one statement of queries.sql (cancel_tasks, retry_tasks, delete_finished) that
+Each is one statement of queries.sql (cancel_tasks, retry_tasks, run_now_tasks,
+delete_finished) that
 locks the rows, checks their status, writes one history row per change and one NOTIFY per
 kind of change; this module parses the ids and maps the rows it returns to results.
 """
@@ -22,6 +23,7 @@ from tasks.states import parse_id
 
 CANCEL_DETAILS = "cancelled"
 RETRY_DETAILS = "requeued by a person"
+RUN_NOW_DETAILS = "run now by a person"
 
 
 def notify(event: str, ids: Iterable[int], **extra: Any) -> None:
@@ -104,6 +106,48 @@ def cancel_many(task_ids: Iterable[int], *, reason: str = "") -> BulkResult:
 def retry_many(task_ids: Iterable[int], *, reason: str = "") -> BulkResult:
     """Requeue many failed/cancelled tasks in one statement; others are skipped."""
     return _bulk("retry_tasks", task_ids, {"details": reason or RETRY_DETAILS})
+
+
+def _run_now_rows(task_ids: list[Any], reason: str) -> tuple[dict, dict]:
+    pks = {task_id: parse_id(task_id) for task_id in task_ids}
+    ids = sorted({pk for pk in pks.values() if pk is not None})
+    rows = run("run_now_tasks", {"ids": ids, "details": reason or RUN_NOW_DETAILS})
+    return pks, {pk: (changed, status, deferred) for pk, changed, status, deferred in rows}
+
+
+@transaction.atomic
+def run_now(task_id: int, *, reason: str = "") -> Task:
+    """A person runs a deferred task (queued or retrying, due later) now: due at once, and
+    workers are woken. A task already due, running or finished: InvalidTransition."""
+    pk = _pk(task_id)
+    _, found = _run_now_rows([pk], reason)
+    if pk not in found:
+        raise TaskNotFound(task_id)
+    changed, status, _ = found[pk]
+    if not changed:
+        due = " and already due" if status in ("queued", "retrying") else ""
+        raise InvalidTransition(pk, f"{status}{due}", "run now")
+    return Task.objects.get(pk=pk)
+
+
+@transaction.atomic
+def run_now_many(task_ids: Iterable[Any], *, reason: str = "") -> BulkResult:
+    """Make many deferred tasks due now in one statement; others are skipped: "already
+    due", or "already <status>" for running and finished ones."""
+    task_ids = list(task_ids)
+    pks, found = _run_now_rows(task_ids, reason)
+    result = BulkResult()
+    for task_id in task_ids:
+        row = found.get(pks[task_id])
+        if row is None:
+            result.skipped[task_id] = "not found"
+        elif row[0]:
+            result.done.append(task_id)
+        elif row[1] in ("queued", "retrying"):
+            result.skipped[task_id] = "already due"
+        else:
+            result.skipped[task_id] = f"already {row[1]}"
+    return result
 
 
 def get(task_id: Any) -> Task:

@@ -22,13 +22,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from plugins import registry
-from tasks import selectors
+from tasks import selectors, states
+from tasks.conf import engine
 from tasks.models import Task, TaskHistory
 
 THROUGHPUT_MINUTES = 60
-RECENT_FAILURES = 10
+FAILING_WINDOW_MINUTES = 60
+FAILING_GROUPS = 20
 RECENT_EVENTS = 30
 ERROR_PREVIEW = 300  # characters of an error shown on the dashboard
+TRACEBACK_PREVIEW = 5000
 
 # The last history row older than the window, found by walking the primary key backwards:
 # history ids grow with time, so everything after it is the window, and the cost of the
@@ -53,19 +56,33 @@ WHERE h.id > %(start)s AND h.created_at >= %(since)s
 GROUP BY 1 ORDER BY 1
 """
 
-_RECENT_FAILURES = f"""
-SELECT h.task_id, h.created_at, t.name, t.type, t.queue, t.attempts, t.last_error
+# Runs that ended in an error in the window, one row per (task type, error class): how
+# many, how many of those were final, and the latest one (its id, for the example).
+_FAILING = f"""
+SELECT t.type, h.error_class, count(*) AS runs,
+       count(*) FILTER (WHERE h.status = 'failed') AS final, max(h.id) AS latest
 FROM task_history h JOIN tasks t ON t.id = h.task_id
-WHERE h.id > %(start)s AND h.status = 'failed'
-  AND h.event_type IN ('task_failed', 'lease_expired') AND {_OWNER}
-ORDER BY h.id DESC LIMIT %(limit)s
+WHERE h.id > %(start)s AND h.created_at >= %(since)s
+  AND h.event_type IN ('task_failed', 'retry_scheduled', 'lease_expired') AND {_OWNER}
+GROUP BY t.type, h.error_class
+ORDER BY runs DESC, latest DESC LIMIT %(limit)s
 """
 
-_QUEUE_DEPTH = f"""
-SELECT queue, type, count(*) AS waiting,
-       count(*) FILTER (WHERE run_at <= now()) AS due
-FROM tasks t WHERE status IN ('queued', 'retrying') AND {_OWNER}
-GROUP BY queue, type ORDER BY queue, type
+_FAILING_EXAMPLES = """
+SELECT h.id, h.task_id, h.created_at, h.error_message, h.traceback, h.details, t.name
+FROM task_history h JOIN tasks t ON t.id = h.task_id WHERE h.id = ANY(%(ids)s)
+"""
+
+# Per queue: waiting (queued or retrying), due now, the oldest due task's due time, running.
+# Only active rows are read (the claim and running-lease partial indexes).
+_QUEUES = f"""
+SELECT queue,
+       count(*) FILTER (WHERE status IN ('queued', 'retrying')) AS waiting,
+       count(*) FILTER (WHERE status IN ('queued', 'retrying') AND run_at <= now()) AS due,
+       min(run_at) FILTER (WHERE status IN ('queued', 'retrying') AND run_at <= now()),
+       count(*) FILTER (WHERE status = 'running') AS running
+FROM tasks t WHERE status IN ('queued', 'retrying', 'running') AND {_OWNER}
+GROUP BY queue ORDER BY queue
 """
 
 def _rows(sql: str, params: dict | None = None) -> list[tuple]:
@@ -74,9 +91,12 @@ def _rows(sql: str, params: dict | None = None) -> list[tuple]:
         return cursor.fetchall()
 
 
-def queue_depth(owner_id: int | None = None) -> list[dict[str, Any]]:
-    return [{"queue": q, "type": t, "waiting": waiting, "due": due}
-            for q, t, waiting, due in _rows(_QUEUE_DEPTH, {"owner": owner_id})]
+def queues(now: datetime.datetime, owner_id: int | None = None) -> list[dict[str, Any]]:
+    """One row per queue with active tasks: waiting, due, oldest_due_seconds, running."""
+    return [{"queue": q, "waiting": waiting, "due": due, "running": running,
+             "oldest_due_seconds": (max(0.0, (now - oldest).total_seconds())
+                                    if oldest else None)}
+            for q, waiting, due, oldest, running in _rows(_QUEUES, {"owner": owner_id})]
 
 
 def window_start(since: datetime.datetime) -> int:
@@ -97,17 +117,25 @@ def throughput(now: datetime.datetime, start_id: int, minutes: int = THROUGHPUT_
     return series
 
 
-def recent_failures(start_id: int, limit: int = RECENT_FAILURES,
-                    owner_id: int | None = None) -> list[dict[str, Any]]:
-    failures = []
-    for task_id, at, name, type_, queue, attempts, error in _rows(
-            _RECENT_FAILURES, {"start": start_id, "limit": limit, "owner": owner_id}):
-        failures.append({
-            "id": task_id, "at": at.isoformat(), "name": name, "type": type_, "queue": queue,
-            "attempts": attempts, "error": (error or "")[:ERROR_PREVIEW],
+def failing(start_id: int, since: datetime.datetime, limit: int = FAILING_GROUPS,
+            owner_id: int | None = None) -> list[dict[str, Any]]:
+    """Runs that ended in an error since `since`, one entry per (type, error class), most
+    first: runs, final (no retry left), and the latest example with its traceback."""
+    groups = _rows(_FAILING, {"start": start_id, "since": since, "limit": limit,
+                              "owner": owner_id})
+    examples = {row[0]: row[1:] for row in _rows(_FAILING_EXAMPLES,
+                                                 {"ids": [g[4] for g in groups]})}
+    entries = []
+    for type_, error_class, runs, final, latest in groups:
+        task_id, at, message, trace, details, name = examples[latest]
+        entries.append({
+            "type": type_, "error_class": error_class or "(no class recorded)",
+            "runs": runs, "final": final, "id": task_id, "name": name,
+            "at": at.isoformat(), "message": (message or details or "")[:ERROR_PREVIEW],
+            "traceback": (trace or "")[:TRACEBACK_PREVIEW],
             "url": reverse("admin:tasks_task_change", args=[task_id]),
         })
-    return failures
+    return entries
 
 
 def recent_events(limit: int = RECENT_EVENTS,
@@ -130,9 +158,12 @@ def snapshot(*, include_throughput: bool = True, owner_id: int | None = None) ->
     data: dict[str, Any] = {
         "at": now.isoformat(),
         "counts": selectors.status_counts(selectors.owned(Task.objects.all(), owner_id)),
-        "queues": queue_depth(owner_id),
-        "failures": recent_failures(start_id, owner_id=owner_id),
+        "queues": queues(now, owner_id),
+        "failing": failing(start_id, now - datetime.timedelta(minutes=FAILING_WINDOW_MINUTES),
+                           owner_id=owner_id),
         "workers": selectors.workers(now),
+        "liveness": {"online": 1.5 * engine().HEARTBEAT_INTERVAL,
+                     "lost": states.liveness_window(engine())},
     }
     if include_throughput:
         data["throughput"] = throughput(now, start_id, owner_id=owner_id)

@@ -1,5 +1,7 @@
-"""The live dashboard page, rendered once; tasks/static/tasks/dashboard.js keeps it current
-over the websocket (tasks.live.consumers.DashboardConsumer)."""
+"""The live dashboard page, rendered whole on the server (usable without JavaScript);
+tasks/static/tasks/dashboard.js keeps it current over the websocket
+(tasks.live.consumers.DashboardConsumer) and re-fetches the range charts
+(`charts_view`)."""
 
 from __future__ import annotations
 
@@ -10,23 +12,49 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from tasks import authz
-from tasks.live import dashboard
+from tasks.live import charts, dashboard
 from tasks.models import Status
+
+CHARTS_REFRESH_SECONDS = 30
+
+
+def _allowed(request: HttpRequest) -> int | None:
+    """The owner scope of the figures (None: every task); PermissionDenied without
+    tasks.view_task."""
+    if not authz.may(request.user, "view"):
+        raise PermissionDenied
+    return authz.owner_scope(request.user)
+
+
+def _charts_context(request: HttpRequest, owner_id: int | None) -> dict:
+    window = charts.chosen_range(request.GET.get("range"))
+    return {"charts": charts.charts(window, owner_id), "range": window,
+            "ranges": list(charts.RANGES.values()),
+            "charts_url": reverse("tasks-dashboard-charts"),
+            "charts_refresh": CHARTS_REFRESH_SECONDS}
 
 
 def dashboard_view(request: HttpRequest) -> TemplateResponse:
     """Staff with tasks.view_task (wrapped by admin.site.admin_view in the root URLconf);
     without tasks.view_all_tasks, the figures are of the user's own tasks."""
-    if not authz.may(request.user, "view"):
-        raise PermissionDenied
-    data = dashboard.page_context(owner_id=authz.owner_scope(request.user))
+    owner_id = _allowed(request)
+    data = dashboard.page_context(owner_id=owner_id)
     context = {
         **admin.site.each_context(request),
+        **_charts_context(request, owner_id),
         "title": "Live dashboard",
         "data": data,
+        "snapshot": data["snapshot"],
         "status_counts": [(s, data["snapshot"]["counts"].get(s, 0)) for s in Status.values],
         "task_list_url": reverse("admin:tasks_task_changelist"),
         "workers_url": reverse("admin:tasks_worker_changelist"),
         "task_url_template": reverse("admin:tasks_task_change", args=[0]).replace("/0/", "/{id}/"),
     }
     return TemplateResponse(request, "tasks/dashboard.html", context)
+
+
+def charts_view(request: HttpRequest) -> TemplateResponse:
+    """The range charts alone (an HTML fragment), for dashboard.js to refresh them."""
+    owner_id = _allowed(request)
+    return TemplateResponse(request, "tasks/dashboard_charts.html",
+                            _charts_context(request, owner_id))

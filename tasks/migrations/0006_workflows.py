@@ -177,7 +177,8 @@ DROP FUNCTION task_rewait_dependents(bigint[]);
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tasks', '0004_after_failure_rule'),
+        ('tasks', '0005_lean_history'),
+        ('tasks', '0007_console_indexes'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -210,7 +211,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='taskhistory',
             name='event_type',
-            field=models.CharField(choices=[('task_queued', 'Task Queued'), ('task_started', 'Task Started'), ('task_succeeded', 'Task Succeeded'), ('retry_scheduled', 'Retry Scheduled'), ('task_failed', 'Task Failed'), ('cancel_requested', 'Cancel Requested'), ('task_cancelled', 'Task Cancelled'), ('lease_expired', 'Lease Expired'), ('task_requeued', 'Task Requeued'), ('task_released', 'Task Released'), ('task_waiting', 'Task Waiting'), ('dependencies_met', 'Dependencies Met'), ('dependency_failed', 'Dependency Failed'), ('task_snoozed', 'Task Snoozed')], max_length=32),
+            field=models.CharField(choices=[('task_queued', 'Task Queued'), ('task_started', 'Task Started'), ('task_succeeded', 'Task Succeeded'), ('retry_scheduled', 'Retry Scheduled'), ('task_failed', 'Task Failed'), ('cancel_requested', 'Cancel Requested'), ('task_cancelled', 'Task Cancelled'), ('lease_expired', 'Lease Expired'), ('task_requeued', 'Task Requeued'), ('task_released', 'Task Released'), ('task_waiting', 'Task Waiting'), ('dependencies_met', 'Dependencies Met'), ('dependency_failed', 'Dependency Failed'), ('task_snoozed', 'Task Snoozed'), ('task_run_now', 'Task Run Now')], max_length=32),
         ),
         migrations.AlterField(
             model_name='taskhistory',

@@ -72,8 +72,8 @@ def test_list_shows_columns_and_coloured_badges(admin_client):
     assert response.status_code == 200
     html = response.content.decode()
     headers = re.findall(r'<th scope="col" class="[^"]*column-(\w+)', html)
-    assert headers == ["id", "name", "type", "status_display", "priority", "queue", "retries",
-                       "created", "run_time"]
+    assert headers == ["id", "name_display", "type_display", "status_display", "priority",
+                       "queue", "retries", "created", "started", "run_time"]
     assert f'class="task-status task-status-succeeded" data-task-id="{a.pk}"' in html
     assert f'class="task-status task-status-queued" data-task-id="{b.pk}"' in html
     assert f'data-task-retries="{a.pk}">0/2<' in html
@@ -334,11 +334,14 @@ def test_workers_page_lists_workers_with_running_counts(admin_client):
     html = response.content.decode()
     assert response.status_code == 200
     row_a = re.search(r"<tr>.*?host-a.*?</tr>", html, re.S).group(0)
-    assert ">42<" in row_a and "mail, default" in row_a and ">4<" in row_a
-    assert '<td class="field-running_tasks">1</td>' in row_a
+    assert ">42<" in row_a and "mail, default" in row_a
+    assert re.search(r'<td class="field-running_tasks">1 / 4 <a href="/admin/tasks/task/'
+                     rf'{task.pk}/change/">#{task.pk}</a> <a href="/admin/tasks/task/\?worker='
+                     r'host-a%3A42%3Ax" class="task-muted">all</a></td>', row_a)
+    assert "task-worker-online" in row_a
     row_b = re.search(r"<tr>.*?host-b.*?</tr>", html, re.S).group(0)
-    assert "<td class=\"field-queues_display\">all</td>" in row_b
-    assert '<td class="field-running_tasks">0</td>' in row_b
+    assert "<td class=\"field-queues_display\">all queues</td>" in row_b
+    assert '<td class="field-running_tasks">0 / 2  <a' in row_b
     assert "Add worker" not in html
 
 
@@ -362,9 +365,9 @@ def test_dashboard_page_renders_the_snapshot_and_is_linked(admin_client):
     snap = data["snapshot"]
     assert snap["counts"]["succeeded"] == 1 and snap["counts"]["failed"] == 1
     assert snap["counts"]["queued"] == 1
-    assert snap["queues"] == [{"queue": "mail", "type": "simulate", "waiting": 1, "due": 1}]
-    assert [f["id"] for f in snap["failures"]] == [bad.pk]
-    assert "it broke" in snap["failures"][0]["error"]
+    assert [(q["queue"], q["waiting"], q["due"]) for q in snap["queues"]] == [("mail", 1, 1)]
+    assert [f["id"] for f in snap["failing"]] == [bad.pk]
+    assert "it broke" in snap["failing"][0]["message"]
     assert len(snap["throughput"]) == 60
     assert sum(p["succeeded"] for p in snap["throughput"]) == 1
     assert sum(p["failed"] for p in snap["throughput"]) == 1

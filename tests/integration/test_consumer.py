@@ -75,7 +75,7 @@ def test_staff_is_accepted_and_gets_a_snapshot(login):
         assert connected
         snapshot = await comm.receive_json_from(timeout=5)
         assert snapshot["type"] == "snapshot"
-        assert snapshot["counts"] == {"queued": 0, "running": 0, "retrying": 0,
+        assert snapshot["counts"] == {"waiting": 0, "queued": 0, "running": 0, "retrying": 0,
                                       "succeeded": 0, "failed": 0, "cancelled": 0}
         assert len(snapshot["throughput"]) == 60
         await comm.disconnect()
@@ -132,8 +132,10 @@ def test_a_real_notify_from_another_connection_arrives_as_an_event(login):
         assert events["totals"] == {"task_queued": 1} and events["dropped"] == 0
         snapshot = await receive_until(comm, "snapshot", timeout=3)
         assert snapshot["counts"]["queued"] == 1
-        assert snapshot["queues"] == [{"queue": "mail", "type": "noop", "waiting": 1,
-                                       "due": 1}]
+        (queue,) = snapshot["queues"]
+        assert queue["oldest_due_seconds"] >= 0
+        assert queue == {"queue": "mail", "waiting": 1, "due": 1, "running": 0,
+                         "oldest_due_seconds": queue["oldest_due_seconds"]}
         await comm.disconnect()
 
     asyncio.run(scenario())

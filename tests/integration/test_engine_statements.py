@@ -8,12 +8,14 @@ A new transition statement without a case here fails `test_every_transition_is_c
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Callable
 
 import psycopg
 import pytest
 from django.db.models import Count
+from django.utils import timezone
 
 from tasks import engine
 from tasks.engine.sql import QUERIES
@@ -134,9 +136,20 @@ def snooze_runs():
         Event.TASK_SNOOZED}
 
 
+def run_now_tasks():
+    later = timezone.now() + datetime.timedelta(hours=1)
+    deferred, due = enqueue(run_at=later), enqueue()
+    (backing_off,) = _claimed(1, max_retries=3)
+    engine.fail(worker_id=WORKER, outcomes=[outcome(backing_off, error="boom")])
+    Task.objects.filter(pk=backing_off.id).update(run_at=later)  # a long backoff
+    return (lambda: set(engine.run_now_many([deferred.pk, due.pk, backing_off.id]).done)), {
+        Event.TASK_RUN_NOW}
+
+
 CASES: dict[str, Case] = {f.__name__: f for f in (
     insert_task, insert_tasks, insert_graph, claim_any, claim_queues, complete_runs, fail_runs,
-    cancel_runs, release_runs, snooze_runs, rescue_expired, cancel_tasks, retry_tasks)}
+    cancel_runs, release_runs, snooze_runs, rescue_expired, cancel_tasks, retry_tasks,
+    run_now_tasks)}
 
 
 @pytest.fixture

@@ -32,8 +32,21 @@
   }
 
   function time(iso) {
-    var d = new Date(iso);
-    return isNaN(d) ? "" : d.toLocaleTimeString();
+    return window.TaskTime ? window.TaskTime.format(iso, false, true) : iso;
+  }
+
+  function when(iso) {
+    return window.TaskTime ? window.TaskTime.node(iso) : el("time", {datetime: iso}, iso);
+  }
+
+  function span(seconds) {
+    if (seconds === null || seconds === undefined) { return "—"; }
+    if (seconds < 60) { return seconds.toFixed(1) + "s"; }
+    var m = Math.floor(seconds / 60), h = Math.floor(m / 60), d = Math.floor(h / 24);
+    var pad = function (n) { return (n < 10 ? "0" : "") + n; };
+    if (d) { return d + "d " + pad(h % 24) + "h"; }
+    if (h) { return h + "h " + pad(m % 60) + "m"; }
+    return m + "m " + pad(Math.floor(seconds % 60)) + "s";
   }
 
   function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } }
@@ -58,49 +71,122 @@
     });
   }
 
+  function cell(tr, text, cls) {
+    var td = el("td", cls ? {"class": cls} : {}, text);
+    tr.appendChild(td);
+    return td;
+  }
+
   function renderQueues(queues) {
     var tbody = document.getElementById("queue-depth");
+    var listUrl = root.getAttribute("data-task-list-url");
+    // The controls column belongs to the queue controls; keep what they put there.
+    var controls = {};
+    Array.prototype.forEach.call(tbody.querySelectorAll("td.task-queue-controls"), function (td) {
+      controls[td.getAttribute("data-queue")] = td;
+    });
     clear(tbody);
-    if (!queues.length) { emptyRow(tbody, 4, "Nothing waiting."); return; }
+    if (!queues.length) { emptyRow(tbody, 6, "Nothing waiting or running."); return; }
     queues.forEach(function (q) {
-      var tr = el("tr");
-      tr.appendChild(el("td", {}, q.queue));
-      tr.appendChild(el("td", {}, q.type));
-      tr.appendChild(el("td", {"class": "num"}, q.waiting));
-      tr.appendChild(el("td", {"class": "num"}, q.due));
+      var tr = el("tr", {"data-queue": q.queue});
+      var name = cell(tr);
+      name.appendChild(el("a", {href: listUrl + "?queue=" + encodeURIComponent(q.queue)}, q.queue));
+      cell(tr, q.waiting, "num");
+      cell(tr, q.due, "num");
+      cell(tr, span(q.oldest_due_seconds), "num");
+      cell(tr, q.running, "num");
+      tr.appendChild(controls[q.queue] || el("td", {"class": "task-queue-controls", "data-queue": q.queue}));
       tbody.appendChild(tr);
     });
   }
 
-  function renderFailures(failures) {
-    var tbody = document.getElementById("recent-failures");
+  function renderFailing(failing) {
+    var tbody = document.getElementById("failing");
     clear(tbody);
-    if (!failures.length) { emptyRow(tbody, 4, "No failures in the last hour."); return; }
-    failures.forEach(function (f) {
+    if (!failing.length) { emptyRow(tbody, 4, "No failures in the last hour."); return; }
+    failing.forEach(function (f) {
       var tr = el("tr");
-      var td = el("td");
-      td.appendChild(taskLink(f.id, "#" + f.id + " " + f.name));
-      tr.appendChild(td);
-      tr.appendChild(el("td", {}, f.type));
-      tr.appendChild(el("td", {}, time(f.at)));
-      tr.appendChild(el("td", {"class": "task-error"}, f.error));
+      cell(tr, f.type);
+      var details = el("details");
+      var summary = el("summary", {title: f.message});
+      summary.appendChild(el("code", {}, f.error_class));
+      details.appendChild(summary);
+      details.appendChild(el("p", {"class": "task-error-message"}, f.message));
+      if (f.traceback) { details.appendChild(el("pre", {"class": "task-pre task-traceback"}, f.traceback)); }
+      cell(tr, null, "task-error").appendChild(details);
+      var runs = cell(tr, f.runs, "num");
+      runs.setAttribute("title", f.final + " with no retry left");
+      if (f.final) { runs.appendChild(el("span", {"class": "task-muted"}, " (" + f.final + " final)")); }
+      var latest = cell(tr);
+      latest.appendChild(taskLink(f.id));
+      latest.appendChild(document.createTextNode(" "));
+      latest.appendChild(when(f.at));
       tbody.appendChild(tr);
+    });
+  }
+
+  // A worker's state follows its last heartbeat between snapshots too: a killed worker
+  // sends no event, so the page ages it by itself (from the server's clock at the snapshot).
+  var liveness = {online: 15, lost: 30}, snapshotAt = null, receivedAt = 0;
+
+  function workerState(lastSeen) {
+    var age = (snapshotAt - new Date(lastSeen)) / 1000 + (Date.now() - receivedAt) / 1000;
+    return age <= liveness.online ? "online" : age <= liveness.lost ? "late" : "lost";
+  }
+
+  function paintWorkerStates() {
+    if (snapshotAt === null) { return; }
+    var rows = document.querySelectorAll("#workers-online tr[data-last-seen]");
+    Array.prototype.forEach.call(rows, function (tr) {
+      var state = workerState(tr.getAttribute("data-last-seen"));
+      var badge = tr.querySelector(".task-worker-state");
+      if (badge && badge.textContent !== state) {
+        badge.textContent = state;
+        badge.className = "task-worker-state task-worker-" + state;
+      }
+      tr.className = state === "online" ? "" : "task-stale";
     });
   }
 
   function renderWorkers(workers) {
     var tbody = document.getElementById("workers-online");
+    var listUrl = root.getAttribute("data-task-list-url");
     clear(tbody);
-    if (!workers.length) { emptyRow(tbody, 5, "No workers registered."); return; }
+    if (!workers.length) { emptyRow(tbody, 6, "No workers registered."); return; }
     workers.forEach(function (w) {
-      var tr = el("tr", {"class": w.online ? "" : "task-stale"});
-      tr.appendChild(el("td", {title: w.id}, w.host));
-      tr.appendChild(el("td", {"class": "num"}, w.pid));
-      tr.appendChild(el("td", {}, w.queues.join(", ")));
-      tr.appendChild(el("td", {"class": "num"}, w.running + " / " + w.concurrency));
-      tr.appendChild(el("td", {}, time(w.last_seen) + (w.online ? "" : " (silent)")));
+      var tr = el("tr", {"data-worker": w.id, "data-last-seen": w.last_seen});
+      cell(tr, w.host).setAttribute("title", w.id);
+      cell(tr, w.pid, "num");
+      cell(tr, w.queues.length ? w.queues.join(", ") : "all queues");
+      cell(tr).appendChild(el("span", {"class": "task-worker-state task-worker-" + w.state}, w.state));
+      var running = cell(tr, w.running + " / " + w.concurrency);
+      (w.running_ids || []).forEach(function (id) {
+        running.appendChild(document.createTextNode(" "));
+        running.appendChild(taskLink(id));
+      });
+      if (w.running) {
+        running.appendChild(document.createTextNode(" "));
+        running.appendChild(el("a", {href: listUrl + "?worker=" + encodeURIComponent(w.id), "class": "task-muted"}, "all"));
+      }
+      cell(tr).appendChild(when(w.last_seen));
       tbody.appendChild(tr);
     });
+  }
+
+  // The range charts are drawn by the server; re-fetch them now and then.
+  function refreshCharts() {
+    var box = document.getElementById("range-charts");
+    if (!box || !window.fetch) { return; }
+    window.fetch(box.getAttribute("data-url"), {credentials: "same-origin"})
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html) { return; }
+        var holder = document.createElement("div");
+        holder.innerHTML = html;
+        var fresh = holder.querySelector("#range-charts");
+        if (fresh) { box.parentNode.replaceChild(fresh, box); }
+      })
+      .catch(function () { /* the next refresh tries again */ });
   }
 
   function drawChart() {
@@ -169,7 +255,9 @@
 
   function feedEntry(ev) {
     var li = el("li", {"class": "task-feed-item"});
-    li.appendChild(el("span", {"class": "task-feed-time"}, time(ev.at)));
+    var at = el("span", {"class": "task-feed-time"});
+    at.appendChild(window.TaskTime ? window.TaskTime.node(ev.at, {timeOnly: true}) : document.createTextNode(ev.at));
+    li.appendChild(at);
     li.appendChild(el("span", {"class": "task-event task-event-" + ev.event}, ev.event));
     var what = el("span", {"class": "task-feed-what"});
     var ids = ev.ids || [];
@@ -200,10 +288,13 @@
   }
 
   function renderSnapshot(s) {
+    if (s.liveness) { liveness = s.liveness; }
+    if (s.at) { snapshotAt = new Date(s.at); receivedAt = Date.now(); }
     renderCounts(s.counts || {});
     renderQueues(s.queues || []);
-    renderFailures(s.failures || []);
+    renderFailing(s.failing || []);
     renderWorkers(s.workers || []);
+    paintWorkerStates();
     if (s.throughput) { series = s.throughput.slice(); drawChart(); }
     root.setAttribute("data-snapshot-at", s.at || "");
   }
@@ -227,7 +318,12 @@
     taskUrl = root.getAttribute("data-task-url");
     var initial = JSON.parse(document.getElementById("dashboard-data").textContent);
     renderSnapshot(initial.snapshot);
+    clear(document.getElementById("event-feed"));
     addEvents(initial.events || [], true);
+    window.setInterval(paintWorkerStates, 1000);
+    var charts = document.getElementById("range-charts");
+    var every = charts ? parseInt(charts.getAttribute("data-refresh"), 10) : 0;
+    if (every > 0) { window.setInterval(refreshCharts, every * 1000); }
     window.TaskLive.connect({
       path: root.getAttribute("data-ws-path"),
       indicator: document.getElementById("live-status"),
