@@ -1,4 +1,5 @@
-"""The Django admin as the operator's console: tasks, their history, workers.
+"""The Django admin as the operator's console: tasks, their history, workers, queues,
+schedules.
 
 Importing the package registers TaskAdmin, WorkerAdmin and WorkflowAdmin (Django autodiscovers
 `tasks.admin`). Pages stay cheap on a million rows: no full-table COUNT(*) (paging), filter
@@ -9,6 +10,8 @@ bench/admin_list.py. The live dashboard page is tasks.live.page.
 
 from tasks.admin import (  # noqa: F401 - registers the ModelAdmins
     history,
+    queues,
+    schedules,
     tasks,
     workers,
     workflows,

@@ -177,7 +177,6 @@ DROP FUNCTION task_rewait_dependents(bigint[]);
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tasks', '0005_lean_history'),
         ('tasks', '0007_console_indexes'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

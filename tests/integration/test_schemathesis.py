@@ -49,19 +49,31 @@ KNOWN_WORKFLOWS = [
 ]
 
 
+SCHEDULE_BODIES = [
+    {"name": "every", "type": "noop", "interval_seconds": 30},
+    {"name": "cron", "type": "simulate", "cron": "*/5 * * * *", "timezone": "Asia/Tokyo",
+     "payload": {"duration": 0.1}, "missed_ticks": "skip"},
+]
+
+
 @pytest.fixture
-def fuzz():
-    """A user's token, ids of tasks in several states and of a workflow; keeps the test's
-    database connection open across WSGI calls."""
+def fuzz(request):
+    """A user's token, ids of tasks in several states (or of a schedule, or a workflow);
+    keeps the test's database connection open across WSGI calls."""
     ids = [TaskFactory().pk, TaskFactory(failed=True).pk, TaskFactory(succeeded=True).pk]
-    workflow, _tasks = engine.enqueue_workflow([{"name": "a", "type": "noop"}])
     # The WSGI handler closes the database connection after each request, which would
     # end the test's transaction; Django's own test client disconnects it the same way.
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     try:
-        user = grant(UserFactory(username="fuzzer"), *users.OPERATOR)
-        yield Token.objects.create(user=user).key, ids, [workflow.pk]
+        user = grant(UserFactory(username="fuzzer"), *users.OPERATOR, *users.QUEUES,
+                     *users.SCHEDULES)
+        if "/api/schedules/" in request.node.name:
+            ids = [engine.schedules.create(name="fuzzed", type="noop", cron="* * * * *").pk]
+        if "/api/workflows/" in request.node.name:
+            workflow, _tasks = engine.enqueue_workflow([{"name": "a", "type": "noop"}])
+            ids = [workflow.pk]
+        yield Token.objects.create(user=user).key, ids
     finally:
         request_started.connect(close_old_connections)
         request_finished.connect(close_old_connections)
@@ -71,13 +83,19 @@ def test_the_schema_covers_every_operation():
     assert set(OPERATIONS) == {
         "GET /api/stats/", "GET /api/tasks/", "POST /api/tasks/", "GET /api/tasks/{id}/",
         "POST /api/tasks/{id}/cancel/", "GET /api/tasks/{id}/history/",
-        "POST /api/tasks/{id}/retry/", "POST /api/workflows/", "GET /api/workflows/{id}/",
+        "POST /api/tasks/{id}/retry/", "GET /api/queues/", "GET /api/queues/{name}/",
+        "PATCH /api/queues/{name}/", "POST /api/queues/{name}/pause/",
+        "POST /api/queues/{name}/resume/", "GET /api/schedules/", "POST /api/schedules/",
+        "GET /api/schedules/{id}/", "PATCH /api/schedules/{id}/", "DELETE /api/schedules/{id}/",
+        "POST /api/schedules/{id}/pause/", "POST /api/schedules/{id}/resume/",
+        "POST /api/schedules/{id}/run-now/", "POST /api/workflows/",
+        "GET /api/workflows/{id}/",
     }
 
 
 @pytest.mark.parametrize("label", sorted(OPERATIONS))
 def test_no_input_causes_a_server_error_and_responses_match_the_schema(label, fuzz):
-    token, task_ids, workflow_ids = fuzz
+    token, task_ids = fuzz
     operation = OPERATIONS[label]
 
     statuses: list[int] = []
@@ -87,10 +105,18 @@ def test_no_input_causes_a_server_error_and_responses_match_the_schema(label, fu
     strategies = [operation.as_strategy(GenerationMode.POSITIVE),
                   operation.as_strategy(GenerationMode.NEGATIVE)]
     if "{id}" in operation.path:
-        ids = workflow_ids if "workflows" in operation.path else task_ids
-        strategies += [operation.as_strategy(path_parameters={"id": i}) for i in ids]
+        strategies += [operation.as_strategy(path_parameters={"id": i}) for i in task_ids]
+    if "{name}" in operation.path:
+        strategies.append(operation.as_strategy(path_parameters={"name": "default"}))
+    if label == "PATCH /api/queues/{name}/":
+        strategies += [operation.as_strategy(path_parameters={"name": "default"}, body=body)
+                       for body in ({"concurrency_limit": 2}, {"rate_limit": None})]
     if label == "POST /api/tasks/":
         strategies += [operation.as_strategy(body=body) for body in KNOWN_BODIES]
+    if label in ("POST /api/schedules/", "PATCH /api/schedules/{id}/"):
+        strategies += [operation.as_strategy(body=body, **(
+            {"path_parameters": {"id": task_ids[0]}} if "{id}" in label else {}))
+            for body in SCHEDULE_BODIES]
     if label == "POST /api/workflows/":
         strategies += [operation.as_strategy(body=body) for body in KNOWN_WORKFLOWS]
     cases = st.one_of(strategies)
