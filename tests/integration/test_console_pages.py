@@ -28,7 +28,7 @@ def test_admin_index_shows_live_task_counts(admin_client):
     engine.cancel(done.pk)
     html = admin_client.get(reverse("admin:index")).content.decode()
     counts = dict(re.findall(r'id="count-(\w+)" data-status="\w+">(\d+)<', html))
-    assert counts == {"queued": "3", "running": "0", "retrying": "0", "succeeded": "0",
-                      "failed": "0", "cancelled": "1"}
+    assert counts == {"waiting": "0", "queued": "3", "running": "0", "retrying": "0",
+                      "succeeded": "0", "failed": "0", "cancelled": "1"}
     assert "tasks/index_live.js" in html and 'id="live-status"' in html
     assert reverse("admin:tasks_taskhistory_changelist") in html
