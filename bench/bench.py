@@ -12,11 +12,20 @@ be compared in one sitting with pgqueuer, procrastinate, Celery and a raw psycop
   rate = N / (last finished - first started), start-up excluded; history rows kept;
 - lat: an idle worker, 200 tasks enqueued 50 ms apart; plugin start - enqueue call, ms;
 - rss: peak resident memory of one worker process during drain1.
+Beside them, what a task costs: CPU per 1,000 tasks in the worker and in its PostgreSQL
+backends, statements per 1,000 tasks on the hot path (claims and completions, one round
+trip each), bytes on disk per drained task (tasks + history + their indexes), and the
+REST API's array create (in process, no network) beside `enqueue_many`.
+
+    make bench BENCH_ARGS="--peers raw,pgqueuer"   # then the peers, same sitting, with ratios
+
+The database is migrated first.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -31,15 +40,24 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taskservice.settings")
 # DEBUG off: Django's debug cursor would log every statement and skew time and memory.
 os.environ["DEBUG"] = "0"
 os.environ.setdefault("SECRET_KEY", "bench-only-not-secret-" + "x" * 40)
+os.environ["ALLOWED_HOSTS"] = "testserver"  # the in-process API client
 os.environ["TASKS_PLUGINS"] = '{"bench_mark": {"plugin": "bench.plugins.Mark"}}'
+
+import warnings  # noqa: E402
+
+# WhiteNoise warns that collectstatic has not run: the bench serves no static files.
+warnings.filterwarnings("ignore", message="No directory at")
 
 import django  # noqa: E402
 
 django.setup()
 
 import psutil  # noqa: E402
+from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
+from django.test import Client  # noqa: E402
 
+from bench import peers  # noqa: E402
 from tasks import engine  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "20000"))
@@ -115,7 +133,63 @@ def bench_enqbulk() -> float:
     return N / (time.perf_counter() - t0)
 
 
-def bench_drain(nworkers: int, concurrency: int | None) -> tuple[float, float]:
+def backend_cpu() -> float:
+    """CPU seconds used so far by the other server backends of this database."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND pid <> pg_backend_pid()")
+        pids = [r[0] for r in cursor.fetchall()]
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def bench_api_bulk() -> float:
+    """N tasks through POST /api/tasks as arrays of the API's most per request."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from tasks.api.views import MAX_BULK
+    reset()
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench", defaults={"is_superuser": True, "is_staff": True})
+    token, _ = Token.objects.get_or_create(user=user)
+    client = Client(HTTP_AUTHORIZATION=f"Token {token.key}")
+    bodies = [json.dumps([{"name": f"t{i}", "type": "noop"}
+                          for i in range(start, min(N, start + MAX_BULK))])
+              for start in range(0, N, MAX_BULK)]
+    t0 = time.perf_counter()
+    for body in bodies:
+        response = client.post("/api/tasks", body, content_type="application/json",
+                               secure=True)
+        if response.status_code != 201:
+            raise RuntimeError(f"API create: HTTP {response.status_code} {response.content[:200]}")
+    return N / (time.perf_counter() - t0)
+
+
+def hot_path_costs() -> dict[str, float]:
+    """After a drain: statements per 1,000 tasks (a claim or a completion stamps all its
+    history rows with one now() per worker) and bytes on disk per task."""
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            SELECT count(DISTINCT (worker_id, created_at)) FILTER (
+                       WHERE event_type = 'task_started'),
+                   count(DISTINCT (worker_id, created_at)) FILTER (
+                       WHERE event_type = 'task_succeeded'),
+                   pg_total_relation_size('tasks') + pg_total_relation_size('task_history')
+            FROM task_history""")
+        claims, completions, size = cursor.fetchone()
+    return {"claims": claims * 1000 / N, "completions": completions * 1000 / N,
+            "bytes": size / N}
+
+
+def bench_drain(nworkers: int, concurrency: int | None) -> dict[str, float]:
+    """Drain N queued no-op tasks; rate, peak RSS, and CPU per 1,000 tasks by side."""
     reset()
     for start in range(0, N, 10000):
         engine.enqueue_many([{"name": f"t{i}", "type": "noop"}
@@ -131,13 +205,18 @@ def bench_drain(nworkers: int, concurrency: int | None) -> tuple[float, float]:
             if time.time() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError("drain did not finish")
             time.sleep(0.05)
+        # Read before the workers exit: their backends end with them.
+        worker_cpu = sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in procs)
+        server_cpu = backend_cpu()
     finally:
         rss.halt = True
         stop(procs)
     with connection.cursor() as cursor:
         cursor.execute("SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM tasks")
         span = float(cursor.fetchone()[0])
-    return N / span, rss.peak / 2**20
+    return {"rate": N / span, "rss": rss.peak / 2**20,
+            "worker_cpu": worker_cpu * 1e6 / N, "server_cpu": server_cpu * 1e6 / N,
+            **hot_path_costs()}
 
 
 def bench_latency(concurrency: int | None) -> tuple[float, float]:
@@ -178,46 +257,66 @@ def main() -> None:
     parser.add_argument("--phases", default="enq1,enqbulk,drain1,drain2,lat")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="worker --concurrency (default: the service default)")
+    parser.add_argument("--peers", default="",
+                        help="then run these peers of ../shared/bench-peers (e.g. raw,pgqueuer) "
+                             "in the same sitting and print the ratios")
     args = parser.parse_args()
     phases = args.phases.split(",")
-    rows = []
+    call_command("migrate", verbosity=0)
+    rows: list[tuple[str, str, list[float]]] = []
+    ours: dict[str, float] = {}
 
-    def med(fn, *a):
+    def measure(key, label, unit, fn, *a, fmt=",.0f"):
         runs = [fn(*a) for _ in range(REPS)]
-        return runs
+        ours[key] = statistics.median(runs)
+        rows.append((label, f"{ours[key]:{fmt}} {unit}", runs))
 
     if "enq1" in phases:
-        runs = med(bench_enq1)
-        rows.append(("enqueue, one at a time", f"{statistics.median(runs):,.0f} tasks/s", runs))
+        measure("enq_single", "enqueue, one at a time", "tasks/s", bench_enq1)
     if "enqbulk" in phases:
-        runs = med(bench_enqbulk)
-        rows.append(("enqueue, bulk", f"{statistics.median(runs):,.0f} tasks/s", runs))
-    rss_runs = []
+        measure("enq_bulk", "enqueue, bulk (enqueue_many)", "tasks/s", bench_enqbulk)
+        measure("api_bulk", "  REST array create, in process", "tasks/s", bench_api_bulk)
     for nw, key in ((1, "drain1"), (2, "drain2")):
-        if key in phases:
-            runs = med(bench_drain, nw, args.concurrency)
-            rates = [r for r, _ in runs]
-            if nw == 1:
-                rss_runs = [m for _, m in runs]
-            rows.append((f"drain {N:,} no-op, {nw} worker process{'es' if nw > 1 else ''}",
-                         f"{statistics.median(rates):,.0f} tasks/s", rates))
+        if key not in phases:
+            continue
+        runs = [bench_drain(nw, args.concurrency) for _ in range(REPS)]
+        label = f"{nw} worker process{'es' if nw > 1 else ''}"
+        for part, name, unit, fmt in (
+                ("rate", f"drain {N:,} no-op, {label}", "tasks/s", ",.0f"),
+                ("worker_cpu", f"  CPU per 1,000 tasks, worker ({label})", "ms", ",.0f"),
+                ("server_cpu", f"  CPU per 1,000 tasks, PostgreSQL ({label})", "ms", ",.0f"),
+                ("claims", f"  claim statements per 1,000 tasks ({label})", "", ",.1f"),
+                ("completions", f"  completion statements per 1,000 tasks ({label})", "",
+                 ",.1f"),
+                ("bytes", f"  bytes on disk per task ({label})", "B", ",.0f")):
+            values = [r[part] for r in runs]
+            median = statistics.median(values)
+            rows.append((name, f"{median:{fmt}} {unit}".rstrip(), values))
+            if part == "rate":
+                ours[key] = median
+        if nw == 1:
+            ours["rss"] = statistics.median(r["rss"] for r in runs)
     if "lat" in phases:
-        runs = med(bench_latency, args.concurrency)
-        rows.append(("pickup latency p50", f"{statistics.median(r[0] for r in runs):.1f} ms",
-                     [r[0] for r in runs]))
-        rows.append(("pickup latency p95", f"{statistics.median(r[1] for r in runs):.1f} ms",
-                     [r[1] for r in runs]))
-    if rss_runs:
-        rows.append(("worker peak RSS (drain1)", f"{statistics.median(rss_runs):.0f} MB",
-                     rss_runs))
+        runs = [bench_latency(args.concurrency) for _ in range(REPS)]
+        ours["lat_p50"] = statistics.median(r[0] for r in runs)
+        ours["lat_p95"] = statistics.median(r[1] for r in runs)
+        rows.append(("pickup latency p50", f"{ours['lat_p50']:.1f} ms", [r[0] for r in runs]))
+        rows.append(("pickup latency p95", f"{ours['lat_p95']:.1f} ms", [r[1] for r in runs]))
+    if "rss" in ours:
+        rows.append(("worker peak RSS (drain1)", f"{ours['rss']:.0f} MB", [ours["rss"]]))
     reset()
     s = connection.settings_dict
     print(f"\nTask Service bench: N={N:,}, median of {REPS}, concurrency "
           f"{args.concurrency or 'default'}, database {s['NAME']}@{s['HOST'] or 'local'}\n")
-    print(f"| {'measure':<40} | {'median':>16} | runs")
-    print(f"|{'-' * 42}|{'-' * 18}|------")
+    print(f"| {'measure':<50} | {'median':>14} | runs")
+    print(f"|{'-' * 52}|{'-' * 16}|------")
     for name, value, runs in rows:
-        print(f"| {name:<40} | {value:>16} | {', '.join(f'{r:,.1f}' for r in runs)}")
+        print(f"| {name:<50} | {value:>14} | {', '.join(f'{r:,.1f}' for r in runs)}")
+    if args.peers:
+        found = peers.run_peers(args.peers.split(","), N, REPS)
+        print(f"\nSame sitting, N={N:,}, median of {REPS}; × is the Task Service's ratio "
+              "to the peer (above 1 is better)\n")
+        print(peers.side_by_side(ours, found))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ same answer everywhere:
   and `retry_task` steer them; `delete_task` deletes finished ones.
 - Without `tasks.view_all_tasks` a user sees and steers only the tasks they own; other
   tasks do not exist for them (404, never 403, so ids do not leak).
+- `tasks.view_queue` lists queues; `tasks.change_queue` pauses, resumes and limits them.
+  `tasks.view_schedule`, `add_schedule`, `change_schedule` (also pause, resume, run now)
+  and `delete_schedule` do the same for schedules.
 - Submitting a task of type T also needs `tasks.enqueue_type_T` (created for every
   registered type by `migrate`) or `tasks.enqueue_any_type`, so a type such as `run_query`
   can be given to a few.
@@ -32,6 +35,13 @@ DELETE = "delete_task"
 VIEW_ALL = "view_all_tasks"
 ENQUEUE_ANY = "enqueue_any_type"
 TYPE_PREFIX = "enqueue_type_"
+# Queues and schedules: Django's model permissions of Queue and Schedule.
+VIEW_QUEUE = "view_queue"
+CHANGE_QUEUE = "change_queue"  # pause, resume, limits
+VIEW_SCHEDULE = "view_schedule"
+ADD_SCHEDULE = "add_schedule"
+CHANGE_SCHEDULE = "change_schedule"  # also pause, resume, run now
+DELETE_SCHEDULE = "delete_schedule"
 CODENAME_MAX = 100  # django.contrib.auth Permission.codename
 
 ACTION_PERMISSIONS = {"view": VIEW, "add": ADD, "cancel": CANCEL, "retry": RETRY,

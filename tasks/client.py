@@ -25,6 +25,7 @@ from tasks.api.serializers import (
     TaskHistorySerializer,
     TaskListSerializer,
     TaskSerializer,
+    spec_from,
 )
 from tasks.exceptions import InvalidTask, TaskServiceError
 from tasks.models import Origin, Status
@@ -86,7 +87,7 @@ class LocalClient:
         serializer = TaskCreateSerializer(data=spec)
         if not serializer.is_valid():
             raise ClientError(_one_line(serializer.errors))
-        return self._call(engine.enqueue, **serializer.enqueue_spec(), origin=Origin.CLI)
+        return self._call(engine.enqueue, **spec_from(serializer.validated_data), origin=Origin.CLI)
 
     def get(self, task_id: str) -> dict:
         return self._call(selectors.task, task_id)

@@ -52,6 +52,7 @@ class EngineSettings:
     RESCUE_INTERVAL: float = field(default=5.0, metadata=_at_least(0.1))
     REAP_INTERVAL: float = field(default=15.0, metadata=_at_least(0.1))
     PRUNE_INTERVAL: float = field(default=60.0, metadata=_at_least(0.1))
+    SCHEDULE_INTERVAL: float = field(default=1.0, metadata=_at_least(0.05))
     PRUNE_BATCH_SIZE: int = field(default=2000, metadata=_at_least(1))
     # Retention of finished tasks (and their history) in seconds per final status; 0 keeps
     # them forever.
@@ -108,7 +109,11 @@ def engine() -> EngineSettings:
     return _engine
 
 
-@register()
+# The tag of the service's own checks: runworker runs them (and not the URL checks).
+TASKS_CHECKS = "tasks"
+
+
+@register(TASKS_CHECKS)
 def check_engine_settings(app_configs, **kwargs) -> list[Error]:
     return [Error(f"TASKS_ENGINE: {problem}", id="tasks.E001")
             for problem in problems(getattr(settings, "TASKS_ENGINE", {}))]

@@ -78,3 +78,16 @@ class PluginConfigurationError(ImproperlyConfigured):
 class WorkerLost(TaskServiceError):  # noqa: N818 - reads as what happened, like TaskCancelled
     """A run ended because its worker was lost or stopped: its lease expired (the rescuer
     records this class on the `lease_expired` row) or the worker shut down mid-run."""
+
+
+class InvalidInput(InvalidTask):
+    """A queue setting or a schedule is not valid; `errors` maps field -> messages."""
+
+
+class NotFound(TaskServiceError):
+    """No queue or schedule has that name or id."""
+
+    def __init__(self, kind: str, key: Any):
+        self.kind = kind
+        self.key = key
+        super().__init__(f"No {kind} {key!r}.")

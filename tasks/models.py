@@ -9,8 +9,8 @@ from django.db.models.functions import Coalesce, Now
 
 from tasks.states import ACTIVE, FINISHED, Event, Status
 
-__all__ = ["ACTIVE_STATUSES", "FINISHED_STATUSES", "Event", "Origin", "Status", "Task",
-           "TaskHistory", "Worker"]
+__all__ = ["ACTIVE_STATUSES", "FINISHED_STATUSES", "AuditEntry", "Event", "MissedTicks",
+           "Origin", "Queue", "Schedule", "Status", "Task", "TaskHistory", "Worker"]
 
 # The lifecycle's rules live in tasks.states; these are its sets in declaration order, for
 # the ORM (`status__in`).
@@ -26,6 +26,7 @@ class Origin(models.TextChoices):
     CLI = "cli"
     PYTHON = "python"
     DJANGO_TASKS = "django_tasks"
+    SCHEDULE = "schedule"
 
 
 class Task(models.Model):
@@ -52,8 +53,9 @@ class Task(models.Model):
     # conflict instead of a silent merge.
     idempotency_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     # Who submitted it (NULL: trusted code with no user, e.g. Python or django.tasks).
+    # idx_owner_created_at serves every lookup by owner: no index of its own.
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                              on_delete=models.SET_NULL, related_name="+")
+                              on_delete=models.SET_NULL, related_name="+", db_index=False)
     origin = models.CharField(max_length=16, choices=Origin.choices, db_default=Origin.PYTHON)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now())
@@ -101,6 +103,16 @@ class Task(models.Model):
                 name="idx_owner_created_at",
                 condition=models.Q(owner__isnull=False),
             ),
+            # Serves the claim of one queue: the limited queues' claim and the workers that
+            # serve named queues, without walking other queues' backlogs.
+            models.Index(
+                "queue",
+                models.F("priority").desc(),
+                "run_at",
+                "id",
+                name="idx_claim_queue",
+                condition=models.Q(status__in=["queued", "retrying"]),
+            ),
             # Serves the reconciler and heartbeats: running rows by lease.
             models.Index(
                 fields=["locked_until"],
@@ -130,7 +142,14 @@ class Task(models.Model):
 
 class TaskHistory(models.Model):
     id = models.BigAutoField(primary_key=True)
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="history")
+    # No database constraint: every history row is written by the engine statement that
+    # writes its task, and every delete of tasks deletes their history in the same
+    # statement. A constraint would check each row against `tasks` at commit, a plan
+    # cached per connection that a nearly empty table's statistics turn into a
+    # sequential scan for as long as the connection lives. idx_task_id_created_at serves
+    # lookups by task.
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="history",
+                             db_constraint=False, db_index=False)
     status = models.CharField(max_length=16, choices=Status.choices)
     event_type = models.CharField(max_length=32, choices=Event.choices)
     attempt = models.IntegerField(default=0)
@@ -173,3 +192,106 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class Queue(models.Model):
+    """A queue an operator steers: paused, or limited across the whole cluster.
+
+    A queue without a row (most) is unpaused and unlimited; tasks name their queue freely.
+    The claim reads this table in the same transaction (tasks/engine/queries.sql:
+    lock_limited_queues, claim_limited), so no race of workers exceeds a limit.
+    """
+
+    name = models.CharField(max_length=100, primary_key=True)
+    paused = models.BooleanField(default=False, db_default=False)
+    # Most tasks of this queue running at once across every worker (NULL: no limit).
+    concurrency_limit = models.IntegerField(null=True, blank=True)
+    # Most task starts per second across the cluster (NULL: no limit): a token bucket of
+    # at most max(1, rate_limit / 10) tokens, refilled continuously.
+    rate_limit = models.FloatField(null=True, blank=True)
+    tokens = models.FloatField(default=0.0, db_default=0.0)
+    refilled_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "task_queues"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AuditEntry(models.Model):
+    """Who did what to a queue or a schedule (task changes are in TaskHistory)."""
+
+    id = models.BigAutoField(primary_key=True)
+    created_at = models.DateTimeField(db_default=Now())
+    actor = models.CharField(max_length=255, blank=True, default="")
+    action = models.CharField(max_length=32)
+    target_kind = models.CharField(max_length=16)  # queue | schedule
+    target = models.CharField(max_length=255)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        db_table = "task_audit"
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["target_kind", "target", "created_at"],
+                                name="idx_audit_target")]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target_kind} {self.target} by {self.actor or '?'}"
+
+
+class MissedTicks(models.TextChoices):
+    """What a schedule does with ticks it missed (an outage, no worker running)."""
+
+    CATCH_UP_ONCE = "catch_up_once"  # one task for the latest missed tick
+    SKIP = "skip"  # none: the next task is for the next tick on time
+
+
+class Schedule(models.Model):
+    """A task enqueued at every tick of a cron expression (in a time zone) or an interval.
+
+    The scheduler (tasks/maintenance/scheduler.py) enqueues each due tick exactly once:
+    the task's idempotency key is `schedule:<id>:<tick>`, unique per owner, and the row's
+    next_run_at moves in the same transaction. Written only by tasks/engine/schedules.py.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=200, unique=True)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField(default=dict, blank=True)
+    queue = models.CharField(max_length=100, default="default")
+    priority = models.IntegerField(default=0)
+    max_retries = models.IntegerField(null=True, blank=True)  # None: the engine's default
+    timeout_seconds = models.IntegerField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    cron = models.CharField(max_length=200, blank=True, default="")
+    timezone = models.CharField(max_length=64, default="UTC")
+    interval_seconds = models.IntegerField(null=True, blank=True)
+    missed_ticks = models.CharField(max_length=16, choices=MissedTicks.choices,
+                                    default=MissedTicks.CATCH_UP_ONCE)
+    # The next tick to enqueue (None while disabled), the last enqueued and its task.
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_tick_at = models.DateTimeField(null=True, blank=True)
+    last_task_id = models.BigIntegerField(null=True, blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                              on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "task_schedules"
+        ordering = ["name"]
+        indexes = [models.Index(fields=["next_run_at"], name="idx_schedule_due",
+                                condition=models.Q(enabled=True))]
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(interval_seconds__isnull=True) & ~models.Q(cron=""))
+                | (models.Q(interval_seconds__gte=1) & models.Q(cron="")),
+                name="schedule_cron_or_interval"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -270,3 +270,42 @@ def attempts(task_id: int) -> list[dict[str, Any]]:
                        traceback=row["traceback"])
             run["worker"] = run["worker"] or row["worker_id"]
     return [runs[n] for n in sorted(runs)]
+
+
+_QUEUES = """
+WITH waiting AS (
+    SELECT queue,
+           count(*) FILTER (WHERE run_at <= now()) AS due,
+           count(*) FILTER (WHERE run_at > now()) AS deferred,
+           extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8
+               AS oldest_due_age
+    FROM tasks WHERE status IN ('queued', 'retrying') GROUP BY queue
+), busy AS (
+    SELECT queue, count(*) AS running FROM tasks WHERE status = 'running' GROUP BY queue
+), names AS (
+    SELECT queue AS name FROM waiting UNION SELECT queue FROM busy
+    UNION SELECT name FROM task_queues
+)
+SELECT n.name, coalesce(w.due, 0), coalesce(w.deferred, 0), coalesce(b.running, 0),
+       w.oldest_due_age, coalesce(q.paused, false), q.concurrency_limit, q.rate_limit
+FROM names n
+LEFT JOIN waiting w ON w.queue = n.name
+LEFT JOIN busy b ON b.queue = n.name
+LEFT JOIN task_queues q ON q.name = n.name
+ORDER BY n.name
+"""
+QUEUE_FIELDS = ("name", "due", "deferred", "running", "oldest_due_age", "paused",
+                "concurrency_limit", "rate_limit")
+
+
+def queues() -> list[dict[str, Any]]:
+    """Every queue with waiting or running tasks, or with a row of its own (paused or
+    limited once): tasks due now and deferred (queued or retrying, run_at later), running,
+    the age in seconds of the oldest due task, the pause and the limits. Reads the claim's
+    and the leases' partial indexes, not finished tasks."""
+    return [dict(zip(QUEUE_FIELDS, row, strict=True)) for row in _rows(_QUEUES)]
+
+
+def queue(name: str) -> dict[str, Any] | None:
+    """One queue of queues(), or None if it has no tasks and no row."""
+    return next((q for q in queues() if q["name"] == name), None)

@@ -50,6 +50,10 @@ RETRYABLE = frozenset({Status.FAILED, Status.CANCELLED})
 # Events after which there may be work to claim at once: workers wake on them.
 WAKE_EVENTS = frozenset({Event.TASK_QUEUED, Event.TASK_REQUEUED, Event.TASK_RELEASED,
                          Event.LEASE_EXPIRED, Event.TASK_RUN_NOW})
+# Events that end a run (or hand it back): a worker held back by a queue's concurrency
+# limit wakes on them, since a slot of that queue may have freed.
+FINISH_EVENTS = frozenset({Event.TASK_SUCCEEDED, Event.TASK_FAILED, Event.RETRY_SCHEDULED,
+                           Event.TASK_CANCELLED, Event.TASK_RELEASED, Event.LEASE_EXPIRED})
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("enqueue", (), Status.QUEUED, (Event.TASK_QUEUED,), "enqueue",
                from_text="—"),
     Transition("claim", CLAIMABLE_ORDER, Status.RUNNING, (Event.TASK_STARTED,),
-               "claim by a worker", from_text="`queued`, `retrying` (due)"),
+               "claim by a worker",
+               from_text="`queued`, `retrying` (due, queue not paused, within its limits)"),
     Transition("complete", (Status.RUNNING,), Status.SUCCEEDED, (Event.TASK_SUCCEEDED,),
                "the plugin returns"),
     Transition("fail", (Status.RUNNING,), Status.RETRYING, (Event.RETRY_SCHEDULED,),

@@ -1,4 +1,5 @@
-"""The Django admin as the operator's console: tasks, their history, workers.
+"""The Django admin as the operator's console: tasks, their history, workers, queues,
+schedules.
 
 Importing the package registers TaskAdmin and WorkerAdmin (Django autodiscovers
 `tasks.admin`). Pages stay cheap on a million rows: no full-table COUNT(*) (paging), filter
@@ -7,4 +8,4 @@ number searches the id index, and only indexed columns sort. Measured by
 bench/admin_list.py. The live dashboard page is tasks.live.page.
 """
 
-from tasks.admin import history, tasks, workers  # noqa: F401 - registers the ModelAdmins
+from tasks.admin import history, queues, schedules, tasks, workers  # noqa: F401 - registers the ModelAdmins

@@ -20,7 +20,13 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-from tasks.exceptions import IdempotencyConflict, InvalidTask, InvalidTransition, TaskNotFound
+from tasks.exceptions import (
+    IdempotencyConflict,
+    InvalidTask,
+    InvalidTransition,
+    NotFound,
+    TaskNotFound,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +36,7 @@ INTERNAL_ERROR = {"detail": "Internal server error"}
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, InvalidTask):
         return Response(exc.errors, status=status.HTTP_400_BAD_REQUEST)
-    if isinstance(exc, TaskNotFound):
+    if isinstance(exc, (TaskNotFound, NotFound)):
         return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, InvalidTransition):
         return Response({"detail": str(exc), "status": str(exc.status)},

@@ -78,12 +78,13 @@ class TaskCreateSerializer(serializers.Serializer):
             )
         return values
 
-    def enqueue_spec(self) -> dict[str, Any]:
-        """Keyword arguments for tasks.engine.enqueue: what the client sent, parsed."""
-        spec = {k: v for k, v in self.validated_data.items() if v is not None}
-        spec.setdefault("name", None)  # absent: the queue names the missing field
-        spec.setdefault("type", None)
-        return spec
+def spec_from(values: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for tasks.engine.enqueue from a TaskCreateSerializer's validated
+    values: what the client sent, parsed."""
+    spec = {k: v for k, v in values.items() if v is not None}
+    spec.setdefault("name", None)  # absent: the queue names the missing field
+    spec.setdefault("type", None)
+    return spec
 
 
 class TaskHistorySerializer(serializers.ModelSerializer):

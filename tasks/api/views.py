@@ -16,6 +16,7 @@ from rest_framework.exceptions import NotFound, PermissionDenied, ValidationErro
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
 from rest_framework.views import APIView
 
 from tasks import authz, engine, selectors
@@ -30,6 +31,7 @@ from tasks.api.serializers import (
     TaskHistorySerializer,
     TaskListSerializer,
     TaskSerializer,
+    spec_from,
 )
 from tasks.exceptions import InvalidTask
 from tasks.models import Origin, Task
@@ -99,7 +101,7 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             return self._create_many(request, data)
         serializer = TaskCreateSerializer(data=data)
         serializer.is_valid(raise_exception=True)
-        spec = serializer.enqueue_spec()
+        spec = spec_from(serializer.validated_data)
         _check_types(request, [spec])
         task = engine.enqueue(**spec, **_submitter(request))
         return Response(TaskSerializer(task).data,
@@ -112,12 +114,12 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             raise ValidationError({"non_field_errors": [
                 f"At most {MAX_BULK} tasks per request, got {len(items)}."]})
         specs, errors = {}, {}
+        parser = TaskCreateSerializer()  # its fields are built once, not once per task
         for index, item in enumerate(items):
-            serializer = TaskCreateSerializer(data=item)
-            if serializer.is_valid():
-                specs[str(index)] = serializer.enqueue_spec()
-            else:
-                errors[str(index)] = serializer.errors
+            try:
+                specs[str(index)] = spec_from(parser.run_validation(item))
+            except ValidationError as exc:
+                errors[str(index)] = as_serializer_error(exc)
         if errors:
             # Report every bad task at once: the queue's rules for the ones that parsed.
             for index, spec in specs.items():

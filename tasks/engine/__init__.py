@@ -10,12 +10,17 @@ statement or transaction, so an event always means a committed change.
 - steering: a person's side (cancel, retry, run_now, their bulk variants, delete_finished,
   get);
 - maintenance: rescue_expired, reap_workers, reconcile;
+- queues: pause, resume and set_limits of a queue (as pause_queue, resume_queue,
+  set_queue_limits), each with an audit row and an event;
+- schedules: create, update, pause, resume, run_now, delete, and fire_due (the
+  scheduler's batch), exported with a `schedule_` prefix or as the module;
 - events: the NOTIFY channel and the shape of its payload;
 - sql: the loader of queries.sql and `run`.
 """
 
 from __future__ import annotations
 
+from tasks.engine import schedules
 from tasks.engine.events import CHANNEL, NOTIFY_MAX_IDS
 from tasks.engine.maintenance import (
     RECONCILE_LOCK_KEY,
@@ -24,6 +29,10 @@ from tasks.engine.maintenance import (
     reconcile,
     rescue_expired,
 )
+from tasks.engine.queues import QueueState
+from tasks.engine.queues import pause as pause_queue
+from tasks.engine.queues import resume as resume_queue
+from tasks.engine.queues import set_limits as set_queue_limits
 from tasks.engine.runs import (
     ClaimedTask,
     HeartbeatResult,
@@ -34,11 +43,13 @@ from tasks.engine.runs import (
     fail,
     finish_cancelled,
     heartbeat,
+    idle_hint,
     next_due_in,
     register_worker,
     release,
     unregister_worker,
 )
+from tasks.engine.schedules import fire_due as fire_due_schedules
 from tasks.engine.steering import (
     BulkResult,
     cancel,
@@ -56,10 +67,11 @@ from tasks.states import WAKE_EVENTS
 
 __all__ = [
     "CHANNEL", "NOTIFY_MAX_IDS", "QUEUE_NAME_RE", "RECONCILE_LOCK_KEY", "TASK_COLUMNS",
-    "WAKE_EVENTS", "BulkResult", "ClaimedTask", "HeartbeatResult", "Outcome", "cancel",
-    "cancel_many", "cancel_requested_ids", "claim", "complete", "delete_finished", "enqueue",
-    "enqueue_many", "fail", "finish_cancelled", "get", "heartbeat", "liveness_window",
-    "next_due_in", "notify", "prepare", "reap_workers", "reconcile", "register_worker",
-    "release", "rescue_expired", "retry", "retry_many", "run_now", "run_now_many",
-    "unregister_worker",
+    "WAKE_EVENTS", "BulkResult", "ClaimedTask", "HeartbeatResult", "Outcome", "QueueState",
+    "cancel", "cancel_many", "cancel_requested_ids", "claim", "complete", "delete_finished",
+    "enqueue", "enqueue_many", "fail", "finish_cancelled", "get", "heartbeat", "idle_hint",
+    "liveness_window", "next_due_in", "notify", "pause_queue", "prepare", "reap_workers",
+    "reconcile", "register_worker", "release", "rescue_expired", "resume_queue", "retry",
+    "retry_many", "run_now", "run_now_many", "schedules", "fire_due_schedules",
+    "set_queue_limits", "unregister_worker",
 ]

@@ -25,9 +25,18 @@ WORKER_ONLINE = "worker_online"
 WORKER_OFFLINE = "worker_offline"
 TASKS_DELETED = "tasks_deleted"  # a person deleted finished tasks
 TASKS_PRUNED = "tasks_pruned"  # the pruner deleted finished tasks past their retention
+# A person steered a queue: extra fields queue, actor, paused, concurrency_limit, rate_limit.
+QUEUE_PAUSED = "queue_paused"
+QUEUE_RESUMED = "queue_resumed"
+QUEUE_LIMITS_CHANGED = "queue_limits_changed"
+QUEUE_EVENTS = frozenset({QUEUE_PAUSED, QUEUE_RESUMED, QUEUE_LIMITS_CHANGED})
+# A person changed a schedule: extra fields schedule (its id), name, actor.
+SCHEDULE_EVENTS = frozenset({"schedule_created", "schedule_updated", "schedule_deleted",
+                             "schedule_paused", "schedule_resumed", "schedule_run_now"})
 
 # Every event name that can be sent on CHANNEL.
-NAMES = frozenset({*Event.values, WORKER_ONLINE, WORKER_OFFLINE, TASKS_DELETED, TASKS_PRUNED})
+NAMES = frozenset({*Event.values, WORKER_ONLINE, WORKER_OFFLINE, TASKS_DELETED, TASKS_PRUNED,
+                   *QUEUE_EVENTS, *SCHEDULE_EVENTS})
 
 
 def payload(event: str, ids: Iterable[int], **extra: Any) -> str:

@@ -77,10 +77,16 @@ FROM tasks
 WHERE coalesce(owner_id, 0) = %(owner_id)s AND idempotency_key = ANY(%(keys)s)
 
 -- name: claim_any --
--- Claim up to `limit` due tasks of any queue: priority first, FIFO within a priority.
-WITH picked AS MATERIALIZED (
+-- Claim up to `limit` due tasks of any queue without a pause or limit: priority, then FIFO.
+-- Queues with a row in task_queues that pauses or limits them are left out (claim_limited
+-- takes the limited ones); with no such row this costs one look at a small table.
+WITH ctl AS MATERIALIZED (
+    SELECT name, paused FROM task_queues
+    WHERE paused OR concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL
+), picked AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status IN ('queued', 'retrying') AND run_at <= now()
+      AND queue <> ALL (ARRAY(SELECT name FROM ctl))
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -107,14 +113,23 @@ WITH picked AS MATERIALIZED (
     )::text) AS sent
     WHERE EXISTS (SELECT 1 FROM claimed)
 )
-SELECT claimed.* FROM claimed LEFT JOIN note ON true
+-- One row per claimed task, or one row of NULLs when none; the last column counts the
+-- limited queues (not paused) left to claim_limited.
+SELECT claimed.*, k.limited
+FROM (SELECT count(*) FILTER (WHERE NOT paused) AS limited FROM ctl) k
+LEFT JOIN claimed ON true LEFT JOIN note ON true
 ORDER BY claimed.priority DESC, claimed.id
 
 -- name: claim_queues --
--- Claim up to `limit` due tasks of the given queues: priority first, FIFO within a priority.
-WITH picked AS MATERIALIZED (
+-- Claim up to `limit` due tasks of the given queues, unpaused and unlimited ones only.
+WITH ctl AS MATERIALIZED (
+    SELECT name, paused FROM task_queues
+    WHERE (paused OR concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL)
+      AND name = ANY(%(queues)s)
+), picked AS MATERIALIZED (
     SELECT id FROM tasks
     WHERE status IN ('queued', 'retrying') AND run_at <= now() AND queue = ANY(%(queues)s)
+      AND queue <> ALL (ARRAY(SELECT name FROM ctl))
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -141,18 +156,195 @@ WITH picked AS MATERIALIZED (
     )::text) AS sent
     WHERE EXISTS (SELECT 1 FROM claimed)
 )
+-- One row per claimed task, or one row of NULLs when none; the last column counts the
+-- limited queues (not paused) left to claim_limited.
+SELECT claimed.*, k.limited
+FROM (SELECT count(*) FILTER (WHERE NOT paused) AS limited FROM ctl) k
+LEFT JOIN claimed ON true LEFT JOIN note ON true
+ORDER BY claimed.priority DESC, claimed.id
+
+-- name: lock_limited_queues --
+-- Lock, in name order, the unpaused limited queues (of `queues`; NULL: all) with due tasks.
+-- The first statement of the limited claim's transaction: claim_limited, the next one,
+-- takes a fresh snapshot that sees every claim of the sessions that held these rows.
+SELECT name FROM task_queues q
+WHERE NOT paused AND (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL)
+  AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
+  AND EXISTS (SELECT 1 FROM tasks t WHERE t.queue = q.name
+              AND t.status IN ('queued', 'retrying') AND t.run_at <= now())
+ORDER BY name
+FOR UPDATE
+
+-- name: claim_limited --
+-- Claim up to `limit` due tasks of the locked queues `names`, each within its limits.
+-- Concurrency: the queue's running tasks, counted now. Rate: a token bucket refilled at
+-- rate_limit per second up to max(1, rate_limit / 10) tokens, one token per start. Times
+-- are the statement's (after the locks were granted), so starts are stamped in the order
+-- their tokens were taken.
+WITH q AS MATERIALIZED (
+    SELECT q.name, q.concurrency_limit, q.rate_limit,
+           CASE WHEN q.rate_limit IS NULL THEN NULL
+                ELSE least(greatest(1.0, q.rate_limit / 10),
+                           q.tokens + q.rate_limit * greatest(0.0, extract(epoch FROM
+                               statement_timestamp() - q.refilled_at)::float8)) END AS tokens,
+           (SELECT count(*) FROM tasks r
+            WHERE r.queue = q.name AND r.status = 'running') AS running
+    FROM task_queues q
+    WHERE q.name = ANY(%(names)s::text[]) AND NOT q.paused
+), budget AS (
+    SELECT name, greatest(0, least(%(limit)s::bigint,
+                                   coalesce(concurrency_limit - running, %(limit)s::bigint),
+                                   coalesce(floor(tokens)::bigint, %(limit)s::bigint))) AS n
+    FROM q
+), candidates AS MATERIALIZED (
+    SELECT c.id, c.priority, c.run_at FROM budget b CROSS JOIN LATERAL (
+        SELECT id, priority, run_at FROM tasks
+        WHERE queue = b.name AND status IN ('queued', 'retrying') AND run_at <= now()
+        ORDER BY priority DESC, run_at, id
+        LIMIT b.n
+        FOR UPDATE SKIP LOCKED) c
+    WHERE b.n > 0
+), picked AS MATERIALIZED (
+    SELECT id FROM candidates ORDER BY priority DESC, run_at, id LIMIT %(limit)s
+), claimed AS (
+    UPDATE tasks t
+    SET status = 'running', locked_by = %(worker)s,
+        locked_until = statement_timestamp() + make_interval(secs => %(lease)s),
+        attempts = t.attempts + 1, started_at = statement_timestamp(),
+        updated_at = statement_timestamp(), cancel_requested_at = NULL
+    FROM picked WHERE t.id = picked.id
+    RETURNING t.id, t.name, t.type, t.payload, t.queue, t.priority, t.attempts,
+              t.retry_count, t.max_retries, t.timeout_seconds
+), spent AS (
+    UPDATE task_queues u
+    SET tokens = q.tokens - coalesce((SELECT count(*) FROM claimed c
+                                      WHERE c.queue = q.name), 0),
+        refilled_at = greatest(u.refilled_at, statement_timestamp())
+    FROM q WHERE u.name = q.name AND q.rate_limit IS NOT NULL
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, 'running', 'task_started', attempts, %(worker)s, '', statement_timestamp()
+    FROM claimed
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', 'task_started',
+        'count', (SELECT count(*) FROM claimed),
+        'ids', (SELECT coalesce(json_agg(id), '[]') FROM
+                  (SELECT id FROM claimed ORDER BY id LIMIT 100) s),
+        'worker', %(worker)s::text
+    )::text) AS sent
+    WHERE EXISTS (SELECT 1 FROM claimed)
+)
 SELECT claimed.* FROM claimed LEFT JOIN note ON true
 ORDER BY claimed.priority DESC, claimed.id
 
--- name: next_due_any --
--- Seconds until the next queued or retrying task of any queue is due (NULL: none).
-SELECT extract(epoch FROM min(run_at) - now()) FROM tasks
-WHERE status IN ('queued', 'retrying')
+-- name: idle_hint --
+-- For an idle worker of `queues` (NULL: all): seconds until a task may be claimable
+-- (NULL: none known), and whether due tasks are held back by a limit (a finished task
+-- may free a slot). Paused queues count for neither: their resume sends an event.
+WITH ctl AS MATERIALIZED (
+    SELECT name, paused, concurrency_limit, rate_limit, tokens, refilled_at
+    FROM task_queues
+    WHERE (paused OR concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL)
+      AND (%(queues)s::text[] IS NULL OR name = ANY(%(queues)s::text[]))
+), plain AS (
+    SELECT min(run_at) AS due FROM tasks
+    WHERE status IN ('queued', 'retrying')
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+      AND queue <> ALL (ARRAY(SELECT name FROM ctl))
+), limited AS (
+    SELECT (SELECT min(run_at) FROM tasks t WHERE t.queue = c.name
+            AND t.status IN ('queued', 'retrying')) AS due,
+           c.concurrency_limit IS NOT NULL
+             AND (SELECT count(*) FROM tasks r WHERE r.queue = c.name
+                  AND r.status = 'running') >= c.concurrency_limit AS at_limit,
+           CASE WHEN c.rate_limit IS NULL THEN 0.0
+                ELSE greatest(0.0, (1.0 - c.tokens - c.rate_limit * extract(epoch FROM
+                        now() - c.refilled_at)::float8) / c.rate_limit) END AS token_wait
+    FROM ctl c WHERE NOT c.paused
+)
+SELECT least((SELECT extract(epoch FROM due - now())::float8 FROM plain),
+             (SELECT min(greatest(extract(epoch FROM due - now())::float8, token_wait))
+              FROM limited WHERE due IS NOT NULL AND NOT at_limit)),
+       EXISTS (SELECT 1 FROM limited WHERE due <= now() AND at_limit)
 
--- name: next_due_queues --
--- Seconds until the next queued or retrying task of the given queues is due (NULL: none).
-SELECT extract(epoch FROM min(run_at) - now()) FROM tasks
-WHERE status IN ('queued', 'retrying') AND queue = ANY(%(queues)s)
+-- name: set_queue --
+-- Pause, resume or limit a queue (its row made if missing); an audit row and an event.
+-- A new rate starts with a full bucket.
+WITH q AS (
+    INSERT INTO task_queues AS q (name, paused, concurrency_limit, rate_limit, tokens,
+                                  refilled_at, updated_at)
+    VALUES (%(name)s, coalesce(%(paused)s::boolean, false), %(concurrency_limit)s::int,
+            %(rate_limit)s::float8,
+            greatest(1.0, coalesce(%(rate_limit)s::float8, 0.0) / 10), now(), now())
+    ON CONFLICT (name) DO UPDATE SET
+        paused = coalesce(%(paused)s::boolean, q.paused),
+        concurrency_limit = CASE WHEN %(set_concurrency)s::boolean
+                                 THEN %(concurrency_limit)s::int ELSE q.concurrency_limit END,
+        rate_limit = CASE WHEN %(set_rate)s::boolean THEN %(rate_limit)s::float8
+                          ELSE q.rate_limit END,
+        tokens = CASE WHEN %(set_rate)s::boolean
+                      THEN greatest(1.0, coalesce(%(rate_limit)s::float8, 0.0) / 10)
+                      ELSE q.tokens END,
+        refilled_at = CASE WHEN %(set_rate)s::boolean THEN now() ELSE q.refilled_at END,
+        updated_at = now()
+    RETURNING q.name, q.paused, q.concurrency_limit, q.rate_limit
+), audit AS (
+    INSERT INTO task_audit (created_at, actor, action, target_kind, target, details)
+    SELECT now(), %(actor)s, %(action)s, 'queue', name,
+           jsonb_build_object('paused', paused, 'concurrency_limit', concurrency_limit,
+                              'rate_limit', rate_limit)
+    FROM q
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', %(action)s::text, 'count', 0, 'ids', '[]'::json, 'queue', name,
+        'actor', %(actor)s::text, 'paused', paused, 'concurrency_limit', concurrency_limit,
+        'rate_limit', rate_limit)::text) AS sent
+    FROM q
+)
+SELECT q.name, q.paused, q.concurrency_limit, q.rate_limit FROM q LEFT JOIN note ON true
+
+-- name: select_due_schedules --
+-- Lock up to `limit` enabled schedules whose pending tick is due at `now`, soonest first.
+SELECT id, name, type, payload, queue, priority, max_retries, timeout_seconds, cron,
+       timezone, interval_seconds, missed_ticks, next_run_at, owner_id
+FROM task_schedules
+WHERE enabled AND next_run_at <= %(now)s
+ORDER BY next_run_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: enqueue_tick --
+-- Store a schedule's task for one tick, due at the tick, unless that tick's key exists.
+-- The key `schedule:<id>:<tick>` is unique per owner: no crash or second leader doubles it.
+WITH ins AS (
+    INSERT INTO tasks (name, type, status, payload, priority, queue, run_at, retry_count,
+                       max_retries, timeout_seconds, attempts, last_error, idempotency_key,
+                       owner_id, origin, created_at, updated_at)
+    VALUES (%(name)s, %(type)s, 'queued', %(payload)s::jsonb, %(priority)s, %(queue)s,
+            %(tick)s, 0, %(max_retries)s, %(timeout_seconds)s, 0, '', %(key)s,
+            %(owner_id)s::bigint, 'schedule', now(), now())
+    ON CONFLICT ((coalesce(owner_id, 0)), idempotency_key)
+        WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, queue, type
+), hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, 'queued', 'task_queued', 0, '', %(details)s, now() FROM ins
+)
+SELECT ins.id, pg_notify('taskservice', json_build_object(
+    'event', 'task_queued', 'count', 1, 'ids', json_build_array(ins.id),
+    'queue', ins.queue, 'type', ins.type)::text)
+FROM ins
+
+-- name: advance_schedule --
+-- Move a schedule to its next tick, recording the tick enqueued and its task (if any).
+UPDATE task_schedules
+SET next_run_at = %(next_run_at)s, last_tick_at = coalesce(%(tick)s, last_tick_at),
+    last_task_id = coalesce(%(task_id)s::bigint, last_task_id), updated_at = now()
+WHERE id = %(id)s
+RETURNING id
 
 -- name: heartbeat --
 -- Renew a worker's leases and last_seen; its held ids, cancel flags, and whether it is known.

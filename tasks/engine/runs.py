@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import transaction
+
 from tasks import jsonsafe
 from tasks.backoff import backoff_delay
 from tasks.conf import engine
@@ -61,7 +63,9 @@ def claim(*, worker_id: str, limit: int, queues: Sequence[str] | None = None,
           lease_seconds: float | None = None) -> list[ClaimedTask]:
     """Claim up to `limit` due tasks, highest priority first, FIFO within a priority.
 
-    One statement: `FOR UPDATE SKIP LOCKED` means two workers never hold the same task.
+    One statement (`FOR UPDATE SKIP LOCKED`: two workers never hold the same task) claims
+    from queues without a pause or limit. When limited queues exist and slots are left,
+    claim_limited fills them in its own short transaction, within each queue's limits.
     """
     if limit <= 0:
         return []
@@ -70,21 +74,45 @@ def claim(*, worker_id: str, limit: int, queues: Sequence[str] | None = None,
     if queues:
         params["queues"] = list(queues)
     rows = run("claim_queues" if queues else "claim_any", params)
-    return [
-        ClaimedTask(id=r[0], name=r[1], type=r[2], payload=loads(r[3]), queue=r[4],
-                    priority=r[5], attempt=r[6], retry_count=r[7], max_retries=r[8],
-                    timeout_seconds=r[9])
-        for r in rows
-    ]
+    tasks = [_claimed(r) for r in rows if r[0] is not None]
+    if rows and rows[0][-1] and len(tasks) < limit:
+        tasks += _claim_limited(worker_id, limit - len(tasks), queues, lease)
+    return tasks
+
+
+def _claimed(r: Sequence) -> ClaimedTask:
+    return ClaimedTask(id=r[0], name=r[1], type=r[2], payload=loads(r[3]), queue=r[4],
+                       priority=r[5], attempt=r[6], retry_count=r[7], max_retries=r[8],
+                       timeout_seconds=r[9])
+
+
+def _claim_limited(worker_id: str, limit: int, queues: Sequence[str] | None,
+                   lease: float) -> list[ClaimedTask]:
+    """Lock the limited queues with due tasks (first statement), then claim within their
+    limits (second statement, a fresh snapshot): workers take turns per queue, and each
+    counts the runs and tokens its predecessors left."""
+    with transaction.atomic():
+        names = [r[0] for r in run("lock_limited_queues",
+                                   {"queues": list(queues) if queues else None})]
+        if not names:
+            return []
+        rows = run("claim_limited", {"names": names, "limit": limit, "worker": worker_id,
+                                     "lease": lease})
+    return [_claimed(r) for r in rows]
+
+
+def idle_hint(queues: Sequence[str] | None = None) -> tuple[float | None, bool]:
+    """For an idle worker: seconds until a task may be claimable (None if none is known;
+    paused queues and queues at their concurrency limit count for nothing, a rate-limited
+    queue counts when its next token is due), and whether due tasks are held back by a
+    concurrency limit (a finishing task may then free a slot)."""
+    ((value, held),) = run("idle_hint", {"queues": list(queues) if queues else None})
+    return (None if value is None else max(0.0, float(value))), bool(held)
 
 
 def next_due_in(queues: Sequence[str] | None = None) -> float | None:
-    """Seconds until the next queued/retrying task becomes due (None if there is none)."""
-    if queues:
-        ((value,),) = run("next_due_queues", {"queues": list(queues)})
-    else:
-        ((value,),) = run("next_due_any")
-    return None if value is None else max(0.0, float(value))
+    """Seconds until the next task this worker may claim becomes due (None: none known)."""
+    return idle_hint(queues)[0]
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 Every worker process may host a Maintainer; the one whose dedicated connection holds the
 session-level advisory lock MAINTAINER_LOCK_KEY leads and runs the services (rescuer,
-reaper, pruner), each in its own thread on its own interval. The others try to take the
-lock every election interval.
+reaper, pruner, scheduler), each in its own thread on its own interval. The others try to
+take the lock every election interval.
 
 Why a session advisory lock on its own connection rather than a leader row with an
 expiry (River's choice): it needs no table of its own, and the lock goes the moment the
@@ -22,6 +22,7 @@ safe to run concurrently (its statements skip rows others hold and re-check stat
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
 
@@ -32,6 +33,7 @@ from tasks.listener import connect_kwargs
 from tasks.maintenance.pruner import Pruner
 from tasks.maintenance.reaper import Reaper
 from tasks.maintenance.rescuer import Rescuer
+from tasks.maintenance.scheduler import Scheduler
 from tasks.maintenance.service import Service
 
 logger = logging.getLogger("tasks.maintenance")
@@ -41,7 +43,7 @@ MAINTAINER_LOCK_KEY = 0x7461736B6D61696E  # "taskmain"
 # Seconds before the server gives up on a silent leader and frees the lock.
 _KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
               "keepalives_count": 3}
-_SESSION_SETUP = ("SET application_name = 'taskservice maintainer'; "
+_SESSION_SETUP = (f"SET application_name = 'taskservice maintainer {os.getpid()}'; "
                   "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; "
                   "SET tcp_keepalives_count = 3; SET statement_timeout = '10s'")
 _HOLDS_LOCK = """
@@ -53,7 +55,7 @@ SELECT EXISTS (
 
 
 def default_services() -> list[Service]:
-    return [Rescuer(), Reaper(), Pruner()]
+    return [Rescuer(), Reaper(), Pruner(), Scheduler()]
 
 
 class Maintainer:

@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ('tasks', '0004_after_failure_rule'),
+        ('tasks', '0005_schedules_queues'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

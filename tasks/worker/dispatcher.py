@@ -2,8 +2,10 @@
 slots, in one statement, and hands them to the executors.
 
 It sleeps until a slot frees up or there may be work: a LISTEN wake-up, the reconciler
-recovering tasks, or the poll fallback (sooner when a deferred task falls due, since that
-sends no event). On a busy queue it lets a few slots free up so one claim takes several.
+recovering tasks, or the poll fallback (sooner when a deferred task falls due or a
+rate-limited queue's next token does, since those send no event). Paused and limited
+queues never make it spin: their tasks count as due only when a claim could take them.
+On a busy queue it lets a few slots free up so one claim takes several.
 """
 
 from __future__ import annotations
@@ -79,9 +81,13 @@ class Dispatcher:
     def _idle_timeout(self) -> float:
         timeout = self.cfg.POLL_INTERVAL if not self.batch else min(self.cfg.POLL_INTERVAL, 0.2)
         if self.listen and not self.batch:
-            # Deferred and retrying tasks send no event when they fall due.
-            due = with_db_retry("next_due", lambda: engine.next_due_in(self.queues),
-                                stop=lambda: self.slots.stopping)
+            # Deferred and retrying tasks send no event when they fall due, nor does a
+            # rate-limited queue's next token. Tasks held back by a concurrency limit
+            # wait for a run to finish (its event wakes this worker: slots.held_back).
+            due, held = with_db_retry("next_due", lambda: engine.idle_hint(self.queues),
+                                      stop=lambda: self.slots.stopping,
+                                      on_give_up=(None, False))
+            self.slots.held_back = held
             if due is not None:
                 timeout = min(timeout, max(due, 0.001))
         return timeout

@@ -32,9 +32,11 @@ from django.db import close_old_connections
 
 from tasks import engine
 from tasks.conf import engine as engine_settings
+from tasks.engine.events import QUEUE_EVENTS
 from tasks.exceptions import WorkerLost
 from tasks.listener import Listener
 from tasks.maintenance import Maintainer
+from tasks.states import FINISH_EVENTS
 from tasks.worker.completer import Completer
 from tasks.worker.dbretry import close_connection, with_db_retry
 from tasks.worker.dispatcher import Dispatcher
@@ -166,7 +168,8 @@ class Worker:
 
     def _on_event(self, event: dict) -> None:
         name = event.get("event")
-        if name in engine.WAKE_EVENTS:
+        if name in engine.WAKE_EVENTS or name in QUEUE_EVENTS \
+                or (self.slots.held_back and name in FINISH_EVENTS):
             self.slots.hint_work()
         elif name == "cancel_requested":
             self.execution.request_cancel(event.get("ids") or [])

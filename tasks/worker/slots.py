@@ -57,6 +57,8 @@ class Slots:
         self.running: dict[int, Job] = {}
         self.claimed_total = 0
         self.work_hint = True  # something may be claimable; set by LISTEN and polls
+        # Due tasks wait for a queue's concurrency limit: a finished run may free a slot.
+        self.held_back = False
         self.stopping = False
 
     def free(self) -> int:

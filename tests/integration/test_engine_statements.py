@@ -62,6 +62,21 @@ def claim_queues():
         Event.TASK_STARTED}
 
 
+def claim_limited():
+    enqueue(queue="api"), enqueue(queue="api"), enqueue(queue="api")
+    engine.set_queue_limits("api", concurrency_limit=2)
+    return (lambda: {c.id for c in engine.claim(worker_id=WORKER, limit=5)}), {
+        Event.TASK_STARTED}
+
+
+def enqueue_tick():
+    import datetime
+
+    s = engine.schedules.create(name="every", type="count", interval_seconds=60)
+    later = s.next_run_at + datetime.timedelta(seconds=1)
+    return (lambda: set(engine.fire_due_schedules(now=later).values())), {Event.TASK_QUEUED}
+
+
 def complete_runs():
     runs = _claimed(2)
     return (lambda: engine.complete(worker_id=WORKER,
@@ -131,8 +146,9 @@ def run_now_tasks():
 
 
 CASES: dict[str, Case] = {f.__name__: f for f in (
-    insert_task, insert_tasks, claim_any, claim_queues, complete_runs, fail_runs, cancel_runs,
-    release_runs, rescue_expired, cancel_tasks, retry_tasks, run_now_tasks)}
+    insert_task, insert_tasks, enqueue_tick, claim_any, claim_queues, claim_limited,
+    complete_runs, fail_runs, cancel_runs, release_runs, rescue_expired, cancel_tasks,
+    retry_tasks, run_now_tasks)}
 
 
 @pytest.fixture

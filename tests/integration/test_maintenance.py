@@ -374,8 +374,9 @@ def test_prunetasks_bad_arguments_are_a_command_error_and_change_nothing(args, m
 
 def test_the_default_services_are_built_from_the_settings(settings):
     settings.TASKS_ENGINE = {**settings.TASKS_ENGINE, "RESCUE_INTERVAL": 2.0,
-                             "REAP_INTERVAL": 3.0, "PRUNE_INTERVAL": 4.0}
+                             "REAP_INTERVAL": 3.0, "PRUNE_INTERVAL": 4.0,
+                             "SCHEDULE_INTERVAL": 0.5}
     from tasks.maintenance.maintainer import default_services
 
     assert [(s.name, s.config.interval) for s in default_services()] == [
-        ("rescuer", 2.0), ("reaper", 3.0), ("pruner", 4.0)]
+        ("rescuer", 2.0), ("reaper", 3.0), ("pruner", 4.0), ("scheduler", 0.5)]

@@ -42,10 +42,12 @@ def test_the_task_indexes_exist():
     assert "(status, id)" in indexes["idx_status_id"]
     assert "(started_at NULLS FIRST, id)" in indexes["idx_started_id"]
     # The claim's partial index: only waiting rows, in claim order.
-    claim = [d for d in indexes.values() if "priority DESC" in d]
-    assert len(claim) == 1
-    assert "run_at, id" in claim[0]
-    assert "WHERE" in claim[0] and "queued" in claim[0] and "retrying" in claim[0]
+    claim = [indexes["idx_claim"], indexes["idx_claim_queue"]]
+    assert "(priority DESC, run_at, id)" in claim[0]
+    # Per queue: the limited queues' claim and workers of named queues.
+    assert "(queue, priority DESC, run_at, id)" in claim[1]
+    for definition in claim:
+        assert "WHERE" in definition and "queued" in definition and "retrying" in definition
     unique_keys = [d for d in indexes.values() if "UNIQUE" in d and "idempotency_key" in d]
     assert unique_keys
 

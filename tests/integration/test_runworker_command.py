@@ -3,10 +3,18 @@ CommandErrors rather than tracebacks."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.core.management import CommandError, call_command, get_commands, load_command_class
+from django.core.management.base import SystemCheckError
 
 from tasks.management.commands.runworker import Command
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_runworker_resolves_to_the_task_service_command():
@@ -32,3 +40,26 @@ def test_bad_arguments_are_command_errors(args, fragment):
     with pytest.raises(CommandError) as excinfo:
         call_command("runworker", *args)
     assert fragment in str(excinfo.value)
+
+
+def test_the_worker_runs_the_service_checks_without_loading_what_it_never_serves(settings):
+    # A bad engine setting still stops the worker before it starts.
+    settings.TASKS_ENGINE = {"LEASE_SECONDS": -1}
+    with pytest.raises(SystemCheckError) as excinfo:
+        call_command("runworker", skip_checks=False)
+    assert "tasks.E001" in str(excinfo.value)
+    # The URL, admin, template and command checks would import the URLconf, the admin's
+    # views and every template library into a process that serves none of them.
+    probe = (
+        "import sys; sys.argv = ['manage.py', 'runworker']\n"
+        "import django; django.setup()\n"
+        "from django.core.management import load_command_class\n"
+        "command = load_command_class('tasks', 'runworker')\n"
+        "command.check(**command.get_check_kwargs({}))\n"
+        "print(sorted(m for m in ('taskservice.urls', 'tasks.api.views',\n"
+        "    'django.contrib.admin.templatetags.admin_list',\n"
+        "    'django.db.migrations.autodetector') if m in sys.modules))\n")
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="taskservice.settings", DEBUG="1")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    assert out.strip() == "[]"

@@ -42,8 +42,15 @@ KNOWN_BODIES = [
 ]
 
 
+SCHEDULE_BODIES = [
+    {"name": "every", "type": "noop", "interval_seconds": 30},
+    {"name": "cron", "type": "simulate", "cron": "*/5 * * * *", "timezone": "Asia/Tokyo",
+     "payload": {"duration": 0.1}, "missed_ticks": "skip"},
+]
+
+
 @pytest.fixture
-def fuzz():
+def fuzz(request):
     """A user's token and ids of tasks in several states; keeps the test's database
     connection open across WSGI calls."""
     ids = [TaskFactory().pk, TaskFactory(failed=True).pk, TaskFactory(succeeded=True).pk]
@@ -52,7 +59,12 @@ def fuzz():
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     try:
-        user = grant(UserFactory(username="fuzzer"), *users.OPERATOR)
+        user = grant(UserFactory(username="fuzzer"), *users.OPERATOR, *users.QUEUES,
+                     *users.SCHEDULES)
+        if "/api/schedules/" in request.node.name:
+            from tasks import engine
+
+            ids = [engine.schedules.create(name="fuzzed", type="noop", cron="* * * * *").pk]
         yield Token.objects.create(user=user).key, ids
     finally:
         request_started.connect(close_old_connections)
@@ -63,7 +75,12 @@ def test_the_schema_covers_every_operation():
     assert set(OPERATIONS) == {
         "GET /api/stats/", "GET /api/tasks/", "POST /api/tasks/", "GET /api/tasks/{id}/",
         "POST /api/tasks/{id}/cancel/", "GET /api/tasks/{id}/history/",
-        "POST /api/tasks/{id}/retry/",
+        "POST /api/tasks/{id}/retry/", "GET /api/queues/", "GET /api/queues/{name}/",
+        "PATCH /api/queues/{name}/", "POST /api/queues/{name}/pause/",
+        "POST /api/queues/{name}/resume/", "GET /api/schedules/", "POST /api/schedules/",
+        "GET /api/schedules/{id}/", "PATCH /api/schedules/{id}/", "DELETE /api/schedules/{id}/",
+        "POST /api/schedules/{id}/pause/", "POST /api/schedules/{id}/resume/",
+        "POST /api/schedules/{id}/run-now/",
     }
 
 
@@ -80,8 +97,17 @@ def test_no_input_causes_a_server_error_and_responses_match_the_schema(label, fu
                   operation.as_strategy(GenerationMode.NEGATIVE)]
     if "{id}" in operation.path:
         strategies += [operation.as_strategy(path_parameters={"id": i}) for i in task_ids]
+    if "{name}" in operation.path:
+        strategies.append(operation.as_strategy(path_parameters={"name": "default"}))
+    if label == "PATCH /api/queues/{name}/":
+        strategies += [operation.as_strategy(path_parameters={"name": "default"}, body=body)
+                       for body in ({"concurrency_limit": 2}, {"rate_limit": None})]
     if label == "POST /api/tasks/":
         strategies += [operation.as_strategy(body=body) for body in KNOWN_BODIES]
+    if label in ("POST /api/schedules/", "PATCH /api/schedules/{id}/"):
+        strategies += [operation.as_strategy(body=body, **(
+            {"path_parameters": {"id": task_ids[0]}} if "{id}" in label else {}))
+            for body in SCHEDULE_BODIES]
     cases = st.one_of(strategies)
 
     @given(case=cases)

@@ -10,6 +10,11 @@ from tasks import authz
 CLIENT = (authz.VIEW, authz.ADD, authz.CANCEL, authz.RETRY, authz.ENQUEUE_ANY)
 # An operator: every task of everybody.
 OPERATOR = (*CLIENT, authz.VIEW_ALL, authz.DELETE)
+# Who steers queues.
+QUEUES = (authz.VIEW_QUEUE, authz.CHANGE_QUEUE)
+# Who manages schedules.
+SCHEDULES = (authz.VIEW_SCHEDULE, authz.ADD_SCHEDULE, authz.CHANGE_SCHEDULE,
+             authz.DELETE_SCHEDULE)
 
 
 def grant(user, *codenames: str):

@@ -1,13 +1,20 @@
 """manage.py runworker: claim and run tasks until SIGTERM/SIGINT."""
 
+from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError
 
 from plugins.query_checks import query_database_problems
+from tasks.conf import TASKS_CHECKS
 from tasks.worker import Worker
 
 
 class Command(BaseCommand):
     help = "Run a Task Service worker: claims due tasks and runs them through their plugins."
+    # The checks of what a worker uses. The URL, admin, template and command checks
+    # import the URLconf, the admin, every template library and the migration machinery,
+    # which a worker never uses but would keep in memory (~15 MB).
+    requires_system_checks = [Tags.models, Tags.compatibility, Tags.caches, Tags.database,
+                              Tags.signals, Tags.async_support, TASKS_CHECKS]
 
     def add_arguments(self, parser):
         parser.add_argument("--concurrency", "-c", type=int, default=None,

@@ -177,6 +177,14 @@ def render(action: str, data: Any, fmt: str) -> str:
     return _table([("FIELD", "field"), ("VALUE", "value")], rows)
 
 
+def render_rows(columns: list[tuple[str, str]], data: Any, rows: list[dict], fmt: str) -> str:
+    """`data` as json or yaml, or `rows` as a table of `columns` (the queue and schedule
+    commands print this way)."""
+    if fmt != "table":
+        return render("", data, fmt)
+    return _table(columns, rows)
+
+
 def _task_row(task: dict) -> dict:
     return {**task, "retries": f"{task['retry_count']}/{task['max_retries']}",
             "created_at": _time(task["created_at"])}

@@ -1,0 +1,294 @@
+"""Schedules: create, change, pause, resume, run now, delete, and the firing of due ticks.
+
+A schedule is validated whole before it is saved: its task through engine.prepare (the
+plugin validates the payload), its timing through tasks.ticks (cron, time zone, interval).
+Each change writes an audit row naming who did it and sends an event. `fire_due` is what
+the scheduler service runs: in one transaction it locks the due schedules (skipping rows
+another maintainer holds), enqueues one task per schedule for its latest due tick
+(queries.sql: enqueue_tick, keyed `schedule:<id>:<tick>`, so nothing doubles it) and moves
+each schedule to its next tick.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from tasks import jsonsafe, ticks
+from tasks.engine.events import CHANNEL, payload
+from tasks.engine.sql import run
+from tasks.engine.submit import prepare
+from tasks.exceptions import InvalidInput, InvalidTask, NotFound
+from tasks.models import AuditEntry, MissedTicks, Schedule, Task
+from tasks.states import parse_id
+
+logger = logging.getLogger(__name__)
+
+# What a person may set; the rest is bookkeeping.
+FIELDS = ("name", "type", "payload", "queue", "priority", "max_retries", "timeout_seconds",
+          "enabled", "cron", "timezone", "interval_seconds", "missed_ticks")
+DEFAULTS: dict[str, Any] = {"payload": {}, "queue": "default", "priority": 0,
+                            "max_retries": None, "timeout_seconds": None, "enabled": True,
+                            "cron": "", "timezone": "UTC", "interval_seconds": None,
+                            "missed_ticks": MissedTicks.CATCH_UP_ONCE}
+NAME_MAX = 200
+
+
+def timing(schedule: Schedule) -> ticks.Timing:
+    return ticks.Timing(schedule.cron, schedule.timezone, schedule.interval_seconds)
+
+
+def validate(values: dict[str, Any]) -> dict[str, Any]:
+    """The values ready to save, or InvalidInput naming every bad field (forms call this
+    to show the errors beside their fields)."""
+    errors: dict[str, Any] = {}
+    name = values.get("name")
+    if not isinstance(name, str) or not name.strip():
+        errors["name"] = ["Required: a non-empty string."]
+    elif len(name) > NAME_MAX:
+        errors["name"] = [f"At most {NAME_MAX} characters."]
+    elif bad := jsonsafe.text_problem(name):
+        errors["name"] = [f"Invalid text: it {bad}."]
+    try:
+        spec = prepare(name=name if isinstance(name, str) and name.strip() else "schedule",
+                       type=values.get("type"), payload=values.get("payload"),
+                       priority=values.get("priority"), queue=values.get("queue"),
+                       max_retries=values.get("max_retries"),
+                       timeout_seconds=values.get("timeout_seconds"))
+    except InvalidTask as exc:
+        errors.update({k: v for k, v in exc.errors.items() if k != "name"})
+    else:
+        values["payload"] = spec.payload
+    if not isinstance(values.get("enabled"), bool):
+        errors["enabled"] = ["Must be true or false."]
+    if values.get("missed_ticks") not in MissedTicks.values:
+        errors["missed_ticks"] = [f"Must be one of {', '.join(MissedTicks.values)}."]
+    cron, zone = values.get("cron"), values.get("timezone")
+    if not isinstance(cron, str) or len(cron) > 200 or jsonsafe.text_problem(cron or ""):
+        errors["cron"] = ["Must be a cron expression of at most 200 characters."]
+    elif not isinstance(zone, str) or len(zone) > 64:
+        errors["timezone"] = ["Must be an IANA time zone name."]
+    else:
+        values["cron"] = cron.strip()
+        errors.update(ticks.problems(ticks.Timing(values["cron"], zone,
+                                                  values.get("interval_seconds"))))
+    if errors:
+        raise InvalidInput(errors)
+    return values
+
+
+def _audit(schedule: Schedule, action: str, actor: str, **details: Any) -> None:
+    AuditEntry.objects.create(actor=actor or "", action=action, target_kind="schedule",
+                              target=schedule.name, details={"id": schedule.pk, **details})
+    run("send_event", {"channel": CHANNEL, "payload": payload(
+        action, [], schedule=schedule.pk, name=schedule.name, actor=actor or "")})
+
+
+def _save(schedule: Schedule) -> Schedule:
+    try:
+        with transaction.atomic():
+            schedule.save()
+    except IntegrityError:
+        raise InvalidInput({"name": [f"A schedule named {schedule.name!r} exists."]}) from None
+    return schedule
+
+
+def _schedule_next(schedule: Schedule, now: datetime.datetime) -> None:
+    schedule.next_run_at = ticks.after(timing(schedule), now) if schedule.enabled else None
+
+
+def get(schedule_id: Any) -> Schedule:
+    pk = parse_id(schedule_id)
+    found = Schedule.objects.filter(pk=pk).first() if pk is not None else None
+    if found is None:
+        raise NotFound("schedule", schedule_id)
+    return found
+
+
+def _unknown(fields: Mapping[str, Any]) -> None:
+    unknown = sorted(set(fields) - set(FIELDS))
+    if unknown:
+        raise InvalidInput({key: ["Unknown field."] for key in unknown})
+
+
+@transaction.atomic
+def create(*, actor: str = "", owner: Any = None, **fields: Any) -> Schedule:
+    """Validate and save a schedule; its first tick is the next one after now."""
+    _unknown(fields)
+    values = validate({**DEFAULTS, **fields})
+    schedule = Schedule(**values, owner_id=getattr(owner, "pk", owner))
+    _schedule_next(schedule, timezone.now())
+    _save(schedule)
+    _audit(schedule, "schedule_created", actor)
+    return schedule
+
+
+@transaction.atomic
+def update(schedule_id: Any, *, actor: str = "", **fields: Any) -> Schedule:
+    """Change some fields (validated with the rest as they are); a new timing or enabling
+    moves the next tick to the first one after now."""
+    _unknown(fields)
+    schedule = Schedule.objects.select_for_update().get(pk=get(schedule_id).pk)
+    current = {name: getattr(schedule, name) for name in FIELDS}
+    if "cron" in fields and fields["cron"] and "interval_seconds" not in fields:
+        fields["interval_seconds"] = None  # switching to cron
+    if fields.get("interval_seconds") is not None and "cron" not in fields:
+        fields["cron"] = ""  # switching to an interval
+    values = validate({**current, **fields})
+    retimed = any(values[k] != current[k] for k in ("cron", "timezone", "interval_seconds",
+                                                    "enabled"))
+    for name, value in values.items():
+        setattr(schedule, name, value)
+    if retimed:
+        _schedule_next(schedule, timezone.now())
+    schedule.updated_at = timezone.now()
+    _save(schedule)
+    _audit(schedule, "schedule_updated", actor, fields=sorted(fields))
+    return schedule
+
+
+def pause(schedule_id: Any, *, actor: str = "") -> Schedule:
+    """No more ticks until resumed (the ones in between are not caught up)."""
+    return _enable(schedule_id, False, "schedule_paused", actor)
+
+
+def resume(schedule_id: Any, *, actor: str = "") -> Schedule:
+    return _enable(schedule_id, True, "schedule_resumed", actor)
+
+
+@transaction.atomic
+def _enable(schedule_id: Any, enabled: bool, action: str, actor: str) -> Schedule:
+    schedule = Schedule.objects.select_for_update().get(pk=get(schedule_id).pk)
+    if schedule.enabled != enabled:
+        schedule.enabled = enabled
+        _schedule_next(schedule, timezone.now())
+        schedule.updated_at = timezone.now()
+        schedule.save(update_fields=["enabled", "next_run_at", "updated_at"])
+    _audit(schedule, action, actor)
+    return schedule
+
+
+@transaction.atomic
+def delete(schedule_id: Any, *, actor: str = "") -> None:
+    """Delete a schedule; the tasks it enqueued stay."""
+    schedule = get(schedule_id)
+    _audit(schedule, "schedule_deleted", actor)
+    schedule.delete()
+
+
+def _enqueue(schedule: Any, tick: datetime.datetime, key: str, details: str) -> int | None:
+    """enqueue_tick for one schedule (a model or a select_due_schedules row as a dict);
+    the task's id, or None when that key's task exists already."""
+    spec = prepare(name=schedule["name"], type=schedule["type"], payload=schedule["payload"],
+                   priority=schedule["priority"], queue=schedule["queue"],
+                   max_retries=schedule["max_retries"],
+                   timeout_seconds=schedule["timeout_seconds"])
+    rows = run("enqueue_tick", {
+        "name": spec.name, "type": spec.type, "payload": spec.payload_json,
+        "priority": spec.priority, "queue": spec.queue, "tick": tick,
+        "max_retries": spec.max_retries, "timeout_seconds": spec.timeout_seconds,
+        "key": key, "owner_id": schedule["owner_id"], "details": details})
+    return rows[0][0] if rows else None
+
+
+def tick_key(schedule_id: int, tick: datetime.datetime) -> str:
+    """The idempotency key of a schedule's task for one tick: it carries the tick time."""
+    return f"schedule:{schedule_id}:{tick.astimezone(datetime.UTC).isoformat()}"
+
+
+def _as_dict(schedule: Schedule) -> dict[str, Any]:
+    return {name: getattr(schedule, name) for name in (*FIELDS, "id", "owner_id")}
+
+
+@transaction.atomic
+def run_now(schedule_id: Any, *, actor: str = "") -> Task:
+    """Enqueue the schedule's task at once, besides its ticks (which stay as they are)."""
+    schedule = get(schedule_id)
+    now = timezone.now()
+    key = f"schedule:{schedule.pk}:run-now:{secrets.token_hex(8)}"
+    task_id = _enqueue(_as_dict(schedule), now, key,
+                       f"run now from schedule {schedule.name!r} by {actor or 'someone'}")
+    Schedule.objects.filter(pk=schedule.pk).update(last_task_id=task_id)
+    _audit(schedule, "schedule_run_now", actor, task=task_id)
+    return Task.objects.get(pk=task_id)
+
+
+_DUE_COLUMNS = ("id", "name", "type", "payload", "queue", "priority", "max_retries",
+                "timeout_seconds", "cron", "timezone", "interval_seconds", "missed_ticks",
+                "next_run_at", "owner_id")
+
+
+def fire_due(*, now: datetime.datetime | None = None, limit: int = 100) -> dict[int, int | None]:
+    """Enqueue the latest due tick of up to `limit` due schedules in one transaction and
+    move each to its next tick; {schedule id: task id, or None when nothing was enqueued
+    (a skipped missed tick, a task the plugin no longer accepts, or a key that exists)}.
+
+    `now` is the scheduler's clock (injectable for tests); schedules another maintainer
+    holds are skipped, and their next_run_at has moved when it lets go.
+    """
+    now = now or timezone.now()
+    fired: dict[int, int | None] = {}
+    with transaction.atomic():
+        for row in run("select_due_schedules", {"now": now, "limit": limit}):
+            schedule = dict(zip(_DUE_COLUMNS, row, strict=True))
+            if isinstance(schedule["payload"], str):
+                schedule["payload"] = json.loads(schedule["payload"])
+            step = ticks.due(ticks.Timing(schedule["cron"], schedule["timezone"],
+                                          schedule["interval_seconds"]),
+                             schedule["next_run_at"], now,
+                             skip_missed=schedule["missed_ticks"] == MissedTicks.SKIP)
+            task_id = None
+            if step.tick is not None:
+                details = (f"scheduled by {schedule['name']!r} (schedule {schedule['id']}) "
+                           f"for the tick at {step.tick.isoformat()}")
+                try:
+                    with transaction.atomic():
+                        task_id = _enqueue(schedule, step.tick,
+                                           tick_key(schedule["id"], step.tick), details)
+                except InvalidTask as exc:
+                    logger.error("schedule %s: its task is no longer valid (%s); tick %s "
+                                 "skipped", schedule["name"], exc, step.tick.isoformat(),
+                                 extra={"action": "schedule_invalid",
+                                        "schedule": schedule["id"]})
+            if step.missed:
+                logger.warning("schedule %s: %d missed tick(s) dropped", schedule["name"],
+                               step.missed, extra={"action": "schedule_missed",
+                                                   "schedule": schedule["id"]})
+            run("advance_schedule", {"id": schedule["id"], "next_run_at": step.next_run_at,
+                                     "tick": step.tick, "task_id": task_id})
+            fired[schedule["id"]] = task_id
+    return fired
+
+
+def next_runs(schedule: Schedule, count: int = 3) -> list[datetime.datetime]:
+    """The schedule's next `count` tick times (none while disabled)."""
+    if not schedule.enabled or schedule.next_run_at is None:
+        return []
+    found = [schedule.next_run_at]
+    while len(found) < count:
+        found.append(ticks.after(timing(schedule), found[-1], anchor=found[-1]))
+    return found
+
+
+def sync(definitions: Mapping[str, Mapping[str, Any]], *, actor: str = "settings") -> list[str]:
+    """Create or update the schedules named in a SCHEDULES setting ({name: fields});
+    returns the names changed. Schedules not named are left alone."""
+    changed = []
+    for name, fields in definitions.items():
+        existing = Schedule.objects.filter(name=name).first()
+        if existing is None:
+            create(actor=actor, name=name, **fields)
+            changed.append(name)
+            continue
+        wanted = {**DEFAULTS, **fields}
+        if any(getattr(existing, k) != v for k, v in wanted.items()):
+            update(existing.pk, actor=actor, **wanted)
+            changed.append(name)
+    return changed

@@ -1,0 +1,53 @@
+"""The admin's Schedules page: next runs, last task and status, actions, validated forms."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from tasks import engine
+from tasks.models import AuditEntry, Schedule, Task
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = reverse("admin:tasks_schedule_changelist")
+ADD = reverse("admin:tasks_schedule_add")
+FORM = {"name": "nightly", "type": "simulate", "payload": '{"duration": 0.1}',
+        "queue": "default", "priority": "0", "max_retries": "", "timeout_seconds": "",
+        "enabled": "on", "cron": "0 3 * * *", "timezone": "UTC", "interval_seconds": "",
+        "missed_ticks": "catch_up_once"}
+
+
+def test_the_list_shows_next_runs_and_the_last_task_with_its_status(admin_client):
+    s = engine.schedules.create(name="often", type="simulate", interval_seconds=60)
+    task = engine.schedules.run_now(s.pk)
+    html = admin_client.get(CHANGELIST).content.decode()
+    assert "every 60s" in html
+    assert html.count(" UTC") >= 3  # three next runs
+    assert f"#{task.pk}</a>" in html and "task-status-queued" in html
+
+
+def test_add_through_the_form_is_validated_and_audited(admin_client):
+    bad = admin_client.post(ADD, {**FORM, "cron": "every night",
+                                  "payload": '{"duration": "long"}'})
+    assert bad.status_code == 200
+    errors = bad.context["adminform"].form.errors
+    assert "cron" in errors and "payload" in errors
+    assert not Schedule.objects.exists()
+    assert admin_client.post(ADD, FORM).status_code == 302
+    s = Schedule.objects.get()
+    assert s.next_run_at is not None and s.owner is not None
+    assert AuditEntry.objects.get().actor == "admin in the admin"
+
+
+def test_enable_disable_and_run_now_actions(admin_client):
+    s = engine.schedules.create(name="often", type="simulate", interval_seconds=60)
+    post = {"_selected_action": [s.pk]}
+    admin_client.post(CHANGELIST, {**post, "action": "disable_selected"})
+    assert not Schedule.objects.get(pk=s.pk).enabled
+    admin_client.post(CHANGELIST, {**post, "action": "enable_selected"})
+    assert Schedule.objects.get(pk=s.pk).next_run_at is not None
+    admin_client.post(CHANGELIST, {**post, "action": "run_selected_now"})
+    assert Task.objects.get().origin == "schedule"
+    assert [a for (a,) in AuditEntry.objects.values_list("action")][-3:] == [
+        "schedule_paused", "schedule_resumed", "schedule_run_now"]

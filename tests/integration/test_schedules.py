@@ -1,0 +1,190 @@
+"""Schedules in the engine against real PostgreSQL: validation on save, ticks fired once
+each with an injected clock, missed ticks, run now, pause and resume, audit and events."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from tasks import engine
+from tasks.exceptions import InvalidInput, NotFound
+from tasks.maintenance.scheduler import Scheduler, SchedulerConfig
+from tasks.models import AuditEntry, Schedule, Task, TaskHistory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+schedules = engine.schedules
+
+
+def minute(n: int = 0) -> datetime.datetime:
+    """The start of a minute n minutes from the current one (UTC)."""
+    now = timezone.now().replace(second=0, microsecond=0)
+    return now + datetime.timedelta(minutes=n)
+
+
+def every_minute(**fields) -> Schedule:
+    return schedules.create(name=fields.pop("name", "tick"), type="count", cron="* * * * *",
+                            actor="alice", **fields)
+
+
+def test_a_cron_schedule_fires_at_the_minute_and_not_before():
+    s = every_minute(payload={"sleep": 0})
+    assert s.next_run_at == minute(1)
+    clock = Scheduler(SchedulerConfig(interval=1, batch_size=10))
+    clock.clock = lambda: minute(1) - datetime.timedelta(seconds=1)
+    assert clock.run_once() == 0 and not Task.objects.exists()
+    clock.clock = lambda: minute(1) + datetime.timedelta(milliseconds=300)
+    assert clock.run_once() == 1
+    task = Task.objects.get()
+    assert (task.name, task.type, task.origin, task.run_at) == ("tick", "count", "schedule",
+                                                                minute(1))
+    assert task.idempotency_key == f"schedule:{s.pk}:{minute(1).isoformat()}"
+    (row,) = TaskHistory.objects.filter(task=task)
+    assert f"scheduled by 'tick' (schedule {s.pk})" in row.details
+    s.refresh_from_db()
+    assert (s.last_tick_at, s.last_task_id, s.next_run_at) == (minute(1), task.pk, minute(2))
+    assert clock.run_once() == 0  # the same moment again: nothing more
+
+
+def test_the_same_tick_is_never_enqueued_twice_even_if_the_bookkeeping_is_rewound():
+    s = every_minute()
+    schedules.fire_due(now=minute(1))
+    Schedule.objects.filter(pk=s.pk).update(next_run_at=minute(1))  # as if a crash lost it
+    assert schedules.fire_due(now=minute(1)) == {s.pk: None}
+    assert Task.objects.count() == 1
+
+
+def test_two_leaders_at_once_enqueue_each_tick_once():
+    for i in range(20):
+        every_minute(name=f"s{i}")
+    barrier = threading.Barrier(2)
+    results = []
+
+    def leader():
+        from django.db import connection as own
+
+        try:
+            barrier.wait()
+            results.append(schedules.fire_due(now=minute(1) + datetime.timedelta(seconds=1)))
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=leader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert Task.objects.count() == 20
+    assert len(set(Task.objects.values_list("idempotency_key", flat=True))) == 20
+
+
+@pytest.mark.parametrize("policy,expected", [("catch_up_once", 1), ("skip", 0)])
+def test_missed_ticks_after_an_outage(policy, expected):
+    s = schedules.create(name="hourly", type="count", cron="0 * * * *", missed_ticks=policy)
+    pending = s.next_run_at
+    fired = schedules.fire_due(now=pending + datetime.timedelta(hours=5, minutes=30))
+    assert Task.objects.count() == expected
+    if expected:
+        assert Task.objects.get().run_at == pending + datetime.timedelta(hours=5)
+    assert fired == {s.pk: Task.objects.get().pk if expected else None}
+    s.refresh_from_db()
+    assert s.next_run_at == pending + datetime.timedelta(hours=6)
+
+
+def test_pause_stops_ticks_and_resume_starts_from_now():
+    s = every_minute()
+    schedules.pause(s.pk, actor="bob")
+    assert Schedule.objects.get(pk=s.pk).next_run_at is None
+    assert schedules.fire_due(now=minute(5)) == {}
+    resumed = schedules.resume(s.pk, actor="bob")
+    assert resumed.next_run_at == minute(1)
+    assert list(AuditEntry.objects.values_list("action", "actor")) == [
+        ("schedule_created", "alice"), ("schedule_paused", "bob"), ("schedule_resumed", "bob")]
+
+
+def test_run_now_enqueues_at_once_and_leaves_the_ticks_alone():
+    s = every_minute()
+    task = schedules.run_now(s.pk, actor="carol")
+    assert task.status == "queued" and task.origin == "schedule"
+    assert "run now from schedule 'tick' by carol" in TaskHistory.objects.get(task=task).details
+    s.refresh_from_db()
+    assert s.last_task_id == task.pk and s.next_run_at == minute(1)
+
+
+def test_next_runs_of_an_interval_schedule():
+    s = schedules.create(name="often", type="count", interval_seconds=90)
+    runs = schedules.next_runs(s, 3)
+    assert [b - a for a, b in zip(runs, runs[1:], strict=False)] == [
+        datetime.timedelta(seconds=90)] * 2
+
+
+@pytest.mark.parametrize("fields,field", [
+    ({"payload": {"duration": "long"}, "type": "simulate"}, "payload"),
+    ({"type": "no_such_type"}, "type"),
+    ({"cron": "every day"}, "cron"),
+    ({"cron": "* * * * *", "timezone": "Nowhere/City"}, "timezone"),
+    ({"cron": "", "interval_seconds": 0}, "interval_seconds"),
+    ({"cron": "", "interval_seconds": None}, "non_field_errors"),
+    ({"missed_ticks": "always"}, "missed_ticks"),
+    ({"queue": "bad queue"}, "queue"),
+    ({"name": ""}, "name"),
+    ({"colour": "red"}, "colour"),
+])
+def test_a_bad_schedule_names_the_field_and_saves_nothing(fields, field):
+    spec = {"name": "bad", "type": "count", "cron": "* * * * *", **fields}
+    with pytest.raises(InvalidInput) as caught:
+        schedules.create(**spec)
+    assert field in caught.value.errors
+    assert not Schedule.objects.exists() and not AuditEntry.objects.exists()
+
+
+def test_a_taken_name_is_refused():
+    every_minute()
+    with pytest.raises(InvalidInput, match="exists"):
+        every_minute()
+
+
+def test_update_revalidates_and_retimes():
+    s = every_minute()
+    changed = schedules.update(s.pk, interval_seconds=30, actor="dan")
+    assert (changed.cron, changed.interval_seconds) == ("", 30)
+    with pytest.raises(InvalidInput) as caught:
+        schedules.update(s.pk, cron="nope")
+    assert "cron" in caught.value.errors
+    assert Schedule.objects.get(pk=s.pk).interval_seconds == 30
+
+
+def test_delete_and_unknown_ids():
+    s = every_minute()
+    schedules.delete(s.pk, actor="eve")
+    with pytest.raises(NotFound):
+        schedules.get(s.pk)
+    with pytest.raises(NotFound):
+        schedules.pause("abc")
+
+
+def test_sync_creates_and_updates_from_settings_and_leaves_others():
+    every_minute(name="mine")
+    defined = {"nightly": {"type": "count", "cron": "0 3 * * *", "timezone": "Europe/Paris"}}
+    assert schedules.sync(defined) == ["nightly"]
+    assert schedules.sync(defined) == []
+    defined["nightly"]["cron"] = "0 4 * * *"
+    assert schedules.sync(defined) == ["nightly"]
+    assert sorted(Schedule.objects.values_list("name", flat=True)) == ["mine", "nightly"]
+
+
+def test_the_due_index_serves_the_scheduler():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_schedule_due'")
+        assert "WHERE enabled" in cursor.fetchone()[0]
+
+
+def test_the_schedules_setting_is_synced_when_the_scheduler_starts(settings):
+    settings.TASKS_SCHEDULES = {"from-code": {"type": "count", "interval_seconds": 60}}
+    scheduler = Scheduler(SchedulerConfig(interval=1, batch_size=10))
+    scheduler.run_once()
+    assert Schedule.objects.get(name="from-code").interval_seconds == 60
+    assert AuditEntry.objects.get().actor == "settings"
