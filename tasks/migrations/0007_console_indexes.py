@@ -1,6 +1,6 @@
 import django.contrib.postgres.indexes
+from django.contrib.postgres.operations import AddIndexConcurrently
 from django.conf import settings
-from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 from django.db import migrations, models
 
 
@@ -14,27 +14,6 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        RemoveIndexConcurrently(
-            model_name='task',
-            name='idx_status_created_at',
-        ),
-        migrations.AlterField(
-            model_name='taskhistory',
-            name='event_type',
-            field=models.CharField(choices=[('task_queued', 'Task Queued'), ('task_started', 'Task Started'), ('task_succeeded', 'Task Succeeded'), ('retry_scheduled', 'Retry Scheduled'), ('task_failed', 'Task Failed'), ('cancel_requested', 'Cancel Requested'), ('task_cancelled', 'Task Cancelled'), ('lease_expired', 'Lease Expired'), ('task_requeued', 'Task Requeued'), ('task_released', 'Task Released'), ('task_run_now', 'Task Run Now')], max_length=32),
-        ),
-        AddIndexConcurrently(
-            model_name='task',
-            index=models.Index(fields=['status', 'id'], name='idx_status_id'),
-        ),
-        AddIndexConcurrently(
-            model_name='task',
-            index=models.Index(fields=['priority', 'id'], name='idx_priority_id'),
-        ),
-        AddIndexConcurrently(
-            model_name='task',
-            index=models.Index(fields=['queue', 'id'], name='idx_queue_id'),
-        ),
         AddIndexConcurrently(
             model_name='task',
             index=django.contrib.postgres.indexes.GinIndex(fields=['payload'], name='idx_payload_path', opclasses=['jsonb_path_ops']),
@@ -45,7 +24,12 @@ class Migration(migrations.Migration):
         ),
         AddIndexConcurrently(
             model_name='task',
-            index=models.Index(models.OrderBy(models.F('started_at'), nulls_first=True), models.F('id'), name='idx_started_id'),
+            index=models.Index(condition=models.Q(('started_at__isnull', False)), fields=['started_at'], name='idx_started_at'),
+        ),
+        migrations.AlterField(
+            model_name='taskhistory',
+            name='event_type',
+            field=models.CharField(choices=[('task_queued', 'Task Queued'), ('task_started', 'Task Started'), ('task_succeeded', 'Task Succeeded'), ('retry_scheduled', 'Retry Scheduled'), ('task_failed', 'Task Failed'), ('cancel_requested', 'Cancel Requested'), ('task_cancelled', 'Task Cancelled'), ('lease_expired', 'Lease Expired'), ('task_requeued', 'Task Requeued'), ('task_released', 'Task Released'), ('task_run_now', 'Task Run Now')], max_length=32),
         ),
         AddIndexConcurrently(
             model_name='taskhistory',
