@@ -1,4 +1,6 @@
-"""Time the admin task list and the dashboard on a large task table.
+"""Time every page of the operator's console and the dashboard's charts on a large task
+table: the task list (filters, sorts, searches, payload search), act-on-filter previews,
+task pages, workers, the history list, the admin index, the dashboard per chart range.
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \
         .venv/bin/python bench/admin_list.py --rows 1000000
@@ -140,12 +142,29 @@ def run(args) -> None:
     User = get_user_model()
     user = User.objects.filter(username="bench").first() or User.objects.create_superuser(
         "bench", "bench@example.com", "bench-password-1")
-    client = Client()
+    client = Client(HTTP_HOST="localhost")  # an allowed host of the DEBUG settings
     client.force_login(user)
     sample = Task.objects.order_by("-id").values_list("id", flat=True)[500]
     today = Task.objects.order_by("-id").values_list("created_at", flat=True)[0]
 
+    from tasks import engine
+
+    if not Task.objects.filter(status="running", locked_by__isnull=False).exists():
+        for n in range(3):
+            engine.register_worker(worker_id=f"bench-host:{n}:w", hostname="bench-host", pid=n,
+                                   queues=[], concurrency=8)
+        with connection.cursor() as cursor:  # fixture data: give running tasks a worker
+            cursor.execute("UPDATE tasks SET locked_by = 'bench-host:' || (id % 3) || ':w', "
+                           "locked_until = now() + interval '1 hour' WHERE status = 'running'")
+    running = Task.objects.filter(status="running").order_by("-id").values_list(
+        "id", flat=True)[0]
+    columns = list(TaskAdmin.list_display)
+
+    def sort(name: str, descending: bool = True) -> str:
+        return f"?o={'-' if descending else ''}{columns.index(name) + 1}"
+
     url = "/admin/tasks/task/"
+    history = "/admin/tasks/taskhistory/"
     cases = [
         ("list, page 1", url),
         ("list, page 50", url + "?p=50"),
@@ -157,8 +176,37 @@ def run(args) -> None:
         ("date hierarchy: a day", url + f"?created_at__year={today.year}"
                                         f"&created_at__month={today.month}"
                                         f"&created_at__day={today.day}"),
+        ("search payload n=12345 (GIN)", url + "?q=n%3D12345"),
+        ("sort by status", url + sort("status_display")),
+        ("sort by priority", url + sort("priority_short")),
+        ("sort by queue", url + sort("queue")),
+        ("sort by created", url + sort("created")),
+        ("sort by started", url + sort("started")),
+        ("sort by run time", url + sort("run_time")),
+        ("filter status=failed, sort by run time", url + "?status__exact=failed&"
+                                                    + sort("run_time")[1:]),
+        ("filter running on a worker", url + "?worker=bench-host%3A1%3Aw"),
+        ("act on filter: cancel queued (preview)", url + "act/cancel/?status__exact=queued"),
+        ("act on filter: retry failed (preview)", url + "act/retry/?status__exact=failed"),
+        ("act on filter: run now, all (preview)", url + "act/run_now/"),
+        ("act on filter: delete, type=noop (preview)", url + "act/delete/?type=noop"),
         ("task page (change view)", f"/admin/tasks/task/{sample}/change/"),
-        ("dashboard page", "/admin/dashboard/"),
+        ("task page, running task", f"/admin/tasks/task/{running}/change/"),
+        ("workers page", "/admin/tasks/worker/"),
+        ("history list", history),
+        ("history list, page 50", history + "?p=50"),
+        ("history: event=task_failed", history + "?event_type__exact=task_failed"),
+        ("history: event=lease_expired (none)", history + "?event_type__exact=lease_expired"),
+        ("history: one task (search id)", history + f"?q={sample}"),
+        ("history: worker=bench", history + "?worker=bench"),
+        ("admin index (live counts)", "/admin/"),
+        ("dashboard page (charts 1 h)", "/admin/dashboard/"),
+        ("dashboard page (charts 15 min)", "/admin/dashboard/?range=15m"),
+        ("dashboard page (charts 24 h)", "/admin/dashboard/?range=24h"),
+        ("charts alone, 15 min", "/admin/dashboard/charts/?range=15m"),
+        ("charts alone, 1 h", "/admin/dashboard/charts/?range=1h"),
+        ("charts alone, 24 h", "/admin/dashboard/charts/?range=24h"),
+        ("favicon", "/favicon.ico"),
     ]
 
     def measure(path: str) -> tuple[float, int, bool, int]:
@@ -193,10 +241,10 @@ def run(args) -> None:
             rows.append((f"{label} [stock paginator]", *measure(path)))
 
     print(f"\nAdmin on {args.rows:,} tasks (median of {args.repeat}; ms)\n")
-    print(f"{'page':<44} {'median ms':>10} {'queries':>8} {'COUNT?':>7}")
-    print("-" * 72)
+    print(f"{'page':<46} {'median ms':>10} {'queries':>8} {'COUNT?':>7}")
+    print("-" * 74)
     for label, ms, queries, counted, _ in rows:
-        print(f"{label:<44} {ms:>10.1f} {queries or '':>8} {'yes' if counted else 'no':>7}")
+        print(f"{label:<46} {ms:>10.1f} {queries or '':>8} {'yes' if counted else 'no':>7}")
 
 
 if __name__ == "__main__":

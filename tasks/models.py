@@ -113,7 +113,12 @@ class Task(models.Model):
         indexes = [
             models.Index(fields=["type", "status"], name="idx_type_status"),
             models.Index(fields=["created_at"], name="idx_created_at"),
-            models.Index(fields=["status", "created_at"], name="idx_status_created_at"),
+            # Status filters and counts, and the list sorted by status (ties by id, the
+            # direction the sort goes: tasks.admin.paging.TaskChangeList).
+            models.Index(fields=["status", "id"], name="idx_status_id"),
+            # The list sorted by priority or queue; the queue index also serves its filter.
+            models.Index(fields=["priority", "id"], name="idx_priority_id"),
+            models.Index(fields=["queue", "id"], name="idx_queue_id"),
             # Serves the claim: only due-able rows, in claim order.
             models.Index(
                 models.F("priority").desc(),
@@ -150,12 +155,14 @@ class Task(models.Model):
             # Payload search (`payload @> {...}`): jsonb_path_ops keeps one hash per leaf
             # path, so an insert costs a few entries (bench/payload_index.py measures it).
             GinIndex(fields=["payload"], opclasses=["jsonb_path_ops"], name="idx_payload_path"),
-            # The dashboard's charts read finished and started tasks of a time range; a
-            # task is inserted with neither, so these cost nothing on enqueue.
+            # The dashboard's charts read the tasks finished in a time range; a task is
+            # inserted unfinished, so this costs nothing on enqueue.
             models.Index(fields=["finished_at"], name="idx_finished_at",
                          condition=models.Q(finished_at__isnull=False)),
-            models.Index(fields=["started_at"], name="idx_started_at",
-                         condition=models.Q(started_at__isnull=False)),
+            # The charts' wait times, and the list sorted by start (not yet started first
+            # ascending, last descending, as the admin column sorts).
+            models.Index(models.F("started_at").asc(nulls_first=True), models.F("id"),
+                         name="idx_started_id"),
         ]
 
     def __str__(self) -> str:

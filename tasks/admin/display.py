@@ -48,18 +48,29 @@ def truncated(text: str, note: str) -> str:
                        text, note)
 
 
-def timestamp(value: datetime.datetime | None, *, precise: bool = False) -> str:
+def timestamp(value: datetime.datetime | None, *, precise: bool = False,
+              compact: bool = False) -> str:
     """A point in time, the same way on every page: server-rendered in the site's time
-    zone (read without JavaScript), rewritten by localtime.js into the reader's; `precise`
-    keeps milliseconds (a task's transitions are often within one second)."""
+    zone (read without JavaScript), rewritten by localtime.js into the reader's, the ISO
+    form on hover. `precise` keeps milliseconds (a task's transitions are often within one
+    second); `compact` (list columns) drops what the reader knows: the date of today, the
+    year and seconds of another day."""
     if value is None:
         return format_html('<span class="task-empty">{}</span>', "—")
     iso = value.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
     local = timezone.localtime(value)
-    text = local.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if precise else \
-        local.strftime("%Y-%m-%d %H:%M:%S")
+    if compact:
+        today = local.date() == timezone.localdate()
+        text = local.strftime("%H:%M:%S" if today else "%m-%d %H:%M")
+        if today and precise:
+            text = local.strftime("%H:%M:%S.%f")[:-3]
+        flag = " data-compact data-precise" if precise else " data-compact"
+    elif precise:
+        text, flag = local.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3], " data-precise"
+    else:
+        text, flag = local.strftime("%Y-%m-%d %H:%M:%S"), ""
     return format_html('<time class="task-time" datetime="{}" title="{}"{}>{}</time>', iso,
-                       iso, " data-precise" if precise else "", text)
+                       iso, mark_safe(flag), text)
 
 
 def seconds_text(seconds: float) -> str:

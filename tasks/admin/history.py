@@ -54,7 +54,7 @@ class TaskHistoryAdmin(admin.ModelAdmin):
 
     @admin.display(description="when")
     def when(self, row: TaskHistory) -> str:
-        return timestamp(row.created_at, precise=True)
+        return timestamp(row.created_at, precise=True, compact=True)
 
     @admin.display(description="task")
     def task_link(self, row: TaskHistory) -> str:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
+from django.db.models import OrderBy
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.functional import cached_property
@@ -42,6 +44,25 @@ class EstimatedCountPaginator(Paginator):
 
     def _estimate(self) -> int | None:
         return selectors.estimated_count(self.object_list)
+
+
+class TaskChangeList(ChangeList):
+    """Breaks ties of a column sort by id in the sort's own direction (Django's admin
+    always adds "-pk"), so one (column, id) index serves the sort both ways: the list
+    sorted by status, priority, queue or start reads 50 index entries, not a million rows.
+    """
+
+    def get_ordering(self, request, queryset):
+        ordering = super().get_ordering(request, queryset)
+        if len(ordering) >= 2 and ordering[-1] == "-pk" and not _descending(ordering[0]):
+            ordering = [*ordering[:-1], "pk"]
+        return ordering
+
+
+def _descending(field) -> bool:
+    if isinstance(field, OrderBy):
+        return field.descending
+    return isinstance(field, str) and field.startswith("-")
 
 
 def _month_after(day: datetime.datetime) -> datetime.datetime:

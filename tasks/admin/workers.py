@@ -65,11 +65,11 @@ class WorkerAdmin(admin.ModelAdmin):
 
     @admin.display(description="last seen", ordering="last_seen")
     def seen(self, worker: Worker) -> str:
-        return timestamp(worker.last_seen)
+        return timestamp(worker.last_seen, compact=True)
 
     @admin.display(description="started", ordering="started_at")
     def started(self, worker: Worker) -> str:
-        return timestamp(worker.started_at)
+        return timestamp(worker.started_at, compact=True)
 
     def has_add_permission(self, request) -> bool:
         return False  # workers register themselves

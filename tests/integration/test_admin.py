@@ -72,7 +72,7 @@ def test_list_shows_columns_and_coloured_badges(admin_client):
     assert response.status_code == 200
     html = response.content.decode()
     headers = re.findall(r'<th scope="col" class="[^"]*column-(\w+)', html)
-    assert headers == ["id", "name_display", "type_display", "status_display", "priority",
+    assert headers == ["id", "name_display", "type_display", "status_display", "priority_short",
                        "queue", "retries", "created", "started", "run_time"]
     assert f'class="task-status task-status-succeeded" data-task-id="{a.pk}"' in html
     assert f'class="task-status task-status-queued" data-task-id="{b.pk}"' in html

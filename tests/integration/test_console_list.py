@@ -23,7 +23,7 @@ def column_index(response, name: str) -> int:
 
 
 @pytest.mark.parametrize("column,key", [
-    ("priority", lambda t: (t.priority, t.pk)),
+    ("priority_short", lambda t: (t.priority, t.pk)),
     ("queue", lambda t: (t.queue, t.pk)),
     ("status_display", lambda t: (t.status, t.pk)),
 ])
@@ -101,5 +101,5 @@ def test_times_are_one_format_with_iso_on_hover(admin_client):
     task = enqueue("timed")
     html = admin_client.get(CHANGELIST).content.decode()
     iso = task.created_at.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
-    assert f'<time class="task-time" datetime="{iso}" title="{iso}">' in html
+    assert f'<time class="task-time" datetime="{iso}" title="{iso}" data-compact>' in html
     assert "tasks/localtime.js" in html

@@ -39,7 +39,8 @@ def test_the_task_indexes_exist():
     indexes = _indexes("tasks")
     assert "(type, status)" in indexes["idx_type_status"]
     assert "(created_at)" in indexes["idx_created_at"]
-    assert "(status, created_at)" in indexes["idx_status_created_at"]
+    assert "(status, id)" in indexes["idx_status_id"]
+    assert "(started_at NULLS FIRST, id)" in indexes["idx_started_id"]
     # The claim's partial index: only waiting rows, in claim order.
     claim = [indexes["idx_claim"], indexes["idx_claim_queue"]]
     assert "(priority DESC, run_at, id)" in claim[0]

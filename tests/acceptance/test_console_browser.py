@@ -1,0 +1,231 @@
+"""The operator's console in a real headless Chromium against a real daphne: pages fit
+1440x900 and 1920x1080 with the admin's sidebar open, act-on-filter changes exactly the
+matching tasks, a killed worker turns "lost" on the dashboard, and pages work without
+JavaScript. Screenshots go to test-output/ (git-ignored)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from tests.acceptance.test_dashboard_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    OUTPUT,
+    PASSWORD,
+    Daphne,
+    free_port,
+)
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} is missing", allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+
+VIEWPORTS = [(1440, 900), (1920, 1080)]
+HEARTBEAT, LEASE = 1.0, 3.0  # a short liveness window: max(LEASE, 3 x HEARTBEAT) = 3 s
+
+OVERFLOW = """() => {
+  const found = [];
+  const doc = document.documentElement;
+  if (doc.scrollWidth > doc.clientWidth + 1) {
+    found.push("page " + doc.scrollWidth + " > " + doc.clientWidth);
+  }
+  for (const sel of ["#changelist .results", "#content-main", ".task-grid .module",
+                     ".task-chart-grid", ".inline-group .tabular", "#task-run"]) {
+    for (const el of document.querySelectorAll(sel)) {
+      if (el.scrollWidth > el.clientWidth + 1) {
+        found.push(sel + " " + el.scrollWidth + " > " + el.clientWidth);
+      }
+    }
+  }
+  return found;
+}"""
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    monkeypatch.setenv("TASKS_HEARTBEAT_INTERVAL", str(HEARTBEAT))
+    monkeypatch.setenv("TASKS_LEASE_SECONDS", str(LEASE))
+    daphne = Daphne(free_port(), tmp_path / "daphne.log")
+    daphne.start()
+    yield daphne
+    daphne.stop()
+
+
+def db(fn):
+    """Run `fn` (ORM work) in a thread of its own: Playwright's sync API keeps an event loop
+    in the test's thread, where Django refuses database calls. Its connection is closed
+    after, so the test database can be dropped at the end."""
+    def call():
+        try:
+            return fn()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(call).result()
+
+
+@pytest.fixture
+def browser():
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                      headless=True)
+        yield chromium
+        chromium.close()
+
+
+def login(browser, server, django_user_model, size=(1440, 900), javascript=True):
+    def create():
+        if not django_user_model.objects.filter(username="operator").exists():
+            django_user_model.objects.create_superuser("operator", "op@example.com", PASSWORD)
+    db(create)
+    context = browser.new_context(viewport={"width": size[0], "height": size[1]},
+                                  java_script_enabled=javascript)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{server.url}/admin/login/?next=/admin/")
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/")
+    return page
+
+
+def mixed_tasks():
+    """A few hundred tasks in every state, long names, errors with tracebacks, a worker."""
+    from tasks import engine
+
+    engine.register_worker(worker_id="console-host:4242:abcd", hostname="console-host",
+                           pid=4242, queues=["mail", "default"], concurrency=4)
+    long_name = "nightly export of every customer invoice to the accounting system " * 3
+    engine.enqueue_many([{"name": f"{long_name} {i}" if i % 10 == 0 else f"task {i}",
+                          "type": ["noop", "send_email", "simulate"][i % 3]
+                          if i % 3 != 1 else "noop",
+                          "queue": ["default", "mail", "reports"][i % 3],
+                          "max_retries": i % 2, "priority": i % 5} for i in range(300)])
+    claimed = engine.claim(worker_id="console-host:4242:abcd", limit=120)
+    trace = ("Traceback (most recent call last):\n"
+             '  File "/srv/app/plugins/export.py", line 120, in run\n'
+             "    self.upload(batch, destination=self.settings.destination_url_with_a_long_"
+             "name_that_goes_on)\n"
+             "ConnectionError: the accounting system refused the connection")
+    outcomes = [engine.Outcome(task_id=c.id, attempt=c.attempt, retry_count=c.retry_count,
+                               error="refused", error_class="builtins.ConnectionError",
+                               error_message="refused", traceback=trace)
+                for c in claimed[:40]]
+    engine.fail(worker_id="console-host:4242:abcd", outcomes=outcomes)
+    engine.complete(worker_id="console-host:4242:abcd", outcomes=[
+        engine.Outcome(task_id=c.id, attempt=c.attempt) for c in claimed[40:100]])
+    engine.enqueue(name="later", type="noop", run_at=timezone.now() + datetime.timedelta(hours=2))
+    return claimed[0].id, claimed[110].id  # a failed task, a running one
+
+
+def test_pages_fit_both_screens_with_the_sidebar_open(server, browser, django_user_model):
+    failed_id, running_id = db(mixed_tasks)
+    OUTPUT.mkdir(exist_ok=True)
+    pages = {
+        "list": "/admin/tasks/task/",
+        "dashboard": "/admin/dashboard/",
+        "task-page": f"/admin/tasks/task/{failed_id}/change/",
+        "running-task-page": f"/admin/tasks/task/{running_id}/change/",
+        "workers": "/admin/tasks/worker/",
+        "history": "/admin/tasks/taskhistory/",
+        "index": "/admin/",
+    }
+    for size in VIEWPORTS:
+        page = login(browser, server, django_user_model, size)
+        for name, path in pages.items():
+            page.goto(server.url + path)
+            if name not in ("dashboard", "index"):
+                expect(page.locator("#nav-sidebar")).to_be_visible()
+            page.screenshot(path=str(OUTPUT / f"console-{name}-{size[0]}x{size[1]}.png"),
+                            full_page=True)
+            columns = page.evaluate("() => [...document.querySelectorAll('#result_list th')]"
+                                    ".map(th => th.className + ' ' + th.offsetWidth)")
+            overflow = page.evaluate(OVERFLOW)
+            assert overflow == [], f"{name} at {size}: {overflow}; columns {columns}"
+        # The list: one line a row, the whole name on hover, times localised with ISO kept.
+        page.goto(server.url + "/admin/tasks/task/?q=nightly")
+        heights = page.evaluate("() => [...document.querySelectorAll('#result_list tbody tr')]"
+                                ".map(r => r.getBoundingClientRect().height)")
+        assert heights and max(heights) < 40, heights
+        name = page.locator("#result_list a.task-name").first
+        assert name.get_attribute("title").startswith("nightly export")
+        created = page.locator("#result_list td.field-created time").first
+        assert created.get_attribute("title").endswith("Z")
+        # The task page: the traceback keeps its indentation.
+        page.goto(server.url + f"/admin/tasks/task/{failed_id}/change/")
+        page.locator("#task-timeline summary").first.click()
+        trace = page.locator("#task-timeline pre.task-traceback").first
+        assert "\n  File " in trace.inner_text()
+        assert trace.evaluate("e => getComputedStyle(e).whiteSpace") == "pre"
+        assert trace.evaluate("e => getComputedStyle(e).fontFamily").lower().find("mono") >= 0
+        page.context.close()
+
+
+def test_act_on_filter_cancels_exactly_the_matching_tasks(server, browser, django_user_model):
+    from tasks import engine
+    from tasks.models import Task
+
+    mail = db(lambda: [engine.enqueue(name=f"mail {i}", type="noop", queue="mail")
+                       for i in range(6)])
+    other = db(lambda: [engine.enqueue(name=f"other {i}", type="noop", queue="reports")
+                        for i in range(4)])
+    page = login(browser, server, django_user_model)
+    page.goto(f"{server.url}/admin/tasks/task/?queue=mail")
+    page.click("#act-cancel")
+    expect(page.locator("#act-will")).to_contain_text("6 matching tasks will be cancelled")
+    expect(page.locator("#act-cap")).to_contain_text("At most 5000 tasks")
+    page.screenshot(path=str(OUTPUT / "console-act-on-filter-preview.png"), full_page=True)
+    page.click("#act-confirm")
+    expect(page.locator("ul.messagelist")).to_contain_text(
+        "Every task matching the filter: 6 cancelled")
+    statuses = db(lambda: dict(Task.objects.values_list("pk", "status")))
+    assert [statuses[t.pk] for t in mail] == ["cancelled"] * 6
+    assert [statuses[t.pk] for t in other] == ["queued"] * 4
+    page.context.close()
+
+
+def test_a_killed_worker_turns_lost_on_the_dashboard(server, browser, django_user_model,
+                                                     worker_factory):
+    page = login(browser, server, django_user_model)
+    page.goto(f"{server.url}/admin/dashboard/")
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "ok")
+    worker = worker_factory("--concurrency", "1")
+    row = page.locator("#workers-online tr[data-worker]")
+    expect(row.locator(".task-worker-state")).to_have_text("online", timeout=30_000)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+    # Lost once the liveness window (3 s here) has passed without a heartbeat: the page
+    # ages the worker itself, as a killed worker sends no event.
+    expect(row.locator(".task-worker-state")).to_have_text("lost", timeout=15_000)
+    page.screenshot(path=str(OUTPUT / "console-dashboard-worker-lost.png"), full_page=True)
+    page.context.close()
+
+
+def test_pages_work_without_javascript(server, browser, django_user_model):
+    db(mixed_tasks)
+    page = login(browser, server, django_user_model, javascript=False)
+    page.goto(f"{server.url}/admin/dashboard/?range=24h")
+    expect(page.locator("#queue-depth tr[data-queue='mail']")).to_be_visible()
+    expect(page.locator("#failing tr").first).to_contain_text("builtins.ConnectionError")
+    expect(page.locator("#workers-online tr[data-worker]").first).to_contain_text("console-host")
+    expect(page.locator("#chart-throughput-svg rect").first).to_be_attached()
+    expect(page.locator(".task-range-chosen")).to_have_text("24 h")
+    page.screenshot(path=str(OUTPUT / "console-dashboard-no-js.png"), full_page=True)
+    page.goto(f"{server.url}/admin/tasks/task/?status__exact=failed")
+    expect(page.locator("#result_list tbody tr").first).to_be_visible()
+    page.click("#act-retry")
+    page.click("#act-confirm")
+    expect(page.locator("ul.messagelist")).to_contain_text("requeued")
+    page.context.close()
