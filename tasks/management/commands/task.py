@@ -139,8 +139,9 @@ class Command(BaseCommand):
                 "run_at": options["run_at"], "max_retries": options["max_retries"],
                 "timeout_seconds": options["timeout"],
                 "idempotency_key": options["idempotency_key"],
-                "depends_on": _ids("--depends-on", options["depends_on"]) or None,
-                "on_parent_failure": options["on_parent_failure"]}
+                # Not every command that builds a spec here offers them (schedule).
+                "depends_on": _ids("--depends-on", options.get("depends_on") or []) or None,
+                "on_parent_failure": options.get("on_parent_failure")}
         return {k: v for k, v in spec.items() if v is not None}
 
 
