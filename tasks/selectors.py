@@ -95,13 +95,31 @@ def workers_online() -> QuerySet[Worker]:
 RUNNING_IDS_SHOWN = 5  # task ids listed per worker; the rest are one link away
 
 
-def running_by_worker() -> dict[str, tuple[int, list[int]]]:
-    """{worker id: (tasks it runs, the first RUNNING_IDS_SHOWN ids)}, from the running-lease
-    index (running rows only)."""
-    rows = _rows("SELECT locked_by, count(*), (array_agg(id ORDER BY id))[1:%(n)s] "
+def running_by_worker() -> dict[str, tuple[int, list[int], list[Any]]]:
+    """{worker id: (tasks it runs, the first RUNNING_IDS_SHOWN ids, their progress as the
+    plugins last reported it or None)}, from the running-lease index (running rows only)."""
+    rows = _rows("SELECT locked_by, count(*), (array_agg(id ORDER BY id))[1:%(n)s], "
+                 "(array_agg(progress ORDER BY id))[1:%(n)s] "
                  "FROM tasks WHERE status = 'running' AND locked_by IS NOT NULL "
                  "GROUP BY locked_by", {"n": RUNNING_IDS_SHOWN})
-    return {worker: (n, ids) for worker, n, ids in rows}
+    return {worker: (n, ids, [_loads(p) for p in progress])
+            for worker, n, ids, progress in rows}
+
+
+def _loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def progress_text(value: dict | None) -> str:
+    """A run's progress in a few characters: `40%`, `12`, or '' when none was reported."""
+    if not isinstance(value, dict):
+        return ""
+    done, total = value.get("done"), value.get("total")
+    if not isinstance(done, (int, float)):
+        return ""
+    if isinstance(total, (int, float)) and total:
+        return f"{100 * done / total:.0f}%"
+    return f"{done:g}"
 
 
 def workers(now: datetime.datetime | None = None) -> list[dict[str, Any]]:
@@ -114,8 +132,9 @@ def workers(now: datetime.datetime | None = None) -> list[dict[str, Any]]:
     settings = engine()
     return [{
         "id": w.id, "host": w.hostname, "pid": w.pid, "queues": w.queues or [],
-        "concurrency": w.concurrency, "running": running.get(w.id, (0, []))[0],
-        "running_ids": running.get(w.id, (0, []))[1],
+        "concurrency": w.concurrency, "running": running.get(w.id, (0, [], []))[0],
+        "running_ids": running.get(w.id, (0, [], []))[1],
+        "running_progress": [progress_text(p) for p in running.get(w.id, (0, [], []))[2]],
         "last_seen": w.last_seen.isoformat(), "online": w.last_seen >= since,
         "state": states.worker_state((now - w.last_seen).total_seconds(), settings),
     } for w in Worker.objects.order_by("started_at")]

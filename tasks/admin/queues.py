@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from tasks import engine, selectors
 from tasks.exceptions import TaskServiceError
@@ -79,4 +80,8 @@ class QueueAdmin(admin.ModelAdmin):
         else:
             done = {"pause": "paused", "resume": "resumed", "limits": "limits set"}[verb]
             self.message_user(request, f"Queue {name}: {done}.", messages.SUCCESS)
-        return HttpResponseRedirect(reverse("admin:tasks_queue_changelist"))
+        back = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                               require_https=request.is_secure()):
+            back = reverse("admin:tasks_queue_changelist")  # e.g. from the dashboard
+        return HttpResponseRedirect(back)

@@ -25,7 +25,7 @@ from plugins import registry
 from plugins.base import NotRunnableHere
 from tasks import selectors, states
 from tasks.conf import engine
-from tasks.models import Task, TaskHistory
+from tasks.models import Queue, Task, TaskHistory
 
 THROUGHPUT_MINUTES = 60
 FAILING_WINDOW_MINUTES = 60
@@ -110,11 +110,31 @@ def _rows(sql: str, params: dict | None = None) -> list[tuple]:
 
 
 def queues(now: datetime.datetime, owner_id: int | None = None) -> list[dict[str, Any]]:
-    """One row per queue with active tasks: waiting, due, oldest_due_seconds, running."""
-    return [{"queue": q, "waiting": waiting, "due": due, "running": running,
-             "oldest_due_seconds": (max(0.0, (now - oldest).total_seconds())
-                                    if oldest else None)}
-            for q, waiting, due, oldest, running in _rows(_QUEUES, {"owner": owner_id})]
+    """One row per queue with active tasks, or paused or limited: waiting, due,
+    oldest_due_seconds, running, paused, concurrency_limit, rate_limit and `limits` (the
+    limits in words)."""
+    rows = {q: {"queue": q, "waiting": waiting, "due": due, "running": running,
+                "oldest_due_seconds": (max(0.0, (now - oldest).total_seconds())
+                                       if oldest else None)}
+            for q, waiting, due, oldest, running in _rows(_QUEUES, {"owner": owner_id})}
+    steered = {name: (paused, concurrency, rate) for name, paused, concurrency, rate in
+               Queue.objects.values_list("name", "paused", "concurrency_limit", "rate_limit")}
+    for name, (paused, concurrency, rate) in steered.items():
+        if name not in rows and (paused or concurrency is not None or rate is not None):
+            rows[name] = {"queue": name, "waiting": 0, "due": 0, "running": 0,
+                          "oldest_due_seconds": None}
+    for name, row in rows.items():
+        paused, concurrency, rate = steered.get(name, (False, None, None))
+        row.update(paused=paused, concurrency_limit=concurrency, rate_limit=rate,
+                   limits=limits_text(concurrency, rate))
+    return [rows[name] for name in sorted(rows)]
+
+
+def limits_text(concurrency: int | None, rate: float | None) -> str:
+    """`at most 2 running, 10/s`, or `no limits`."""
+    parts = ([f"at most {concurrency} running"] if concurrency is not None else []) + (
+        [f"{rate:g}/s"] if rate is not None else [])
+    return ", ".join(parts) or "no limits"
 
 
 def _with_unrunnable(rows: list[dict[str, Any]], found: dict[str, int]) -> list[dict[str, Any]]:

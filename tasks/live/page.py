@@ -39,6 +39,9 @@ def dashboard_view(request: HttpRequest) -> TemplateResponse:
     without tasks.view_all_tasks, the figures are of the user's own tasks."""
     owner_id = _allowed(request)
     data = dashboard.page_context(owner_id=owner_id)
+    for worker in data["snapshot"]["workers"]:
+        worker["running_shown"] = list(zip(worker["running_ids"], worker["running_progress"],
+                                           strict=True))
     context = {
         **admin.site.each_context(request),
         **_charts_context(request, owner_id),
@@ -49,6 +52,7 @@ def dashboard_view(request: HttpRequest) -> TemplateResponse:
         "task_list_url": reverse("admin:tasks_task_changelist"),
         "workers_url": reverse("admin:tasks_worker_changelist"),
         "task_url_template": reverse("admin:tasks_task_change", args=[0]).replace("/0/", "/{id}/"),
+        "can_steer_queues": request.user.has_perm("tasks.change_queue"),
     }
     return TemplateResponse(request, "tasks/dashboard.html", context)
 

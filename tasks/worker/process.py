@@ -92,7 +92,7 @@ class Worker:
         self._install_signals()
         with_db_retry("register", self.heartbeat.register, stop=lambda: self.slots.stopping)
         logger.info("worker %s started: concurrency %d, queues %s, listen %s",
-                    self.worker_id, self.concurrency, ",".join(self.queues) or "*",
+                    self.worker_id, self.concurrency, ",".join(self.queues) or "all queues",
                     self.listen, extra={"action": "worker_start", "worker": self.worker_id})
         for _ in range(self.concurrency):
             self.execution.start_executor()

@@ -229,3 +229,32 @@ def test_pages_work_without_javascript(server, browser, django_user_model):
     page.click("#act-confirm")
     expect(page.locator("ul.messagelist")).to_contain_text("requeued")
     page.context.close()
+
+
+def test_a_queue_is_paused_and_resumed_from_the_dashboard(server, browser, django_user_model):
+    from tasks import engine
+    from tasks.models import Queue
+
+    db(lambda: engine.enqueue_many([{"name": f"mail {i}", "type": "noop", "queue": "mail"}
+                                    for i in range(3)]))
+    page = login(browser, server, django_user_model)
+    page.goto(f"{server.url}/admin/dashboard/")
+    controls = page.locator('#queue-depth td.task-queue-controls[data-queue="mail"]')
+    expect(controls.locator(".task-queue-state")).to_have_text("running")
+    controls.locator("form.task-queue-pause button").click()
+    page.wait_for_url("**/admin/dashboard/")
+    expect(controls.locator(".task-queue-state")).to_have_text("paused")
+    assert db(lambda: Queue.objects.get(name="mail").paused)
+    expect(controls.locator("form.task-queue-pause")).to_be_hidden()
+    # Resumed elsewhere: the open page follows through its websocket.
+    db(lambda: engine.resume_queue("mail", actor="another operator"))
+    expect(controls.locator(".task-queue-state")).to_have_text("running", timeout=15_000)
+    expect(controls.locator("form.task-queue-pause")).to_be_visible()
+    controls.locator("form.task-queue-pause button").click()
+    page.wait_for_url("**/admin/dashboard/")
+    controls.locator("form.task-queue-resume button").click()
+    page.wait_for_url("**/admin/dashboard/")
+    expect(controls.locator(".task-queue-state")).to_have_text("running")
+    assert not db(lambda: Queue.objects.get(name="mail").paused)
+    page.screenshot(path=str(OUTPUT / "console-dashboard-queue-controls.png"), full_page=True)
+    page.context.close()

@@ -32,3 +32,49 @@ def test_admin_index_shows_live_task_counts(admin_client):
                       "succeeded": "0", "failed": "0", "cancelled": "1"}
     assert "tasks/index_live.js" in html and 'id="live-status"' in html
     assert reverse("admin:tasks_taskhistory_changelist") in html
+
+
+def test_the_dashboard_shows_each_queue_with_its_pause_limits_and_controls(client):
+    from tasks.models import Queue
+    from tests.factories import UserFactory
+    from tests.support import users
+    from tests.support.users import grant
+
+    enqueue("a", queue="mail")
+    engine.pause_queue("mail", actor="test")
+    engine.set_queue_limits("quiet", actor="test", concurrency_limit=2, rate_limit=10)
+    viewer = grant(UserFactory(username="viewer", is_staff=True), *users.OPERATOR)
+    client.force_login(viewer)
+    html = client.get(reverse("tasks-dashboard")).content.decode()
+    mail = re.search(r'<td class="task-queue-controls" data-queue="mail">(.*?)</td>', html).group(1)
+    assert "paused" in mail and "<form" not in mail  # no change_queue: no buttons
+    quiet = re.search(r'<td class="task-queue-controls" data-queue="quiet">(.*?)</td>',
+                      html).group(1)  # no tasks, but limited
+    assert "at most 2 running, 10/s" in quiet
+    grant(viewer, *users.QUEUES)
+    client.force_login(type(viewer).objects.get(pk=viewer.pk))
+    html = client.get(reverse("tasks-dashboard")).content.decode()
+    mail = re.search(r'<td class="task-queue-controls" data-queue="mail">(.*?)</td>', html).group(1)
+    assert re.search(r'class="task-queue-pause" hidden', mail)
+    assert 'class="task-queue-resume">' in mail
+    # Resume from the dashboard's form returns to the dashboard.
+    dashboard = reverse("tasks-dashboard")
+    response = client.post(reverse("admin:tasks_queue_steer", args=["mail", "resume"]),
+                           {"next": dashboard})
+    assert response.status_code == 302 and response["Location"] == dashboard
+    assert Queue.objects.get(name="mail").paused is False
+    # An address elsewhere is not followed.
+    response = client.post(reverse("admin:tasks_queue_steer", args=["mail", "pause"]),
+                           {"next": "https://evil.example/"})
+    assert response["Location"] == reverse("admin:tasks_queue_changelist")
+
+
+def test_the_dashboard_shows_the_progress_of_running_tasks(admin_client):
+    task = enqueue("long one")
+    (claimed,) = engine.claim(worker_id="host:1:abc", limit=1)
+    engine.register_worker(worker_id="host:1:abc", hostname="host", pid=1, queues=[],
+                           concurrency=1)
+    engine.progress(worker_id="host:1:abc", task_id=task.pk, attempt=claimed.attempt,
+                    done=2, total=5, message="two of five")
+    html = admin_client.get(reverse("tasks-dashboard")).content.decode()
+    assert re.search(rf'#{task.pk}</a> <span class="task-progress">40%</span>', html)

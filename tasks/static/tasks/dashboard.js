@@ -97,9 +97,33 @@
       cell(tr, q.running, "num");
       cell(tr, q.unrunnable || 0, q.unrunnable ? "num task-unrunnable" : "num")
         .setAttribute("title", "waiting tasks that no worker online can run");
-      tr.appendChild(controls[q.queue] || el("td", {"class": "task-queue-controls", "data-queue": q.queue}));
+      tr.appendChild(queueControls(controls[q.queue], q));
       tbody.appendChild(tr);
     });
+  }
+
+  // The controls cell: the server renders its Pause and Resume forms; a snapshot shows
+  // the one that applies, the state and the limits (a queue first seen live gets its
+  // forms at the next page load).
+  function queueControls(td, q) {
+    if (!td) {
+      td = el("td", {"class": "task-queue-controls", "data-queue": q.queue});
+      td.appendChild(el("span", {"class": "task-queue-state"}));
+      td.appendChild(document.createTextNode(" "));
+      td.appendChild(el("span", {"class": "task-queue-limits task-muted"}));
+    }
+    var state = td.querySelector(".task-queue-state");
+    if (state) {
+      state.textContent = q.paused ? "paused" : "running";
+      state.className = "task-queue-state" + (q.paused ? " task-queue-paused" : "");
+    }
+    var limits = td.querySelector(".task-queue-limits");
+    if (limits) { limits.textContent = q.limits || ""; }
+    var pause = td.querySelector("form.task-queue-pause");
+    var resume = td.querySelector("form.task-queue-resume");
+    if (pause) { pause.hidden = !!q.paused; }
+    if (resume) { resume.hidden = !q.paused; }
+    return td;
   }
 
   function renderFailing(failing) {
@@ -162,9 +186,14 @@
       cell(tr, w.queues.length ? w.queues.join(", ") : "all queues");
       cell(tr).appendChild(el("span", {"class": "task-worker-state task-worker-" + w.state}, w.state));
       var running = cell(tr, w.running + " / " + w.concurrency);
-      (w.running_ids || []).forEach(function (id) {
+      (w.running_ids || []).forEach(function (id, i) {
         running.appendChild(document.createTextNode(" "));
         running.appendChild(taskLink(id));
+        var progress = (w.running_progress || [])[i];
+        if (progress) {
+          running.appendChild(document.createTextNode(" "));
+          running.appendChild(el("span", {"class": "task-progress"}, progress));
+        }
       });
       if (w.running) {
         running.appendChild(document.createTextNode(" "));
