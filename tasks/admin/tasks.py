@@ -12,15 +12,14 @@ from django.contrib import admin, messages
 from django.contrib.admin.options import ActionLocation, IncorrectLookupParameters
 from django.db.models import F
 from django.db.models.functions import Coalesce, Now
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
-from django.urls import path, reverse
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 from django.utils.html import format_html
-from django.views.decorators.http import require_POST
 
-from tasks import authz, engine, jsonsafe, selectors, states
+from tasks import authz, jsonsafe, states, workflow_selectors
 from tasks.admin import search
 from tasks.admin.actions import BulkActions
+from tasks.admin.buttons import TaskButtons
 from tasks.admin.display import (
     duration,
     pretty,
@@ -34,7 +33,7 @@ from tasks.admin.filters import QueueFilter, TypeFilter, WorkerFilter
 from tasks.admin.forms import TaskAddForm
 from tasks.admin.paging import EstimatedCountPaginator, TaskChangeList, date_hierarchy_links
 from tasks.admin.runs import run_context
-from tasks.exceptions import IdempotencyConflict, InvalidTask, InvalidTransition, TaskNotFound
+from tasks.exceptions import IdempotencyConflict, InvalidTask
 from tasks.models import Status, Task, TaskHistory
 
 
@@ -83,7 +82,7 @@ def _date_display(name: str):
 
 
 @admin.register(Task)
-class TaskAdmin(FilteredActions, BulkActions, admin.ModelAdmin):
+class TaskAdmin(TaskButtons, FilteredActions, BulkActions, admin.ModelAdmin):
     list_display = ("id", "name_display", "type_display", "status_display", "priority_short",
                     "queue", "retries", "created", "started", "run_time")
     list_display_links = ("id",)  # and the name: name_display is its own link
@@ -191,7 +190,7 @@ class TaskAdmin(FilteredActions, BulkActions, admin.ModelAdmin):
     def get_object(self, request, object_id, from_field=None):
         task = super().get_object(request, object_id, from_field)
         if task is not None:  # the parents and children this user may see, for the page
-            task.links = selectors.dependencies(task, request.user)
+            task.links = workflow_selectors.dependencies(task, request.user)
         return task
 
     # --- list page: search and date drill-down without table scans ---
@@ -339,52 +338,6 @@ class TaskAdmin(FilteredActions, BulkActions, admin.ModelAdmin):
             self.message_user(request, format_html("Task #{} “{}” queued.", obj.pk, obj.name),
                               messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:tasks_task_change", args=[obj.pk]))
-
-    # --- Cancel / Retry buttons on the task page ---
-
-    def get_urls(self):
-        wrap = self.admin_site.admin_view
-        return [
-            path("<int:task_id>/cancel/", wrap(self.cancel_view), name="tasks_task_cancel"),
-            path("<int:task_id>/retry/", wrap(self.retry_view), name="tasks_task_retry"),
-            path("<int:task_id>/run-now/", wrap(self.run_now_view),
-                 name="tasks_task_run_now"),
-            *self.filtered_urls(),
-            *super().get_urls(),
-        ]
-
-    def _steer(self, request: HttpRequest, task_id: int, action, done: str,
-               allowed: bool) -> HttpResponse:
-        get_object_or_404(self.get_queryset(request), pk=task_id)  # another's task: 404
-        if not allowed:
-            verb = action.__name__.replace("_", " ")
-            self.message_user(request, f"You may not {verb} tasks.", messages.ERROR)
-        else:
-            try:
-                task = action(task_id, reason=f"{done} by {request.user.get_username()} "
-                                              f"in the admin")
-            except TaskNotFound:
-                get_object_or_404(Task, pk=task_id)
-                raise
-            except InvalidTransition as exc:
-                self.message_user(request, str(exc), messages.WARNING)
-            else:
-                if task.status == Status.RUNNING:
-                    done = "asked to stop: its worker will end it as cancelled"
-                self.message_user(request, f"Task #{task_id} {done}.", messages.SUCCESS)
-        return HttpResponseRedirect(reverse("admin:tasks_task_change", args=[task_id]))
-
-    def cancel_view(self, request, task_id: int) -> HttpResponse:
-        return require_POST(lambda r: self._steer(
-            r, task_id, engine.cancel, "cancelled", self.has_cancel_permission(r)))(request)
-
-    def retry_view(self, request, task_id: int) -> HttpResponse:
-        return require_POST(lambda r: self._steer(
-            r, task_id, engine.retry, "requeued", self.has_retry_permission(r)))(request)
-
-    def run_now_view(self, request, task_id: int) -> HttpResponse:
-        return require_POST(lambda r: self._steer(
-            r, task_id, engine.run_now, "made due now", self.has_retry_permission(r)))(request)
 
 
 for _name in DATE_FIELDS:

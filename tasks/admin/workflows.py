@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from tasks import authz, selectors
+from tasks import authz, workflow_selectors
 from tasks.admin.display import task_table
 from tasks.models import Workflow
 
@@ -21,7 +21,7 @@ class WorkflowAdmin(admin.ModelAdmin):
 
     @admin.display(description="steps")
     def steps_display(self, workflow: Workflow) -> str:
-        steps = selectors.workflow_steps(workflow)
+        steps = workflow_selectors.workflow_steps(workflow)
         return task_table(steps, {t.pk: t.parent_ids for t in steps})
 
     # Workflows are made through the engine (API, Python) and read here, with the tasks'

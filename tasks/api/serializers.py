@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from tasks import selectors
+from tasks import workflow_selectors
 from tasks.models import Task, TaskHistory
 
 TASK_FIELDS = [
@@ -41,7 +41,7 @@ class TaskSerializer(serializers.ModelSerializer):
     def get_depends_on(self, task: Task) -> list[int]:
         known = getattr(task, "parent_ids", None)  # set by the engine and selectors
         if known is None:
-            known = selectors.parent_ids([task.pk]).get(task.pk, [])
+            known = workflow_selectors.parent_ids([task.pk]).get(task.pk, [])
         return list(known)
 
 

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import APIView
 
-from tasks import authz, engine, selectors
+from tasks import authz, engine, selectors, workflow_selectors
 from tasks.api.filters import TaskFilter
 from tasks.api.permissions import TaskPermissions
 from tasks.api.serializers import (
@@ -231,14 +231,14 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         except InvalidTask as exc:
             field = "name" if set(exc.errors) == {"name"} else "steps"
             raise ValidationError({field: exc.errors.get(field, exc.errors)}) from None
-        workflow.steps = selectors.workflow_steps(workflow)
+        workflow.steps = workflow_selectors.workflow_steps(workflow)
         return Response(WorkflowSerializer(workflow).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(summary="A workflow and every task of it, with status and parents",
                    responses={200: WorkflowSerializer, **_NOT_FOUND, **_ERRORS})
     def retrieve(self, request: Request, pk: str) -> Response:
-        workflow = selectors.workflow(pk, request.user)
-        workflow.steps = selectors.workflow_steps(workflow)
+        workflow = workflow_selectors.workflow(pk, request.user)
+        workflow.steps = workflow_selectors.workflow_steps(workflow)
         return Response(WorkflowSerializer(workflow).data)
 
 
