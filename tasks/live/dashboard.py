@@ -112,7 +112,7 @@ def _rows(sql: str, params: dict | None = None) -> list[tuple]:
 def queues(now: datetime.datetime, owner_id: int | None = None) -> list[dict[str, Any]]:
     """One row per queue with active tasks, or paused or limited: waiting, due,
     oldest_due_seconds, running, paused, concurrency_limit, rate_limit and `limits` (the
-    limits in words)."""
+    limits in words, '' for none)."""
     rows = {q: {"queue": q, "waiting": waiting, "due": due, "running": running,
                 "oldest_due_seconds": (max(0.0, (now - oldest).total_seconds())
                                        if oldest else None)}
@@ -131,10 +131,10 @@ def queues(now: datetime.datetime, owner_id: int | None = None) -> list[dict[str
 
 
 def limits_text(concurrency: int | None, rate: float | None) -> str:
-    """`at most 2 running, 10/s`, or `no limits`."""
+    """`at most 2 running, 10/s`, or '' for a queue without limits."""
     parts = ([f"at most {concurrency} running"] if concurrency is not None else []) + (
         [f"{rate:g}/s"] if rate is not None else [])
-    return ", ".join(parts) or "no limits"
+    return ", ".join(parts)
 
 
 def _with_unrunnable(rows: list[dict[str, Any]], found: dict[str, int]) -> list[dict[str, Any]]:

@@ -54,7 +54,7 @@ def test_failing_is_one_row_per_type_and_error_class(admin_client):
            '  File &quot;x.py&quot;' in body
 
 
-def test_queue_table_has_depth_oldest_due_running_and_a_controls_slot(admin_client):
+def test_queue_table_has_depth_oldest_due_running_and_the_queue_controls(admin_client):
     old = enqueue("old", queue="mail")
     Task.objects.filter(pk=old.pk).update(run_at=timezone.now() - datetime.timedelta(minutes=5))
     enqueue("later", queue="mail", run_at=timezone.now() + datetime.timedelta(hours=1))
@@ -66,7 +66,8 @@ def test_queue_table_has_depth_oldest_due_running_and_a_controls_slot(admin_clie
     assert (rows["reports"]["waiting"], rows["reports"]["running"]) == (0, 1)
     html = admin_client.get(URL).content.decode()
     assert re.search(r'<tr data-queue="mail">.*?<td class="num">5m 0\ds</td>', html)
-    assert '<td class="task-queue-controls" data-queue="mail"></td>' in html
+    assert '<td class="task-queue-controls" data-queue="mail"><span class="task-queue-state">running' \
+        in html
 
 
 def test_workers_are_online_late_or_lost_by_heartbeat(admin_client):
