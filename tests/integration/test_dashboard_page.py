@@ -66,8 +66,8 @@ def test_queue_table_has_depth_oldest_due_running_and_the_queue_controls(admin_c
     assert (rows["reports"]["waiting"], rows["reports"]["running"]) == (0, 1)
     html = admin_client.get(URL).content.decode()
     assert re.search(r'<tr data-queue="mail">.*?<td class="num">5m 0\ds</td>', html)
-    assert '<td class="task-queue-controls" data-queue="mail"><span class="task-queue-state">running' \
-        in html
+    assert ('<td class="task-queue-controls" data-queue="mail">'
+            '<span class="task-queue-state">running') in html
 
 
 def test_workers_are_online_late_or_lost_by_heartbeat(admin_client):
