@@ -136,7 +136,9 @@ def test_a_real_notify_from_another_connection_arrives_as_an_event(login):
         assert queue["oldest_due_seconds"] >= 0
         # No worker is online: nothing can run it.
         assert queue == {"queue": "mail", "waiting": 1, "due": 1, "running": 0,
-                         "oldest_due_seconds": queue["oldest_due_seconds"], "unrunnable": 1}
+                         "oldest_due_seconds": queue["oldest_due_seconds"], "unrunnable": 1,
+                         "paused": False, "concurrency_limit": None, "rate_limit": None,
+                         "limits": ""}
         await comm.disconnect()
 
     asyncio.run(scenario())
