@@ -80,6 +80,8 @@ def test_kill_9_mid_task_is_recovered_by_the_reconciler(worker_factory, count_fi
     task = engine.enqueue(name="long", type="count", payload={"sleep": 60, "only_attempt": 1})
     doomed = worker_factory("--worker-id", "doomed", COUNT_FILE=str(count_file), **FAST)
     wait_until(lambda: running_on(task, "doomed"), timeout=20)
+    # Claimed is not yet started: kill once the plugin has recorded its run.
+    wait_until(lambda: count_file.exists() and runs(count_file), timeout=20)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(timeout=10)
     worker_factory("--worker-id", "rescuer", COUNT_FILE=str(count_file), **FAST)
