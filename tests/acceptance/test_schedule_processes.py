@@ -47,6 +47,9 @@ def test_an_interval_of_2s_under_three_workers_makes_10_tasks_in_20s(worker_fact
     schedule = engine.schedules.create(name="every-2s", type="simulate",
                                        payload={"duration": 0}, interval_seconds=2)
     time.sleep(20)
+    engine.schedules.pause(schedule.pk)  # no tick after the 20 s, then let the last ones run
+    wait_until(lambda: not Task.objects.filter(name="every-2s").exclude(
+        status="succeeded").exists(), timeout=30, message="the ticks' tasks did not all run")
     for proc in procs:
         proc.send_signal(signal.SIGTERM)
     for proc in procs:
