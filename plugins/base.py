@@ -8,7 +8,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -59,26 +58,47 @@ class NotRunnableHere(Exception):
     without counting an attempt and does not claim it again for a while."""
 
 
-@dataclass
-class TaskContext:
-    """What a running plugin knows about its task, and how it notices cancellation."""
+_EVENT_LOCK = threading.Lock()  # creates a context's wake-up event once, when first needed
 
-    task_id: int
-    attempt: int
-    deadline: float  # time.monotonic() by which the task must finish
-    logger: logging.Logger
-    task_type: str = ""
-    queue: str = "default"
-    worker_id: str = ""
-    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
-    cancel_reason: str = ""
-    # Set by the worker: how the parents' results are read, and where progress is written.
-    load_parent_results: Callable[[], dict[int, Any]] | None = field(default=None, repr=False)
-    write_progress: Callable[[dict], None] | None = field(default=None, repr=False)
-    last_progress: dict | None = None  # the latest value reported (written or not)
-    _parents: dict[int, Any] | None = field(default=None, repr=False)
-    _progress_written_at: float = field(default=-math.inf, repr=False)
-    _progress_pending: bool = field(default=False, repr=False)
+
+class TaskContext:
+    """What a running plugin knows about its task, and how it notices cancellation.
+
+    One is made per run on the worker's hot path, so it is a plain slotted object whose
+    wake-up event is created only when a plugin sleeps or a run is cancelled.
+    """
+
+    __slots__ = ("task_id", "attempt", "deadline", "logger", "task_type", "queue",
+                 "worker_id", "cancel_reason", "load_parent_results", "write_progress",
+                 "last_progress", "_cancelled", "_event", "_parents", "_progress_written_at",
+                 "_progress_pending")
+
+    def __init__(self, *, task_id: int, attempt: int, deadline: float,
+                 logger: logging.Logger, task_type: str = "", queue: str = "default",
+                 worker_id: str = "",
+                 load_parent_results: Callable[[], dict[int, Any]] | None = None,
+                 write_progress: Callable[[dict], None] | None = None):
+        self.task_id = task_id
+        self.attempt = attempt
+        self.deadline = deadline  # time.monotonic() by which the task must finish
+        self.logger = logger
+        self.task_type = task_type
+        self.queue = queue
+        self.worker_id = worker_id
+        self.cancel_reason = ""
+        # Set by the worker: how the parents' results are read, and where progress goes.
+        self.load_parent_results = load_parent_results
+        self.write_progress = write_progress
+        self.last_progress: dict | None = None  # the latest value reported (written or not)
+        self._cancelled = False
+        self._event: threading.Event | None = None
+        self._parents: dict[int, Any] | None = None
+        self._progress_written_at = -math.inf
+        self._progress_pending = False
+
+    def __repr__(self) -> str:
+        return (f"TaskContext(task_id={self.task_id!r}, attempt={self.attempt!r}, "
+                f"task_type={self.task_type!r}, queue={self.queue!r})")
 
     @property
     def parent_results(self) -> dict[int, Any]:
@@ -114,24 +134,40 @@ class TaskContext:
 
     @property
     def cancelled(self) -> bool:
-        return self._cancel.is_set()
+        return self._cancelled
 
     @property
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
+    def _wake_event(self) -> threading.Event:
+        event = self._event
+        if event is None:
+            with _EVENT_LOCK:  # cancel() may run in another thread at the same moment
+                if self._event is None:
+                    self._event = threading.Event()
+                    if self._cancelled:
+                        self._event.set()
+                event = self._event
+        return event
+
     def sleep(self, seconds: float) -> bool:
         """Sleep up to `seconds`, waking early on cancellation; True if cancelled."""
-        return self._cancel.wait(max(0.0, seconds))
+        if self._cancelled:
+            return True
+        return self._wake_event().wait(max(0.0, seconds))
 
     def check(self) -> None:
         """Raise TaskCancelled if the task was cancelled (or timed out)."""
-        if self._cancel.is_set():
+        if self._cancelled:
             raise TaskCancelled(self.cancel_reason or "cancelled")
 
     def cancel(self, reason: str) -> None:
         self.cancel_reason = reason
-        self._cancel.set()
+        with _EVENT_LOCK:
+            self._cancelled = True
+            if self._event is not None:
+                self._event.set()
 
 
 class Plugin:

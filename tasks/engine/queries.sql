@@ -454,16 +454,25 @@ RETURNING id
 
 -- name: heartbeat --
 -- Renew a worker's leases and last_seen; its held ids, cancel flags, and whether it is known.
-WITH renewed AS (
-    UPDATE tasks SET locked_until = now() + make_interval(secs => %(lease)s)
+-- A row another transaction holds (its completion being written, a person's cancel) is
+-- held all the same but renewed at the next beat: the heartbeat never waits for a row
+-- lock, so it cannot deadlock with the statements that end runs.
+WITH mine AS MATERIALIZED (
+    SELECT id, cancel_requested_at IS NOT NULL AS cancel FROM tasks
     WHERE status = 'running' AND locked_by = %(worker)s
-    RETURNING id, cancel_requested_at IS NOT NULL AS cancel
+), lockable AS MATERIALIZED (
+    SELECT id FROM tasks
+    WHERE id IN (SELECT id FROM mine) AND status = 'running' AND locked_by = %(worker)s
+    FOR NO KEY UPDATE SKIP LOCKED
+), renewed AS (
+    UPDATE tasks t SET locked_until = now() + make_interval(secs => %(lease)s)
+    FROM lockable l WHERE t.id = l.id
 ), seen AS (
     UPDATE task_workers SET last_seen = now() WHERE id = %(worker)s RETURNING id
 )
-SELECT id, cancel, (SELECT count(*) FROM seen) FROM renewed
+SELECT id, cancel, (SELECT count(*) FROM seen) FROM mine
 UNION ALL
-SELECT NULL, NULL, (SELECT count(*) FROM seen) WHERE NOT EXISTS (SELECT 1 FROM renewed)
+SELECT NULL, NULL, (SELECT count(*) FROM seen) WHERE NOT EXISTS (SELECT 1 FROM mine)
 
 -- name: select_cancel_requested --
 -- Running tasks of a worker that somebody asked to cancel (the polling fallback).

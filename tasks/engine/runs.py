@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import transaction
 
@@ -28,9 +28,8 @@ from tasks.engine.sql import run
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ClaimedTask:
-    """What a worker needs to run one claimed task."""
+class ClaimedTask(NamedTuple):
+    """What a worker needs to run one claimed task (a tuple: one is made per claimed row)."""
 
     id: int
     name: str
@@ -44,7 +43,7 @@ class ClaimedTask:
     timeout_seconds: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """How one run ended, as reported by a worker to complete/fail/finish_cancelled."""
 
@@ -85,9 +84,7 @@ def claim(*, worker_id: str, limit: int, queues: Sequence[str] | None = None,
 
 
 def _claimed(r: Sequence) -> ClaimedTask:
-    return ClaimedTask(id=r[0], name=r[1], type=r[2], payload=loads(r[3]), queue=r[4],
-                       priority=r[5], attempt=r[6], retry_count=r[7], max_retries=r[8],
-                       timeout_seconds=r[9])
+    return ClaimedTask(r[0], r[1], r[2], loads(r[3]), *r[4:10])
 
 
 def _claim_limited(worker_id: str, limit: int, queues: Sequence[str] | None,
@@ -164,6 +161,8 @@ def _result_json(value: Any) -> str:
     unpaired surrogates become U+FFFD, and a result nested deeper than TASKS_MAX_JSON_DEPTH
     or larger than TASKS_MAX_RESULT_BYTES is stored as a marker with a preview.
     """
+    if value is None:  # most runs return nothing
+        return "null"
     depth = jsonsafe.max_depth()
     if jsonsafe.depth_exceeds(value, depth):
         return json.dumps({"truncated": True, "reason": f"nested deeper than {depth} levels"})

@@ -58,6 +58,9 @@ class Slots:
 
     def __init__(self, *, concurrency: int, max_tasks: int | None = None):
         self.concurrency = concurrency
+        # A busy dispatcher claims once this many slots are free, so one statement takes
+        # several tasks; a freed slot wakes it only when it crosses that mark.
+        self.batch_min = max(1, concurrency // 4)
         self.max_tasks = max_tasks
         self.cond = threading.Condition(threading.RLock())  # RLock: signal handlers use it
         self.running: dict[int, Job] = {}
@@ -112,12 +115,18 @@ class Slots:
             return list(self.running.values())
 
     def remove(self, job: Job) -> None:
-        """The run is over for this worker: its slot is free again."""
+        """The run is over for this worker: its slot is free again.
+
+        The dispatcher waits for one free slot when all are taken, for batch_min of them
+        when busy, and shutdown for none running: only those crossings wake it, not every
+        finished run (one wake-up per task would cost more than a no-op task's run)."""
         with self.cond:
             # Only this run: the same task may since have been claimed again (a lost lease).
             if self.running.get(job.task.id) is job:
                 del self.running[job.task.id]
-            self.cond.notify_all()
+                free = self.concurrency - len(self.running)
+                if free == 1 or free == self.batch_min or not self.running:
+                    self.cond.notify_all()
 
     def hint_work(self) -> None:
         with self.cond:

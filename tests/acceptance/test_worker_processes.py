@@ -10,6 +10,7 @@ from django.db import connection, transaction
 
 from tasks import engine
 from tasks.models import Task, TaskHistory
+from tasks.models import Worker as WorkerRow
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.process
@@ -59,9 +60,11 @@ def listening() -> bool:
 
 
 def test_four_workers_drain_2000_tasks_each_exactly_once(worker_factory, count_file):
-    tasks = engine.enqueue_many([{"name": f"n{i}", "type": "count"} for i in range(2000)])
     procs = [worker_factory("--concurrency", "8", COUNT_FILE=str(count_file))
              for _ in range(4)]
+    # All four up before the work arrives: a fast first worker would drain it alone.
+    wait_until(lambda: WorkerRow.objects.count() == 4, timeout=60, message="workers not up")
+    tasks = engine.enqueue_many([{"name": f"n{i}", "type": "count"} for i in range(2000)])
     wait_until(lambda: Task.objects.filter(status="succeeded").count() == 2000, timeout=90,
                message="2000 tasks did not all succeed")
     seen = Counter(task_id for task_id, _ in runs(count_file))
