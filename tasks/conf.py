@@ -33,6 +33,9 @@ class EngineSettings:
     SHUTDOWN_GRACE: float = field(default=25.0, metadata=_at_least(0.0))
     # Prepared hot-path statements; off for PgBouncer transaction pooling before 1.21.
     DB_PREPARE: bool = True
+    # A worker's claims, heartbeats and completions commit without waiting for the WAL
+    # flush (tasks/worker/commits.py); off behind PgBouncer in transaction pooling.
+    WORKER_ASYNC_COMMIT: bool = True
 
     # What a task gets when it names nothing, and how a failed run backs off.
     DEFAULT_TIMEOUT: int = field(default=300, metadata=_at_least(1))

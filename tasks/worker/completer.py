@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import queue as stdqueue
 import threading
+import time
 
 from django.db import Error as DatabaseError
 
 from tasks import engine
+from tasks.worker.commits import commit_without_waiting
 from tasks.worker.dbretry import close_connection, with_db_retry
 from tasks.worker.hooks import Hooks
 from tasks.worker.slots import CANCELLED, DECLINE, FAIL, OK, RELEASE, SNOOZE
@@ -23,6 +25,7 @@ from tasks.worker.slots import CANCELLED, DECLINE, FAIL, OK, RELEASE, SNOOZE
 logger = logging.getLogger("tasks.worker")
 
 MAX_BATCH = 1000
+LINGER = 0.002  # seconds a batch gathers after its first outcome arrives
 
 # What one outcome can make a statement fail with: the database refusing its data, or
 # its data failing to be encoded on the way (an int too long to print, a lone surrogate).
@@ -53,6 +56,7 @@ class Completer:
 
     def run(self, stopped: threading.Event) -> None:
         """The completer thread: until `stopped` is set and nothing is left to write."""
+        commit_without_waiting()
         try:
             while True:
                 try:
@@ -61,6 +65,9 @@ class Completer:
                     if stopped.is_set():
                         return
                     continue
+                # Let the outcomes of a busy worker gather so one statement writes them:
+                # meanwhile nothing waits on the queue, so executors wake nobody.
+                time.sleep(LINGER)
                 batch = [first]
                 while len(batch) < MAX_BATCH:
                     try:

@@ -19,6 +19,7 @@ from plugins import registry
 from plugins.base import TaskContext
 from tasks import engine
 from tasks.conf import EngineSettings
+from tasks.worker.commits import commit_without_waiting
 from tasks.worker.dbretry import with_db_retry
 from tasks.worker.hooks import Hooks
 from tasks.worker.slots import Job, Slots
@@ -36,12 +37,14 @@ class Dispatcher:
         self.listen = listen
         self.hand_off = hand_off
         self.hooks = hooks
+        self.loggers: dict[str, logging.Logger] = {}  # plugins.<type>, one per type
 
     def run(self) -> None:
         """Claim and hand off until stopped, or until --batch / --max-tasks are done."""
+        commit_without_waiting()
         slots = self.slots
         cond = slots.cond
-        batch_min = max(1, slots.concurrency // 4)
+        batch_min = slots.batch_min
         while True:
             with cond:
                 if slots.stopping:
@@ -86,6 +89,8 @@ class Dispatcher:
             # Deferred and retrying tasks send no event when they fall due, nor does a
             # rate-limited queue's next token. Tasks held back by a concurrency limit
             # wait for a run to finish (its event wakes this worker: slots.held_back).
+            # Held back while the query runs, so a run finishing meanwhile still wakes it.
+            self.slots.held_back = True
             due, held = with_db_retry(
                 "next_due", lambda: engine.idle_hint(self.queues, types=registry.types(),
                                                      skip=self.slots.declined()),
@@ -108,10 +113,13 @@ class Dispatcher:
             stop=lambda: self.slots.stopping, on_give_up=[])
         now = time.monotonic()
         jobs = []
+        loggers = self.loggers
         for task in tasks:
+            logger = loggers.get(task.type)
+            if logger is None:
+                logger = loggers[task.type] = logging.getLogger(f"plugins.{task.type}")
             ctx = TaskContext(task_id=task.id, attempt=task.attempt,
-                              deadline=now + task.timeout_seconds,
-                              logger=logging.getLogger(f"plugins.{task.type}"),
+                              deadline=now + task.timeout_seconds, logger=logger,
                               task_type=task.type, queue=task.queue, worker_id=self.worker_id,
                               load_parent_results=partial(engine.parent_results, task.id),
                               write_progress=partial(self._write_progress, task))

@@ -20,6 +20,7 @@ from django.db import Error as DatabaseError
 from plugins import registry
 from tasks import engine
 from tasks.conf import EngineSettings
+from tasks.worker.commits import commit_without_waiting
 from tasks.worker.dbretry import close_connection
 from tasks.worker.hooks import Hooks
 from tasks.worker.slots import Slots
@@ -46,6 +47,7 @@ class Heartbeat:
 
     def run(self, stopped: threading.Event) -> None:
         """The housekeeping thread: until `stopped` is set."""
+        commit_without_waiting()
         cfg = self.cfg
         now = time.monotonic()
         next_beat, next_cancel_poll = now, now
