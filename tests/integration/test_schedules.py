@@ -5,8 +5,10 @@ leader without the type's plugin, a failing schedule among others, the settings'
 from __future__ import annotations
 
 import datetime
+import json
 import threading
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -14,7 +16,9 @@ from django.utils import timezone
 
 from plugins import registry
 from tasks import engine
+from tasks.engine.events import SCHEDULE_EVENTS
 from tasks.exceptions import InvalidInput, InvalidTask, NotFound
+from tasks.listener import connect_kwargs
 from tasks.maintenance.scheduler import Scheduler, SchedulerConfig
 from tasks.models import AuditEntry, Schedule, Task, TaskHistory
 from tests.integration.conftest import sql
@@ -293,3 +297,42 @@ def test_the_schedules_setting_is_synced_when_the_scheduler_starts(settings):
     assert scheduler.synced
     assert Schedule.objects.get(name="from-code").interval_seconds == 60
     assert AuditEntry.objects.get().actor == "settings"
+
+
+def test_each_change_sends_an_event_naming_the_schedule_and_who():
+    with psycopg.connect(autocommit=True, **connect_kwargs()) as conn:
+        conn.execute(f'LISTEN "{engine.CHANNEL}"')
+        s = every_minute()  # by alice
+        schedules.update(s.pk, priority=3, actor="dan")
+        schedules.pause(s.pk, actor="bob")
+        schedules.resume(s.pk, actor="bob")
+        task = schedules.run_now(s.pk, actor="carol")
+        schedules.delete(s.pk, actor="eve")
+        received = [json.loads(n.payload) for n in _take(conn, 7)]
+    about_schedule = [e for e in received if e["event"] in SCHEDULE_EVENTS]
+    assert [(e["event"], e["actor"]) for e in about_schedule] == [
+        ("schedule_created", "alice"), ("schedule_updated", "dan"), ("schedule_paused", "bob"),
+        ("schedule_resumed", "bob"), ("schedule_run_now", "carol"), ("schedule_deleted", "eve")]
+    assert {(e["schedule"], e["name"]) for e in about_schedule} == {(s.pk, "tick")}
+    (queued,) = [e for e in received if e not in about_schedule]  # run-now's task
+    assert (queued["event"], queued["ids"]) == ("task_queued", [task.pk])
+
+
+def test_a_failed_schedule_sends_an_event_from_the_scheduler():
+    s = every_minute()
+    sql("UPDATE task_schedules SET timezone = 'Nowhere/City' WHERE id = %s", [s.pk])
+    with psycopg.connect(autocommit=True, **connect_kwargs()) as conn:
+        conn.execute(f'LISTEN "{engine.CHANNEL}"')
+        schedules.fire_due(now=minute(1))
+        (event,) = [json.loads(n.payload) for n in _take(conn, 1)]
+    assert (event["event"], event["schedule"], event["actor"]) == (
+        "schedule_failed", s.pk, "scheduler")
+
+
+def _take(conn, n):
+    got = []
+    for note in conn.notifies(timeout=5):
+        got.append(note)
+        if len(got) == n:
+            break
+    return got
