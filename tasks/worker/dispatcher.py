@@ -87,8 +87,8 @@ class Dispatcher:
             # rate-limited queue's next token. Tasks held back by a concurrency limit
             # wait for a run to finish (its event wakes this worker: slots.held_back).
             due, held = with_db_retry(
-                "next_due", lambda: engine.idle_hint(self.queues, types=registry.types(),
-                                                     skip=self.slots.declined()),
+                "next_due", lambda: engine.idle_hint(
+                    self.queues, types=registry.runnable_types(), skip=self.slots.declined()),
                 stop=lambda: self.slots.stopping, on_give_up=(None, False))
             self.slots.held_back = held
             if due is not None:
@@ -104,7 +104,7 @@ class Dispatcher:
             "claim",
             # Only what this worker can run: its plugins' types, less what it declined.
             lambda: engine.claim(worker_id=self.worker_id, limit=limit, queues=self.queues,
-                                 types=registry.types(), skip=self.slots.declined()),
+                                 types=registry.runnable_types(), skip=self.slots.declined()),
             stop=lambda: self.slots.stopping, on_give_up=[])
         now = time.monotonic()
         jobs = []
