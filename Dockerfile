@@ -16,6 +16,8 @@ COPY pyproject.toml README.md ./
 COPY taskservice/__init__.py taskservice/__init__.py
 COPY tasks/__init__.py tasks/__init__.py
 COPY plugins/__init__.py plugins/__init__.py
+# The version of both distributions (pyproject.toml reads it from here).
+COPY taskcli/__init__.py taskcli/__init__.py
 RUN pip install '.[server]' && pip uninstall -y task-service
 # The code runs from /app (manage.py beside the packages; templates and static inside `tasks`).
 COPY . .

@@ -198,3 +198,14 @@ class Plugin:
     def run(self, payload: dict, ctx: TaskContext) -> Any:
         """Do the work; return a JSON-serialisable result or raise to fail the attempt."""
         raise NotImplementedError
+
+    def unavailable_reason(self) -> str | None:
+        """Why this process cannot run the type (a setting it needs is missing, say), or
+        None. A worker does not claim the types whose plugin is unavailable, and hands back
+        a task of one it got anyway (NotRunnableHere) for a worker that can run it.
+        Enqueueing is validate's business: a web process may refuse or accept regardless."""
+        return None
+
+    def available(self) -> bool:
+        """This process can run the type (unavailable_reason() is None)."""
+        return self.unavailable_reason() is None

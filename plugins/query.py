@@ -177,6 +177,10 @@ class RunQuery(Plugin):
             raise PayloadError(errors)
         return {**payload, "sql": sql.strip().rstrip(";")}
 
+    def unavailable_reason(self) -> str | None:
+        # A worker without the query database leaves run_query to the workers that have it.
+        return configuration_problem(getattr(settings, SETTING, "") or "")
+
     def run(self, payload: dict, ctx: TaskContext):
         if "database" in payload:  # enqueued before the payload lost its `database` field
             raise PayloadError({"database": [f"Not accepted ({URL_SETTING} decides)."]})

@@ -3,7 +3,8 @@
 Three sources, later ones winning: the built-ins below, the Python entry point group
 `taskservice.plugins` (third-party packages), and settings (TASKS_PLUGINS), which maps a
 type name to a plugin (a built-in name or a dotted path) with options. The registry is
-frozen once loaded; an unknown type is a clear error at enqueue time.
+frozen once loaded; an unknown type is a clear error at enqueue time. A worker claims only
+runnable_types(): the types whose plugin is available in its process (Plugin.available).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any
 
-from plugins.base import PayloadError, Plugin
+from plugins.base import NotRunnableHere, PayloadError, Plugin
 from tasks.exceptions import PluginConfigurationError, UnknownTaskType
 
 logger = logging.getLogger(__name__)
@@ -115,8 +116,39 @@ def get(type_name: str) -> Plugin:
 
 
 def types() -> list[str]:
+    """Every registered type: what may be enqueued (each plugin's validate decides)."""
     return sorted(_plugins)
 
 
 def all_plugins() -> MappingProxyType[str, Plugin]:
     return _plugins
+
+
+def _unavailable_reason(plugin: Plugin) -> str | None:
+    try:
+        reason = plugin.unavailable_reason()
+    except Exception as exc:  # noqa: BLE001 - a plugin's own check must not stop a worker
+        return f"its availability check raised {type(exc).__name__}: {exc}"
+    return None if reason is None else (str(reason) or "unavailable")
+
+
+def unavailable() -> dict[str, str]:
+    """{type: why this process cannot run it} for every registered type it cannot run."""
+    return {name: reason for name, plugin in _plugins.items()
+            if (reason := _unavailable_reason(plugin)) is not None}
+
+
+def runnable_types() -> list[str]:
+    """The types a worker in this process claims: those whose plugin is available here."""
+    left_out = unavailable()
+    return sorted(name for name in _plugins if name not in left_out)
+
+
+def runnable(type_name: str) -> Plugin:
+    """The plugin that runs a claimed task of `type_name`. NotRunnableHere when this process
+    cannot run the type (another worker may: the task is handed back, not failed);
+    UnknownTaskType when no plugin has the name."""
+    plugin = get(type_name)
+    if (reason := _unavailable_reason(plugin)) is not None:
+        raise NotRunnableHere(reason)
+    return plugin

@@ -118,3 +118,27 @@ def static_found(app_configs, **kwargs) -> list[Error]:
             id="tasks.E007",
         )]
     return []
+
+
+@register()
+def schedules_setting(app_configs, **kwargs) -> list[Error]:
+    """TASKS_SCHEDULES entries are validated as the API validates a schedule; the leader
+    skips an invalid one, so say so before it starts."""
+    from tasks.engine.schedule_settings import problems
+
+    errors = []
+    for name, fields in problems(getattr(settings, "TASKS_SCHEDULES", {})).items():
+        where = f"TASKS_SCHEDULES[{name!r}] is not a valid schedule" if name \
+            else "TASKS_SCHEDULES is not valid"
+        said = "; ".join(f"{field}: {' '.join(map(str, messages))}"
+                         if isinstance(messages, list) else f"{field}: {messages}"
+                         for field, messages in fields.items())
+        errors.append(Error(
+            f"{where} ({said}); the scheduler skips it.",
+            hint="Give each entry the fields POST /api/schedules takes, keyed by the "
+                 "schedule's name: {'nightly': {'type': 'send_email', 'payload': {...}, "
+                 "'cron': '0 3 * * *', 'timezone': 'Europe/Paris'}} or 'interval_seconds' "
+                 "instead of 'cron'.",
+            id="tasks.E008",
+        ))
+    return errors

@@ -1,6 +1,6 @@
 """The local client of `manage.py task`: this project's database, answering with the
 REST API's JSON shapes (plain dicts and lists), so the command prints the same output as
-with --address (tasks.cli.remote.RemoteClient), and ClientError with the same one-line
+with --address (taskcli.remote.RemoteClient), and ClientError with the same one-line
 messages.
 """
 
@@ -13,6 +13,7 @@ from django.core.paginator import EmptyPage
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import QueryDict
 
+from taskcli.remote import TASKS_PATH, ClientError, list_query, one_line
 from tasks import engine, selectors
 from tasks.api.filters import TaskFilter
 from tasks.api.pagination import LenientPaginator, envelope
@@ -23,7 +24,6 @@ from tasks.api.serializers import (
     TaskSerializer,
     spec_from,
 )
-from tasks.cli.remote import TASKS_PATH, ClientError, list_query, one_line
 from tasks.exceptions import TaskServiceError
 from tasks.models import Origin
 

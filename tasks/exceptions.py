@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from tasks.errortext import flatten as _flatten
+from taskcli.errortext import flatten as _flatten
 
 
 class TaskServiceError(Exception):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
+from taskcli.remote import ClientError, RemoteClient
 from tasks import engine, selectors
-from tasks.cli.remote import ClientError, RemoteClient
 from tasks.client import _plain
 from tasks.exceptions import TaskServiceError
 

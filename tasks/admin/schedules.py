@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import OuterRef, Subquery
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -14,6 +15,7 @@ from tasks.exceptions import InvalidTask, TaskServiceError
 from tasks.models import Schedule, Task
 
 schedules = engine.schedules
+_UNREAD = object()
 
 
 class ScheduleForm(forms.ModelForm):
@@ -77,14 +79,21 @@ class ScheduleAdmin(admin.ModelAdmin):
     def last_task(self, obj: Schedule) -> str:
         if obj.last_task_id is None:
             return "—"
-        status = Task.objects.filter(pk=obj.last_task_id).values_list("status", flat=True) \
-            .first()
+        status = getattr(obj, "last_task_status", _UNREAD)
+        if status is _UNREAD:  # a schedule not read through get_queryset
+            status = Task.objects.filter(pk=obj.last_task_id).values_list(
+                "status", flat=True).first()
         if status is None:
             return f"#{obj.last_task_id} (deleted)"
         return format_html('<a href="{}">#{}</a> <span class="task-status task-status-{}">{}'
                            '</span>', reverse("admin:tasks_task_change",
                                               args=[obj.last_task_id]),
                            obj.last_task_id, status, status)
+
+    def get_queryset(self, request):
+        # The last task's status comes with the page's own query, not one query a row.
+        return super().get_queryset(request).annotate(last_task_status=Subquery(
+            Task.objects.filter(pk=OuterRef("last_task_id")).values("status")[:1]))
 
     def save_model(self, request, obj, form, change):
         fields = {name: form.cleaned_data.get(name) for name in schedules.FIELDS}

@@ -3,7 +3,6 @@ and limits are engine verbs (tasks.engine.queues) that leave an audit row naming
 
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
@@ -25,7 +24,9 @@ _ERRORS = {
 }
 _NOT_FOUND = {404: OpenApiResponse(ErrorSerializer,
                                    description="No tasks and no settings name this queue.")}
-_BAD_REQUEST = {400: OpenApiResponse(OpenApiTypes.OBJECT, description="Field -> messages.")}
+# The body's schema, FieldErrors, is tasks.api.schema's.
+_BAD_REQUEST = {400: OpenApiResponse(
+    description="Field -> messages, naming each bad limit or unknown field.")}
 
 
 class QueueSerializer(serializers.Serializer):

@@ -5,7 +5,6 @@ and leave an audit row naming the user."""
 
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
@@ -27,7 +26,10 @@ _ERRORS = {
     403: OpenApiResponse(ErrorSerializer, description="Not allowed."),
 }
 _NOT_FOUND = {404: OpenApiResponse(ErrorSerializer, description="No schedule has that id.")}
-_BAD_REQUEST = {400: OpenApiResponse(OpenApiTypes.OBJECT, description="Field -> messages.")}
+# The body's schema, FieldErrors, is tasks.api.schema's.
+_BAD_REQUEST = {400: OpenApiResponse(
+    description="Field -> messages, naming each problem (`payload` nests by the payload's "
+                "own fields: `{\"payload\": {\"to\": [\"...\"]}}`).")}
 
 
 class ScheduleSerializer(serializers.ModelSerializer):

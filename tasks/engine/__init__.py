@@ -16,13 +16,14 @@ statement or transaction, so an event always means a committed change.
   set_queue_limits), each with an audit row and an event;
 - schedules: create, update, pause, resume, run_now, delete, and fire_due (the
   scheduler's batch), exported with a `schedule_` prefix or as the module;
+  schedule_settings: the TASKS_SCHEDULES setting, checked and synced;
 - events: the NOTIFY channel and the shape of its payload;
 - sql: the loader of queries.sql and `run`.
 """
 
 from __future__ import annotations
 
-from tasks.engine import schedules
+from tasks.engine import schedule_settings, schedules
 from tasks.engine.events import CHANNEL, NOTIFY_MAX_IDS
 from tasks.engine.maintenance import (
     RECONCILE_LOCK_KEY,
@@ -87,6 +88,6 @@ __all__ = [
     "heartbeat", "idle_hint", "liveness_window", "next_due_in", "notify", "parent_results",
     "pause_queue", "prepare", "progress", "reap_workers", "reconcile", "register_worker",
     "release", "rescue_expired", "resume_queue", "retry", "retry_many", "run_now",
-    "run_now_many", "schedules", "fire_due_schedules", "set_queue_limits", "snooze",
-    "unregister_worker",
+    "run_now_many", "schedule_settings", "schedules", "fire_due_schedules", "set_queue_limits",
+    "snooze", "unregister_worker",
 ]

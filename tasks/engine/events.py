@@ -30,9 +30,12 @@ QUEUE_PAUSED = "queue_paused"
 QUEUE_RESUMED = "queue_resumed"
 QUEUE_LIMITS_CHANGED = "queue_limits_changed"
 QUEUE_EVENTS = frozenset({QUEUE_PAUSED, QUEUE_RESUMED, QUEUE_LIMITS_CHANGED})
-# A person changed a schedule: extra fields schedule (its id), name, actor.
+# A person changed a schedule, or the scheduler (actor "scheduler") failed to fire one:
+# extra fields schedule (its id), name, actor.
+SCHEDULE_FAILED = "schedule_failed"
 SCHEDULE_EVENTS = frozenset({"schedule_created", "schedule_updated", "schedule_deleted",
-                             "schedule_paused", "schedule_resumed", "schedule_run_now"})
+                             "schedule_paused", "schedule_resumed", "schedule_run_now",
+                             SCHEDULE_FAILED})
 # A running task's plugin reported progress; the event also carries `progress`: {"done",
 # "total", "message" (at most 200 characters), "at"}. Not a history event.
 TASK_PROGRESS = "task_progress"

@@ -6,7 +6,10 @@ Each change writes an audit row naming who did it and sends an event. `fire_due`
 the scheduler service runs: in one transaction it locks the due schedules (skipping rows
 another maintainer holds), enqueues one task per schedule for its latest due tick
 (queries.sql: enqueue_tick, keyed `schedule:<id>:<tick>`, so nothing doubles it) and moves
-each schedule to its next tick.
+each schedule to its next tick. The task is the stored, already validated one: firing asks
+no plugin, so a leader without a type's plugin still fires it for the workers that have
+it. Each schedule fires in a savepoint of its own: one that fails is logged, audited
+(`schedule_failed`) and moved on, and the others fire.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from tasks import jsonsafe, ticks
-from tasks.engine.events import CHANNEL, payload
+from tasks.conf import engine as engine_settings
+from tasks.engine.events import CHANNEL, SCHEDULE_FAILED, payload
 from tasks.engine.sql import run
 from tasks.engine.submit import prepare
 from tasks.exceptions import InvalidInput, InvalidTask, NotFound
@@ -183,19 +187,26 @@ def delete(schedule_id: Any, *, actor: str = "") -> None:
     schedule.delete()
 
 
-def _enqueue(schedule: Any, tick: datetime.datetime, key: str, details: str) -> int | None:
-    """enqueue_tick for one schedule (a model or a select_due_schedules row as a dict);
-    the task's id, or None when that key's task exists already."""
-    spec = prepare(name=schedule["name"], type=schedule["type"], payload=schedule["payload"],
-                   priority=schedule["priority"], queue=schedule["queue"],
-                   max_retries=schedule["max_retries"],
-                   timeout_seconds=schedule["timeout_seconds"])
+def _enqueue(schedule: Mapping[str, Any], tick: datetime.datetime, key: str,
+             details: str) -> int | None:
+    """enqueue_tick for one schedule (a model's fields or a select_due_schedules row as a
+    dict): its stored task, validated when it was saved, so no plugin is asked again; the
+    task's id, or None when that key's task exists already."""
+    cfg = engine_settings()
+    stored = schedule["payload"]
     rows = run("enqueue_tick", {
-        "name": spec.name, "type": spec.type, "payload": spec.payload_json,
-        "priority": spec.priority, "queue": spec.queue, "tick": tick,
-        "max_retries": spec.max_retries, "timeout_seconds": spec.timeout_seconds,
+        "name": schedule["name"], "type": schedule["type"],
+        "payload": stored if isinstance(stored, str) else json.dumps(stored,
+                                                                     separators=(",", ":")),
+        "priority": schedule["priority"], "queue": schedule["queue"], "tick": tick,
+        "max_retries": _or(schedule["max_retries"], cfg.DEFAULT_MAX_RETRIES),
+        "timeout_seconds": _or(schedule["timeout_seconds"], cfg.DEFAULT_TIMEOUT),
         "key": key, "owner_id": schedule["owner_id"], "details": details})
     return rows[0][0] if rows else None
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def tick_key(schedule_id: int, tick: datetime.datetime) -> str:
@@ -223,48 +234,80 @@ def run_now(schedule_id: Any, *, actor: str = "") -> Task:
 _DUE_COLUMNS = ("id", "name", "type", "payload", "queue", "priority", "max_retries",
                 "timeout_seconds", "cron", "timezone", "interval_seconds", "missed_ticks",
                 "next_run_at", "owner_id")
+# When a schedule's own timing fails (a time zone or cron this process cannot read), the
+# next try.
+RETRY_FAILED_AFTER = datetime.timedelta(minutes=5)
+SCHEDULER = "scheduler"
 
 
 def fire_due(*, now: datetime.datetime | None = None, limit: int = 100) -> dict[int, int | None]:
     """Enqueue the latest due tick of up to `limit` due schedules in one transaction and
     move each to its next tick; {schedule id: task id, or None when nothing was enqueued
-    (a skipped missed tick, a task the plugin no longer accepts, or a key that exists)}.
+    (a skipped missed tick, a key that exists, or a schedule that failed)}.
 
     `now` is the scheduler's clock (injectable for tests); schedules another maintainer
-    holds are skipped, and their next_run_at has moved when it lets go.
+    holds are skipped, and their next_run_at has moved when it lets go. Each schedule
+    fires in its own savepoint: one that raises is rolled back alone, logged, audited as
+    `schedule_failed` with the error, and moved to its next tick after now (that tick is
+    dropped), so it neither blocks the batch nor fails again at every pass. A lost
+    connection, a timeout or a deadlock rolls back the batch, which the next pass retries.
     """
     now = now or timezone.now()
     fired: dict[int, int | None] = {}
     with transaction.atomic():
         for row in run("select_due_schedules", {"now": now, "limit": limit}):
             schedule = dict(zip(_DUE_COLUMNS, row, strict=True))
-            if isinstance(schedule["payload"], str):
-                schedule["payload"] = json.loads(schedule["payload"])
-            step = ticks.due(ticks.Timing(schedule["cron"], schedule["timezone"],
-                                          schedule["interval_seconds"]),
-                             schedule["next_run_at"], now,
-                             skip_missed=schedule["missed_ticks"] == MissedTicks.SKIP)
-            task_id = None
-            if step.tick is not None:
-                details = (f"scheduled by {schedule['name']!r} (schedule {schedule['id']}) "
-                           f"for the tick at {step.tick.isoformat()}")
-                try:
-                    with transaction.atomic():
-                        task_id = _enqueue(schedule, step.tick,
-                                           tick_key(schedule["id"], step.tick), details)
-                except InvalidTask as exc:
-                    logger.error("schedule %s: its task is no longer valid (%s); tick %s "
-                                 "skipped", schedule["name"], exc, step.tick.isoformat(),
-                                 extra={"action": "schedule_invalid",
-                                        "schedule": schedule["id"]})
-            if step.missed:
-                logger.warning("schedule %s: %d missed tick(s) dropped", schedule["name"],
-                               step.missed, extra={"action": "schedule_missed",
-                                                   "schedule": schedule["id"]})
-            run("advance_schedule", {"id": schedule["id"], "next_run_at": step.next_run_at,
-                                     "tick": step.tick, "task_id": task_id})
-            fired[schedule["id"]] = task_id
+            try:
+                with transaction.atomic():
+                    fired[schedule["id"]] = _fire(schedule, now)
+            except (OperationalError, InterfaceError):
+                raise  # the database, not the schedule: the whole batch is tried again
+            except Exception as exc:  # noqa: BLE001 - any other failure is this schedule's
+                fired[schedule["id"]] = None
+                _failed(schedule, now, exc)
     return fired
+
+
+def _fire(schedule: dict[str, Any], now: datetime.datetime) -> int | None:
+    step = ticks.due(ticks.Timing(schedule["cron"], schedule["timezone"],
+                                  schedule["interval_seconds"]),
+                     schedule["next_run_at"], now,
+                     skip_missed=schedule["missed_ticks"] == MissedTicks.SKIP)
+    task_id = None
+    if step.tick is not None:
+        details = (f"scheduled by {schedule['name']!r} (schedule {schedule['id']}) "
+                   f"for the tick at {step.tick.isoformat()}")
+        task_id = _enqueue(schedule, step.tick, tick_key(schedule["id"], step.tick), details)
+    if step.missed:
+        logger.warning("schedule %s: %d missed tick(s) dropped", schedule["name"],
+                       step.missed, extra={"action": "schedule_missed",
+                                           "schedule": schedule["id"]})
+    run("advance_schedule", {"id": schedule["id"], "next_run_at": step.next_run_at,
+                             "tick": step.tick, "task_id": task_id})
+    return task_id
+
+
+def _failed(schedule: dict[str, Any], now: datetime.datetime, exc: Exception) -> None:
+    """Record a schedule that failed to fire and move it past the failed tick."""
+    pending = schedule["next_run_at"]
+    try:
+        next_run_at = ticks.after(ticks.Timing(schedule["cron"], schedule["timezone"],
+                                               schedule["interval_seconds"]), now,
+                                  anchor=pending)
+    except Exception:  # noqa: BLE001 - its timing is what fails: try again later
+        next_run_at = now + RETRY_FAILED_AFTER
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    logger.error("schedule %s: failed to fire the tick at %s (%s); next try at %s",
+                 schedule["name"], pending.isoformat(), error, next_run_at.isoformat(),
+                 exc_info=exc, extra={"action": SCHEDULE_FAILED, "schedule": schedule["id"]})
+    AuditEntry.objects.create(actor=SCHEDULER, action=SCHEDULE_FAILED, target_kind="schedule",
+                              target=schedule["name"], details={
+                                  "id": schedule["id"], "tick": pending.isoformat(),
+                                  "error": error, "next_run_at": next_run_at.isoformat()})
+    run("send_event", {"channel": CHANNEL, "payload": payload(
+        SCHEDULE_FAILED, [], schedule=schedule["id"], name=schedule["name"], actor=SCHEDULER)})
+    run("advance_schedule", {"id": schedule["id"], "next_run_at": next_run_at,
+                             "tick": None, "task_id": None})
 
 
 def next_runs(schedule: Schedule, count: int = 3) -> list[datetime.datetime]:
@@ -276,19 +319,3 @@ def next_runs(schedule: Schedule, count: int = 3) -> list[datetime.datetime]:
         found.append(ticks.after(timing(schedule), found[-1], anchor=found[-1]))
     return found
 
-
-def sync(definitions: Mapping[str, Mapping[str, Any]], *, actor: str = "settings") -> list[str]:
-    """Create or update the schedules named in a SCHEDULES setting ({name: fields});
-    returns the names changed. Schedules not named are left alone."""
-    changed = []
-    for name, fields in definitions.items():
-        existing = Schedule.objects.filter(name=name).first()
-        if existing is None:
-            create(actor=actor, name=name, **fields)
-            changed.append(name)
-            continue
-        wanted = {**DEFAULTS, **fields}
-        if any(getattr(existing, k) != v for k, v in wanted.items()):
-            update(existing.pk, actor=actor, **wanted)
-            changed.append(name)
-    return changed

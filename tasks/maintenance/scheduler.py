@@ -7,8 +7,9 @@ maintainer holds are skipped), each gets one task for its latest due tick, keyed
 double a tick, and moves to its next tick.
 
 Schedules may also be defined in code: the TASKS_SCHEDULES setting ({name: fields}, as
-the API takes them) is synced by the leader when its scheduler starts; schedules made by
-people are left alone.
+the API takes them) is synced by the leader when its scheduler starts
+(engine.schedule_settings: an invalid entry is logged and skipped, an operator's pause
+stands unless the entry states `enabled`); schedules not named there are left alone.
 """
 
 from __future__ import annotations
@@ -43,6 +44,6 @@ class Scheduler(Service):
 
     def run_batch(self) -> int:
         if not self.synced:
-            engine.schedules.sync(getattr(settings, "TASKS_SCHEDULES", {}))
+            engine.schedule_settings.sync(getattr(settings, "TASKS_SCHEDULES", {}))
             self.synced = True
         return len(engine.fire_due_schedules(now=self.clock(), limit=self.config.batch_size))

@@ -92,8 +92,8 @@ class Dispatcher:
             # Held back while the query runs, so a run finishing meanwhile still wakes it.
             self.slots.held_back = True
             due, held = with_db_retry(
-                "next_due", lambda: engine.idle_hint(self.queues, types=registry.types(),
-                                                     skip=self.slots.declined()),
+                "next_due", lambda: engine.idle_hint(
+                    self.queues, types=registry.runnable_types(), skip=self.slots.declined()),
                 stop=lambda: self.slots.stopping, on_give_up=(None, False))
             self.slots.held_back = held
             if due is not None:
@@ -109,7 +109,7 @@ class Dispatcher:
             "claim",
             # Only what this worker can run: its plugins' types, less what it declined.
             lambda: engine.claim(worker_id=self.worker_id, limit=limit, queues=self.queues,
-                                 types=registry.types(), skip=self.slots.declined()),
+                                 types=registry.runnable_types(), skip=self.slots.declined()),
             stop=lambda: self.slots.stopping, on_give_up=[])
         now = time.monotonic()
         jobs = []

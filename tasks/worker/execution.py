@@ -123,7 +123,7 @@ class Execution:
     def _execute(self, job: Job) -> tuple[str, engine.Outcome]:
         ctx = job.ctx
         try:
-            plugin = registry.get(job.task.type)
+            plugin = registry.runnable(job.task.type)
             result = plugin.run(job.task.payload, ctx)
         except Snooze as exc:
             return SNOOZE, job.outcome(delay=exc.seconds)

@@ -43,7 +43,8 @@ class Heartbeat:
     def register(self) -> None:
         engine.register_worker(worker_id=self.worker_id, hostname=socket.gethostname(),
                                pid=os.getpid(), queues=self.queues,
-                               concurrency=self.slots.concurrency, types=registry.types())
+                               concurrency=self.slots.concurrency,
+                               types=registry.runnable_types())
 
     def run(self, stopped: threading.Event) -> None:
         """The housekeeping thread: until `stopped` is set."""

@@ -2,7 +2,8 @@
 
 The host's `@task` module imports only in the host's worker. Whichever worker sees the task
 first, it succeeds on the host's worker with no retry used and one attempt; the service's
-worker hands it back (a history row says why) and does not claim it again."""
+worker hands it back (a history row says why) and does not claim it again. A worker that
+cannot run a type at all (run_query without its database) never claims its tasks."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ import sys
 import pytest
 from django.tasks import TaskResultStatus
 
+from tasks import engine
+from tasks.live import dashboard
 from tasks.models import Task, TaskHistory, Worker
-from tests.support.processes import ROOT, wait_until
+from tests.support.processes import ROOT, database_url, wait_until
+from tests.support.query_db import configured
 
 pytestmark = pytest.mark.process
 
@@ -103,3 +107,25 @@ def test_host_tasks_succeed_on_the_host_worker_whoever_sees_them_first(worker_fa
         assert _events(task_id, service_id, "task_started") <= 1
         assert _events(task_id, service_id, "task_released") == _events(
             task_id, service_id, "task_started")
+
+
+def test_a_worker_leaves_the_types_it_cannot_run_queued_for_one_that_can(worker_factory):
+    # Enqueued where run_query has a query database (judged from settings alone)...
+    with configured(database_url(name="reports_elsewhere")):
+        report = engine.enqueue(name="report", type="run_query", queue="reports",
+                                payload={"sql": "SELECT 1"}, max_retries=0)
+    probe = engine.enqueue(name="probe", type="noop", queue="reports")
+    # ...and run by a worker that has none, as a host project's worker has.
+    worker_id = _start(worker_factory, TASKS_QUERY_DATABASE_URL="")
+    worker = Worker.objects.get(id=worker_id)
+    assert "run_query" not in worker.types and "noop" in worker.types
+    # The probe came after the report in the same queue: once it has run, the worker has
+    # had every chance to claim the report first.
+    wait_until(lambda: Task.objects.get(pk=probe.pk).status == "succeeded", timeout=TIMEOUT,
+               message="the worker did not run the probe")
+    row = Task.objects.get(pk=report.pk)
+    assert (row.status, row.attempts, row.retry_count, row.locked_by) == ("queued", 0, 0, None)
+    assert list(TaskHistory.objects.filter(task_id=report.pk).values_list(
+        "event_type", flat=True)) == ["task_queued"]
+    queues = {q["queue"]: q for q in dashboard.snapshot(include_throughput=False)["queues"]}
+    assert queues["reports"]["unrunnable"] == 1

@@ -12,7 +12,7 @@ import psutil
 
 from tests.support import processes
 
-COPIED = ("manage.py", "tasks", "taskservice", "plugins")
+COPIED = ("manage.py", "tasks", "taskcli", "taskservice", "plugins")
 
 
 def _fresh_copy(tmp_path):

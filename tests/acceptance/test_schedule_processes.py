@@ -8,10 +8,13 @@ import signal
 import time
 from collections import Counter
 
+import psycopg
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from tasks import engine
+from tasks.listener import connect_kwargs
 from tasks.models import Schedule, Task, TaskHistory, Worker
 from tests.support.processes import wait_until
 
@@ -64,24 +67,58 @@ def test_an_interval_of_2s_under_three_workers_makes_10_tasks_in_20s(worker_fact
     assert first.details.startswith("scheduled by 'every-2s'")
 
 
+# The columns enqueue_tick fills: the test's own uncommitted task holding one tick's key.
+_HOLD_TICK = """
+INSERT INTO tasks (name, type, status, payload, priority, queue, run_at, retry_count,
+                   max_retries, timeout_seconds, attempts, last_error, idempotency_key,
+                   owner_id, origin, created_at, updated_at)
+VALUES ('held', 'simulate', 'queued', '{}', 0, 'default', now(), 0, 0, 60, 0, '', %s,
+        NULL, 'schedule', now(), now())
+"""
+
+
+def blocked_by(holder_pid: int) -> tuple | None:
+    """The backend waiting on the holder's lock: (has it written, its statement)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT backend_xid IS NOT NULL, query FROM pg_stat_activity "
+                       "WHERE %s = ANY(pg_blocking_pids(pid))", [holder_pid])
+        return cursor.fetchone()
+
+
 def test_kill_9_of_the_leader_mid_tick_loses_and_doubles_nothing(worker_factory):
+    """The leader is killed inside its scheduler's transaction, deterministically: the
+    test holds the key of the batch's last tick in a transaction of its own, so the
+    leader's batch has written the other ticks (uncommitted) and waits on that one."""
     procs = start_workers(worker_factory, 2)
     made = [engine.schedules.create(name=f"s{i}", type="simulate", payload={"duration": 0},
-                                    interval_seconds=2) for i in range(30)]
-    wait_until(lambda: Task.objects.count() >= 60, timeout=30)  # two ticks each
+                                    interval_seconds=3600) for i in range(30)]
+    tick = timezone.now().replace(microsecond=0) - datetime.timedelta(seconds=10)
+    last = made[-1]
+    pending = {s.pk: tick for s in made} | {last.pk: tick + datetime.timedelta(milliseconds=1)}
     pid = wait_until(leader_pid, timeout=10)
     (leader,) = [p for p in procs if p.pid == pid]
-    # Kill it while its scheduler works through the batch of 30 (each tick takes a while).
-    first = Task.objects.count()
-    wait_until(lambda: Task.objects.count() > first, timeout=10, interval=0.005)
-    leader.send_signal(signal.SIGKILL)
-    leader.wait(timeout=10)
-    wait_until(lambda: leader_pid() not in (None, pid), timeout=30,
-               message="no new leader after the kill")
-    time.sleep(5)  # ticks under the new leader
+    with psycopg.connect(**connect_kwargs()) as holder:
+        holder.execute(_HOLD_TICK, [engine.schedules.tick_key(last.pk, pending[last.pk])])
+        holder_pid = holder.info.backend_pid
+        # All 30 due at once, the held one last in the batch's order.
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE task_schedules SET next_run_at = CASE WHEN id = %s "
+                           "THEN %s ELSE %s END", [last.pk, pending[last.pk], tick])
+        written, statement = wait_until(lambda: blocked_by(holder_pid), timeout=10,
+                                        message="the leader's scheduler never reached the "
+                                                "held tick")
+        assert written and "INSERT INTO tasks" in statement  # mid-tick: ticks written
+        assert not Task.objects.filter(origin="schedule").exists()  # none committed
+        leader.send_signal(signal.SIGKILL)
+        leader.wait(timeout=10)
+        wait_until(lambda: leader_pid() not in (None, pid), timeout=30,
+                   message="no new leader after the kill")
+        holder.rollback()  # the dead leader's backend finds its client gone and aborts
+    wait_until(lambda: Task.objects.filter(origin="schedule").count() >= 30, timeout=30,
+               message="the new leader did not fire the ticks")
+    time.sleep(1)  # a few more passes of the new leader: none may add a task
     keys = Counter(Task.objects.values_list("idempotency_key", flat=True))
     assert max(keys.values()) == 1
-    for schedule in made:
-        tasks = ticks_of(schedule)
-        steps = {b - a for a, b in zip(tasks, tasks[1:], strict=False)}
-        assert steps == {datetime.timedelta(seconds=2)}, (schedule.name, tasks)
+    assert {name: ticks_of(s) for name, s in ((s.name, s) for s in made)} == {
+        s.name: [pending[s.pk]] for s in made}
+    assert not Task.objects.filter(name="held").exists()

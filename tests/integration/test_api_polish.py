@@ -68,6 +68,20 @@ def test_create_requires_name_and_type_and_a_400_is_typed(schema):
     assert components["FieldErrors"]["type"] == "object"
 
 
+def test_every_400_in_the_document_is_typed_as_field_errors(schema):
+    bad = {(method.upper(), path): op["responses"]["400"]
+           for path, ops in schema["paths"].items() for method, op in ops.items()
+           if "400" in op.get("responses", {})}
+    assert {("PATCH", "/api/queues/{name}/"), ("POST", "/api/queues/{name}/pause/"),
+            ("POST", "/api/schedules/"), ("PATCH", "/api/schedules/{id}/"),
+            ("POST", "/api/schedules/{id}/run-now/"), ("POST", "/api/tasks/")} <= set(bad)
+    untyped = {where: response.get("content") for where, response in bad.items()
+               if response.get("content") != {"application/json": {
+                   "schema": {"$ref": "#/components/schemas/FieldErrors"}}}}
+    assert untyped == {}
+    assert all(response["description"] for response in bad.values())
+
+
 def test_filters_and_the_page_size_cap_are_documented(schema):
     parameters = {p["name"]: p for p in schema["paths"]["/api/tasks/"]["get"]["parameters"]}
     assert "comma-separate" in parameters["status"]["description"]

@@ -32,7 +32,8 @@ def ids(messages) -> list[str]:
 
 
 def test_the_services_own_settings_pass():
-    own = {"tasks.E002", "tasks.E003", "tasks.W004", "tasks.E005", "tasks.E006", "tasks.E007"}
+    own = {"tasks.E002", "tasks.E003", "tasks.W004", "tasks.E005", "tasks.E006", "tasks.E007",
+           "tasks.E008"}
     assert not own & {message.id for message in django_checks.run_checks()}
 
 
@@ -102,3 +103,23 @@ def test_static_files_not_found_is_an_error():
         messages = checks.static_found(None)
     assert ids(messages) == ["tasks.E007"]
     assert "tasks/admin.css" in messages[0].msg
+
+
+def test_invalid_schedules_in_settings_are_errors_naming_the_entry_and_field():
+    good = {"nightly": {"type": "count", "cron": "0 3 * * *", "timezone": "Europe/Paris"}}
+    with override_settings(TASKS_SCHEDULES=good):
+        assert checks.schedules_setting(None) == []
+    bad = {**good, "hourly": {"type": "count", "cron": "0 * * *"},
+           "often": {"type": "no_such_type", "interval_seconds": 60, "colour": "red"}}
+    with override_settings(TASKS_SCHEDULES=bad):
+        messages = checks.schedules_setting(None)
+        registered = {m.id for m in django_checks.run_checks()}
+    assert ids(messages) == ["tasks.E008", "tasks.E008"]
+    assert "tasks.E008" in registered
+    hourly, often = (m.msg for m in messages)
+    assert hourly.startswith("TASKS_SCHEDULES['hourly'] is not a valid schedule (cron: ")
+    assert "colour: Unknown field." in often
+    assert "'interval_seconds'" in messages[0].hint
+    with override_settings(TASKS_SCHEDULES=["nightly"]):
+        (message,) = checks.schedules_setting(None)
+    assert message.msg.startswith("TASKS_SCHEDULES is not valid (non_field_errors: ")

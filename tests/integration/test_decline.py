@@ -3,11 +3,19 @@ task it cannot run goes back to the queue without using an attempt or a retry.""
 
 from __future__ import annotations
 
-import pytest
+import threading
 
+import pytest
+from django.conf import settings as django_settings
+
+from plugins import registry
+from plugins.base import Plugin
 from tasks import engine
 from tasks.models import Task, TaskHistory
+from tasks.worker.slots import DECLINE
+from tasks.worker.testing import WorkerThread
 from tests.integration.conftest import OTHER_WORKER, WORKER, claim_ids, enqueue, outcome
+from tests.support.plugins import TEST_PLUGINS
 
 pytestmark = pytest.mark.django_db
 
@@ -86,3 +94,42 @@ def test_the_dashboard_counts_waiting_tasks_no_live_worker_can_run():
     assert _unrunnable()["shop"] == 1
     _online("host-c:303:cccc", queues=["shop"], types=["count"])
     assert _unrunnable()["shop"] == 0
+
+
+class GoneBeforeRun(Plugin):
+    """Available when the worker claims, gone when an executor is about to run it (as when
+    what the plugin needs disappears between the two): the run must not start."""
+
+    def unavailable_reason(self):
+        if threading.current_thread().name == "executor":
+            return "its licence server stopped answering"
+        return None
+
+    def run(self, payload, ctx):
+        raise AssertionError("an unavailable plugin ran")
+
+
+@pytest.fixture
+def gone_before_run(settings):
+    settings.TASKS_ENGINE = {**django_settings.TASKS_ENGINE, "HEARTBEAT_INTERVAL": 0.2,
+                             "POLL_INTERVAL": 0.2}
+    base = {**django_settings.TASKS_ENGINE.get("PLUGINS", {}), **TEST_PLUGINS}
+    registry.load({**base, "licensed": f"{__name__}.GoneBeforeRun"})
+    yield
+    registry.load(base)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_claimed_but_no_longer_runnable_here_is_handed_back_not_failed(
+        gone_before_run):
+    task = enqueue(type="licensed", max_retries=0)
+    with WorkerThread(concurrency=1, worker_id=WORKER) as worker:
+        batch = worker.events.wait("completed_batch", where=lambda info: any(
+            o.task_id == task.pk for _, o in info["outcomes"]))
+    (kind,) = [kind for kind, o in batch["outcomes"] if o.task_id == task.pk]
+    assert kind == DECLINE
+    row = Task.objects.get(pk=task.pk)
+    assert (row.status, row.attempts, row.retry_count, row.last_error) == ("queued", 0, 0, "")
+    released = TaskHistory.objects.get(task_id=task.pk, event_type="task_released")
+    assert released.error_class == DECLINED
+    assert released.error_message == "its licence server stopped answering"

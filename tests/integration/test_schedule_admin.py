@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from tasks import engine
@@ -25,6 +27,27 @@ def test_the_list_shows_next_runs_and_the_last_task_with_its_status(admin_client
     assert "every 60s" in html
     assert html.count(" UTC") >= 3  # three next runs
     assert f"#{task.pk}</a>" in html and "task-status-queued" in html
+
+
+def test_the_list_reads_the_last_tasks_of_a_page_of_20_without_a_query_per_row(admin_client):
+    def page_queries() -> tuple[int, str]:
+        with CaptureQueriesContext(connection) as queries:
+            html = admin_client.get(CHANGELIST).content.decode()
+        return len(queries), html
+
+    engine.schedules.run_now(engine.schedules.create(name="s00", type="simulate",
+                                                     interval_seconds=60).pk)
+    admin_client.get(CHANGELIST)  # the session and content types are read once
+    one, _ = page_queries()
+    made = [engine.schedules.create(name=f"s{i:02}", type="simulate", interval_seconds=60)
+            for i in range(1, 20)]
+    tasks = [engine.schedules.run_now(s.pk) for s in made]
+    engine.cancel(tasks[0].pk)
+    Task.objects.filter(pk=tasks[1].pk).delete()
+    twenty, html = page_queries()
+    assert twenty == one
+    assert html.count('class="task-status task-status-queued"') == 18
+    assert "task-status-cancelled" in html and f"#{tasks[1].pk} (deleted)" in html
 
 
 def test_add_through_the_form_is_validated_and_audited(admin_client):

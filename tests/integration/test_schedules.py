@@ -1,22 +1,32 @@
 """Schedules in the engine against real PostgreSQL: validation on save, ticks fired once
-each with an injected clock, missed ticks, run now, pause and resume, audit and events."""
+each with an injected clock, missed ticks, run now, pause and resume, audit and events, a
+leader without the type's plugin, a failing schedule among others, the settings' sync."""
 
 from __future__ import annotations
 
 import datetime
+import json
 import threading
 
+import psycopg
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from plugins import registry
 from tasks import engine
-from tasks.exceptions import InvalidInput, NotFound
+from tasks.engine.events import SCHEDULE_EVENTS
+from tasks.exceptions import InvalidInput, InvalidTask, NotFound
+from tasks.listener import connect_kwargs
 from tasks.maintenance.scheduler import Scheduler, SchedulerConfig
 from tasks.models import AuditEntry, Schedule, Task, TaskHistory
+from tests.integration.conftest import sql
+from tests.support.plugins import TEST_PLUGINS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 schedules = engine.schedules
+sync = engine.schedule_settings.sync
 
 
 def minute(n: int = 0) -> datetime.datetime:
@@ -169,11 +179,108 @@ def test_delete_and_unknown_ids():
 def test_sync_creates_and_updates_from_settings_and_leaves_others():
     every_minute(name="mine")
     defined = {"nightly": {"type": "count", "cron": "0 3 * * *", "timezone": "Europe/Paris"}}
-    assert schedules.sync(defined) == ["nightly"]
-    assert schedules.sync(defined) == []
+    assert sync(defined) == ["nightly"]
+    assert sync(defined) == []
     defined["nightly"]["cron"] = "0 4 * * *"
-    assert schedules.sync(defined) == ["nightly"]
+    assert sync(defined) == ["nightly"]
     assert sorted(Schedule.objects.values_list("name", flat=True)) == ["mine", "nightly"]
+
+
+def test_sync_skips_an_invalid_entry_and_syncs_the_others(caplog):
+    defined = {"broken": {"type": "count", "cron": "every day"},
+               "unknown-field": {"type": "count", "interval_seconds": 60, "colour": "red"},
+               "named-twice": {"name": "other", "type": "count", "interval_seconds": 60},
+               "fine": {"type": "count", "interval_seconds": 60}}
+    with caplog.at_level("ERROR", logger="tasks.engine.schedule_settings"):
+        assert sync(defined) == ["fine"]
+    assert list(Schedule.objects.values_list("name", flat=True)) == ["fine"]
+    logged = {r.schedule_name: r.getMessage() for r in caplog.records}
+    assert set(logged) == {"broken", "unknown-field", "named-twice"}
+    assert "cron" in logged["broken"] and "colour" in logged["unknown-field"]
+    assert sync(["not", "a", "mapping"]) == []
+
+
+def test_sync_leaves_an_operators_pause_unless_the_setting_states_enabled():
+    defined = {"nightly": {"type": "count", "cron": "0 3 * * *"}}
+    sync(defined)
+    schedules.pause(Schedule.objects.get(name="nightly").pk, actor="ops")
+    assert sync(defined) == []
+    assert Schedule.objects.get(name="nightly").enabled is False
+    defined["nightly"]["cron"] = "0 4 * * *"  # a change from code keeps the pause too
+    assert sync(defined) == ["nightly"]
+    paused = Schedule.objects.get(name="nightly")
+    assert (paused.enabled, paused.cron, paused.next_run_at) == (False, "0 4 * * *", None)
+    defined["nightly"]["enabled"] = True  # stated: the setting wins
+    assert sync(defined) == ["nightly"]
+    assert Schedule.objects.get(name="nightly").enabled is True
+    assert list(AuditEntry.objects.values_list("action", "actor")) == [
+        ("schedule_created", "settings"), ("schedule_paused", "ops"),
+        ("schedule_updated", "settings"), ("schedule_updated", "settings")]
+
+
+@pytest.fixture
+def without_test_plugins():
+    """This process's registry without the tests' plugin types, as on a leader whose
+    deployment lacks a type that workers elsewhere run."""
+    registry.load()
+    yield
+    registry.load({**settings.TASKS_ENGINE.get("PLUGINS", {}), **TEST_PLUGINS})
+
+
+def test_a_leader_without_the_types_plugin_still_fires_the_schedule(without_test_plugins):
+    registry.load({**settings.TASKS_ENGINE.get("PLUGINS", {}), **TEST_PLUGINS})
+    s = every_minute(payload={"sleep": 0})
+    registry.load()
+    with pytest.raises(InvalidTask):
+        engine.prepare(name="x", type="count")  # this process cannot run it
+    assert schedules.fire_due(now=minute(1)) == {s.pk: Task.objects.get().pk}
+    task = Task.objects.get()
+    assert (task.type, task.payload, task.run_at, task.status) == (
+        "count", {"sleep": 0}, minute(1), "queued")
+    run = schedules.run_now(s.pk, actor="carol")
+    assert (run.type, run.payload) == ("count", {"sleep": 0})
+    assert not AuditEntry.objects.filter(action="schedule_failed").exists()
+
+
+@pytest.fixture
+def poison_trigger():
+    """A statement that fails for one schedule's task: a trigger refusing tasks named
+    'poison' (as a constraint added to the table would)."""
+    sql("""CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+             IF NEW.name = 'poison' THEN RAISE EXCEPTION 'poison refused'; END IF;
+             RETURN NEW;
+           END $$""")
+    sql("CREATE TRIGGER refuse_poison BEFORE INSERT ON tasks FOR EACH ROW "
+        "EXECUTE FUNCTION refuse_poison()")
+    yield
+    sql("DROP TRIGGER refuse_poison ON tasks")
+    sql("DROP FUNCTION refuse_poison()")
+
+
+@pytest.mark.parametrize("break_it,error,next_run_at", [
+    ("enqueue", "poison refused", lambda: minute(2)),
+    ("timing", "Nowhere/City", lambda: minute(1) + schedules.RETRY_FAILED_AFTER),
+])
+def test_one_failing_schedule_does_not_stop_the_others(request, caplog, break_it, error,
+                                                       next_run_at):
+    before, poison, after = (every_minute(name=n) for n in ("a", "poison", "z"))
+    if break_it == "enqueue":
+        request.getfixturevalue("poison_trigger")
+    else:
+        sql("UPDATE task_schedules SET timezone = 'Nowhere/City' WHERE id = %s", [poison.pk])
+    with caplog.at_level("ERROR", logger="tasks.engine.schedules"):
+        fired = schedules.fire_due(now=minute(1))
+    assert fired[poison.pk] is None
+    assert sorted(Task.objects.values_list("name", flat=True)) == ["a", "z"]
+    assert fired[before.pk] and fired[after.pk]
+    (failed,) = AuditEntry.objects.filter(action="schedule_failed")
+    assert (failed.actor, failed.target) == ("scheduler", "poison")
+    assert failed.details["tick"] == minute(1).isoformat() and error in failed.details["error"]
+    assert any(error in r.getMessage() for r in caplog.records)
+    assert Schedule.objects.get(pk=poison.pk).next_run_at == next_run_at()
+    schedules.fire_due(now=minute(2))  # the next pass fires the others again
+    assert sorted(Task.objects.values_list("name", flat=True)) == ["a", "a", "z", "z"]
 
 
 def test_the_due_index_serves_the_scheduler():
@@ -183,8 +290,49 @@ def test_the_due_index_serves_the_scheduler():
 
 
 def test_the_schedules_setting_is_synced_when_the_scheduler_starts(settings):
-    settings.TASKS_SCHEDULES = {"from-code": {"type": "count", "interval_seconds": 60}}
+    settings.TASKS_SCHEDULES = {"from-code": {"type": "count", "interval_seconds": 60},
+                                "bad": {"type": "count", "interval_seconds": 0}}
     scheduler = Scheduler(SchedulerConfig(interval=1, batch_size=10))
     scheduler.run_once()
+    assert scheduler.synced
     assert Schedule.objects.get(name="from-code").interval_seconds == 60
     assert AuditEntry.objects.get().actor == "settings"
+
+
+def test_each_change_sends_an_event_naming_the_schedule_and_who():
+    with psycopg.connect(autocommit=True, **connect_kwargs()) as conn:
+        conn.execute(f'LISTEN "{engine.CHANNEL}"')
+        s = every_minute()  # by alice
+        schedules.update(s.pk, priority=3, actor="dan")
+        schedules.pause(s.pk, actor="bob")
+        schedules.resume(s.pk, actor="bob")
+        task = schedules.run_now(s.pk, actor="carol")
+        schedules.delete(s.pk, actor="eve")
+        received = [json.loads(n.payload) for n in _take(conn, 7)]
+    about_schedule = [e for e in received if e["event"] in SCHEDULE_EVENTS]
+    assert [(e["event"], e["actor"]) for e in about_schedule] == [
+        ("schedule_created", "alice"), ("schedule_updated", "dan"), ("schedule_paused", "bob"),
+        ("schedule_resumed", "bob"), ("schedule_run_now", "carol"), ("schedule_deleted", "eve")]
+    assert {(e["schedule"], e["name"]) for e in about_schedule} == {(s.pk, "tick")}
+    (queued,) = [e for e in received if e not in about_schedule]  # run-now's task
+    assert (queued["event"], queued["ids"]) == ("task_queued", [task.pk])
+
+
+def test_a_failed_schedule_sends_an_event_from_the_scheduler():
+    s = every_minute()
+    sql("UPDATE task_schedules SET timezone = 'Nowhere/City' WHERE id = %s", [s.pk])
+    with psycopg.connect(autocommit=True, **connect_kwargs()) as conn:
+        conn.execute(f'LISTEN "{engine.CHANNEL}"')
+        schedules.fire_due(now=minute(1))
+        (event,) = [json.loads(n.payload) for n in _take(conn, 1)]
+    assert (event["event"], event["schedule"], event["actor"]) == (
+        "schedule_failed", s.pk, "scheduler")
+
+
+def _take(conn, n):
+    got = []
+    for note in conn.notifies(timeout=5):
+        got.append(note)
+        if len(got) == n:
+            break
+    return got

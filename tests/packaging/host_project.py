@@ -44,8 +44,10 @@ DATABASES = {"default": {"ENGINE": "django.db.backends.postgresql", **DATABASE}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 STATIC_URL = "static/"
+# The shop's tasks go to a queue of its own, which only the shop's workers serve.
 TASKS = {"default": {"BACKEND": "tasks.djtasks.backend.TaskServiceBackend",
-                     "QUEUES": ["default"]}}
+                     "QUEUES": ["shop"]}}
+TASKS_METRICS_TOKEN = "host-metrics-token-not-secret"
 '''
 
 URLS = '''
@@ -64,7 +66,7 @@ TASKS = '''
 from django.tasks import task
 
 
-@task
+@task(queue_name="shop")
 def add(a, b):
     return a + b
 '''
@@ -80,7 +82,8 @@ execute_from_command_line(sys.argv)
 '''
 
 # Renders the admin's task list and the dashboard as a logged-in superuser, then fetches
-# every stylesheet and script of the app they reference.
+# every stylesheet and script of the app they reference; then /health, and /metrics
+# without and with the bearer token.
 RENDER = '''
 import os
 import re
@@ -105,6 +108,15 @@ for url in sys.argv[1:]:
         got = client.get(asset)
         body = b"".join(got.streaming_content) if got.streaming else got.content
         print("ASSET", url, asset, got.status_code, len(body))
+anonymous = Client()
+health = anonymous.get("/health")
+print("HEALTH", health.status_code, health.json()["status"])
+print("METRICS", anonymous.get("/metrics").status_code)
+scrape = anonymous.get("/metrics",
+                       headers={"Authorization": "Bearer host-metrics-token-not-secret"})
+families = {line.split()[2] for line in scrape.content.decode().splitlines()
+            if line.startswith("# TYPE taskservice_")}
+print("METRICS-TOKEN", scrape.status_code, *sorted(families))
 '''
 
 

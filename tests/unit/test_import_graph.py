@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("tasks", "plugins", "taskservice")
+PACKAGES = ("tasks", "plugins", "taskservice", "taskcli")
 DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 
 # Edges (importer, imported) left out of the graph, each with a comment naming the cycle
@@ -135,6 +136,25 @@ def test_the_cycle_finder_reports_a_lazy_import_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert find_cycle(graph) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.partition(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            found.add((node.module or "").partition(".")[0])
+    return found
+
+
+def test_the_console_cli_imports_only_itself_the_standard_library_and_yaml():
+    # task-service-cli installs taskcli/ with PyYAML alone: anything else it imported,
+    # even lazily, would fail there.
+    allowed = {"taskcli", "yaml", "__future__"} | set(sys.stdlib_module_names)
+    for path in sorted((ROOT / "taskcli").rglob("*.py")):
+        assert _top_level_imports(path) <= allowed, (path.name,
+                                                      _top_level_imports(path) - allowed)
 
 
 def test_imports_inside_functions_are_counted(tmp_path):

@@ -10,11 +10,12 @@ from django.conf import settings
 from django.test import override_settings
 
 from plugins import registry
-from plugins.base import Plugin
+from plugins.base import NotRunnableHere, Plugin
 from plugins.query import RunQuery
 from plugins.simulate import Noop, Simulate
 from tasks.exceptions import InvalidTask, PluginConfigurationError, UnknownTaskType
 from tests.support.plugins import TEST_PLUGINS, Boom
+from tests.support.query_db import configured
 
 
 class Strict(Plugin):
@@ -176,6 +177,53 @@ def test_registry_mapping_is_read_only():
     with pytest.raises(TypeError):
         del plugins["simulate"]  # type: ignore[attr-defined]
     assert "evil" not in registry.types()
+
+
+# --- what a worker in this process can run -----------------------------------------
+
+
+class NeedsLicence(Plugin):
+    """Runs only where its `licence` option is set."""
+
+    def unavailable_reason(self):
+        return None if self.options.get("licence") else "no licence on this machine"
+
+    def run(self, payload, ctx):
+        return "ran"
+
+
+class BrokenCheck(Plugin):
+    def unavailable_reason(self):
+        raise RuntimeError("cannot tell")
+
+
+LICENSED = {"licensed": {"plugin": "tests.unit.test_registry.NeedsLicence", "licence": "x"},
+            "unlicensed": "tests.unit.test_registry.NeedsLicence",
+            "broken": "tests.unit.test_registry.BrokenCheck"}
+
+
+def test_a_worker_runs_only_the_types_whose_plugin_is_available_here(restore_registry):
+    registry.load({**TEST_PLUGINS, **LICENSED})
+    with override_settings(TASKS_QUERY_DATABASE=""):  # no query database here
+        assert set(registry.unavailable()) == {"unlicensed", "broken", "run_query"}
+        assert registry.unavailable()["unlicensed"] == "no licence on this machine"
+        assert "TASKS_QUERY_DATABASE_URL" in registry.unavailable()["run_query"]
+        assert "RuntimeError: cannot tell" in registry.unavailable()["broken"]
+        runnable = registry.runnable_types()
+        assert runnable == sorted(set(registry.types()) - {"unlicensed", "broken",
+                                                           "run_query"})
+        assert {"licensed", "simulate", "noop", "django_task", "count"} <= set(runnable)
+        # Every type may still be looked up (and validated at enqueue): types() has them.
+        assert {"unlicensed", "broken", "run_query"} <= set(registry.types())
+        assert registry.runnable("licensed").run({}, None) == "ran"
+        for name in ("unlicensed", "broken", "run_query"):
+            with pytest.raises(NotRunnableHere):
+                registry.runnable(name)
+        with pytest.raises(UnknownTaskType):
+            registry.runnable("no_such_type")
+    with configured("postgresql://reader@db.example.com:5432/reports"):
+        assert "run_query" in registry.runnable_types()
+        assert type(registry.runnable("run_query")) is RunQuery
 
 
 # --- third-party packages through the `taskservice.plugins` entry point group ---------

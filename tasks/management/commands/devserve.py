@@ -1,12 +1,13 @@
 """manage.py devserve: the web server (daphne) and one worker, until Ctrl-C."""
 
+import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import time
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
@@ -18,6 +19,9 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", default=None)
 
     def handle(self, *args, host, port, concurrency, **options):
+        if importlib.util.find_spec("daphne") is None:
+            raise CommandError("devserve runs daphne, which is not installed: install the "
+                               "server extra (pip install 'task-service[server]').")
         python = sys.executable
         worker_cmd = [python, "manage.py", "runworker"]
         if concurrency:

@@ -6,9 +6,9 @@ import argparse
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tasks.cli import actions
-from tasks.cli.output import render_rows
-from tasks.cli.remote import ClientError, RemoteClient
+from taskcli import actions
+from taskcli.output import render_rows
+from taskcli.remote import ClientError, RemoteClient
 from tasks.flow_client import LocalQueues, RemoteQueues
 from tasks.management.commands.task import Command as TaskCommand
 

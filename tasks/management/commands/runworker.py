@@ -1,11 +1,16 @@
 """manage.py runworker: claim and run tasks until SIGTERM/SIGINT."""
 
+import logging
+
 from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError
 
+from plugins import registry
 from plugins.query_checks import query_database_problems
 from tasks.conf import TASKS_CHECKS
 from tasks.worker import Worker
+
+logger = logging.getLogger("tasks.worker")
 
 
 class Command(BaseCommand):
@@ -41,6 +46,10 @@ class Command(BaseCommand):
         if problems:
             raise CommandError("run_query's database is not safe; the worker will not start:\n"
                                + "\n".join(f"  - {p}" for p in problems))
+        for type_name, reason in registry.unavailable().items():
+            # Left for the workers that can run them; the dashboard counts them if none can.
+            logger.info("not claiming %s tasks here: %s", type_name, reason,
+                        extra={"action": "type_unavailable", "task_type": type_name})
         queues = [q.strip() for q in options["queues"].split(",") if q.strip()]
         worker = Worker(
             concurrency=options["concurrency"],

@@ -8,9 +8,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tasks.cli import actions
-from tasks.cli.output import render, render_rows
-from tasks.cli.remote import ClientError, RemoteClient
+from taskcli import actions
+from taskcli.output import render, render_rows
+from taskcli.remote import ClientError, RemoteClient
+from tasks import jsonsafe
 from tasks.flow_client import LocalSchedules, RemoteSchedules
 from tasks.management.commands.task import Command as TaskCommand
 
@@ -84,7 +85,8 @@ class Command(BaseCommand):
     def _fields(options) -> dict[str, Any]:
         payload = actions.spec({**options, "priority": None, "queue": None, "run_at": None,
                                 "max_retries": None, "timeout": None,
-                                "idempotency_key": None})["payload"]
+                                "idempotency_key": None},
+                               max_depth=jsonsafe.max_depth())["payload"]
         fields = {"name": options["name"], "type": options["task_type"], "payload": payload,
                   "cron": options["cron"], "interval_seconds": options["interval_seconds"],
                   "timezone": options["timezone"], "queue": options["queue"],

@@ -2,17 +2,18 @@
 
 Talks to the local database, or with --address to a remote server's REST API; the output
 is the same either way (table, json or yaml), and the same as the console `tasks-cli`:
-the parser, the actions and the output are tasks.cli's.
+the parser, the actions and the output are taskcli's.
 """
 
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tasks.cli import actions, config
-from tasks.cli.arguments import add_task_arguments
-from tasks.cli.main import our_version
-from tasks.cli.remote import ClientError, RemoteClient
+from taskcli import actions, config
+from taskcli.arguments import add_task_arguments
+from taskcli.main import our_version
+from taskcli.remote import ClientError, RemoteClient
+from tasks import jsonsafe
 from tasks.client import LocalClient
 
 
@@ -30,7 +31,7 @@ class Command(BaseCommand):
         try:
             actions.check_text(options)
             client = self._client(options)
-            self.stdout.write(actions.run(options, client))
+            self.stdout.write(actions.run(options, client, max_depth=jsonsafe.max_depth()))
         except actions.CommandFailed as exc:
             raise CommandError(str(exc)) from None
 

@@ -11,20 +11,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
-from tasks.cli import actions, config
-from tasks.cli.arguments import add_task_arguments
-from tasks.cli.remote import ClientError, RemoteClient
-
-DISTRIBUTION = "task-service"
+from taskcli import __version__, actions, config
+from taskcli.arguments import add_task_arguments
+from taskcli.remote import ClientError, RemoteClient
 
 
 def our_version() -> str:
-    try:
-        return version(DISTRIBUTION)
-    except PackageNotFoundError:
-        return "unknown (not installed)"
+    return __version__
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,7 +31,7 @@ def parser() -> argparse.ArgumentParser:
         epilog="Example: tasks-cli task list --status failed -o json")
     top.add_argument("--version", action="version",
                      version=f"tasks-cli {our_version()}",
-                     help="Print this client's version (task-service) and exit.")
+                     help="Print this client's version (the Task Service's) and exit.")
     add_task_arguments(top, local=False)
     return top
 

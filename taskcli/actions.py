@@ -7,10 +7,10 @@ import logging
 import sys
 from typing import Any
 
-from tasks import jsonsafe
-from tasks.cli.arguments import OPTION_NAMES
-from tasks.cli.output import OutputError, render
-from tasks.cli.remote import ClientError
+from taskcli import jsonsafe
+from taskcli.arguments import OPTION_NAMES
+from taskcli.output import OutputError, render
+from taskcli.remote import ClientError
 
 MAX_PAGE_SIZE = 500  # the API's cap (tasks.api.pagination.TaskPagination.max_page_size)
 
@@ -20,7 +20,7 @@ class CommandFailed(Exception):
 
 
 def configure_logging(level: str) -> None:
-    logger = logging.getLogger("tasks.cli")
+    logger = logging.getLogger("taskcli")
     logger.setLevel(level.upper())
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -29,13 +29,15 @@ def configure_logging(level: str) -> None:
         logger.propagate = False
 
 
-def run(options: dict[str, Any], client) -> str:
-    """Do the action of `options` through `client`; its output. Raises CommandFailed."""
+def run(options: dict[str, Any], client, *,
+        max_depth: int = jsonsafe.DEFAULT_MAX_DEPTH) -> str:
+    """Do the action of `options` through `client`; its output. Raises CommandFailed.
+    `max_depth`: how deep a payload may nest (a project's TASKS_MAX_JSON_DEPTH)."""
     check_text(options)
     action = options["task_action"]
     try:
         if action == "create":
-            data = client.create(spec(options))
+            data = client.create(spec(options, max_depth=max_depth))
         elif action == "list":
             filters = {"status": options["status"], "type": options["task_type"],
                        "queue": options["queue"], "q": options["search"]}
@@ -59,11 +61,12 @@ def check_page(options: dict[str, Any]) -> int:
     return min(options["page_size"], MAX_PAGE_SIZE)
 
 
-def spec(options: dict[str, Any]) -> dict[str, Any]:
+def spec(options: dict[str, Any], *,
+         max_depth: int = jsonsafe.DEFAULT_MAX_DEPTH) -> dict[str, Any]:
     """The create request's body from the options."""
     payload: dict[str, Any] = {}
     if options["payload_json"] is not None:
-        _check_depth("--payload-json", options["payload_json"])
+        _check_depth("--payload-json", options["payload_json"], max_depth)
         try:
             payload = json.loads(options["payload_json"])
         except json.JSONDecodeError as exc:
@@ -74,14 +77,14 @@ def spec(options: dict[str, Any]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise CommandFailed(f"-p expects KEY=VALUE, got {item!r}.")
-        _check_depth(f"-p {key}", value)
+        _check_depth(f"-p {key}", value, max_depth)
         try:
             payload[key] = json.loads(value)
         except json.JSONDecodeError:
             payload[key] = value
     # Checked here, not only by the server, so that local and remote runs say the same
     # (and a remote run never sends what cannot be stored).
-    if problem := jsonsafe.problem(payload, "payload"):
+    if problem := jsonsafe.problem(payload, "payload", max_depth):
         raise CommandFailed(f"Invalid payload: {problem}.")
     body = {"name": options["name"], "type": options["task_type"], "payload": payload,
             "priority": options["priority"], "queue": options["queue"],
@@ -116,8 +119,8 @@ def check_text(options: dict[str, Any]) -> None:
                 raise CommandFailed(f"{option}: {problem}{hint}.")
 
 
-def _check_depth(option: str, text: str) -> None:
+def _check_depth(option: str, text: str, max_depth: int) -> None:
     # json.loads recurses: refuse what no payload may be before it can blow the stack.
-    if jsonsafe.text_depth_exceeds(text, jsonsafe.max_depth()):
+    if jsonsafe.text_depth_exceeds(text, max_depth):
         raise CommandFailed(f"{option}: JSON nested too deep: a payload may nest at most "
-                            f"{jsonsafe.max_depth()} levels (TASKS_MAX_JSON_DEPTH).")
+                            f"{max_depth} levels (TASKS_MAX_JSON_DEPTH).")

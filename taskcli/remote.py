@@ -9,9 +9,9 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from tasks.errortext import flatten
+from taskcli.errortext import flatten
 
-logger = logging.getLogger("tasks.cli")
+logger = logging.getLogger("taskcli")
 
 TASKS_PATH = "/api/tasks"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from tasks.cli.output import FORMATS
+from taskcli.output import FORMATS
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # How options are spelt on the command line, where the dest differs (for error messages).
