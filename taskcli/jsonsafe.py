@@ -97,6 +97,12 @@ def _plainly_safe(value: Any, limit: int) -> bool:
         text = json.dumps(value, ensure_ascii=True)
     except (TypeError, ValueError, RecursionError):
         return False
+    return text_is_plainly_safe(text, limit)
+
+
+def text_is_plainly_safe(text: str, limit: int) -> bool:
+    """Whether JSON text made with ensure_ascii shows no NUL, no surrogate (paired or not:
+    a non-BMP character is walked too) and no nesting past `limit`."""
     return _ESCAPED_SUSPECT.search(text) is None and not text_depth_exceeds(text, limit)
 
 

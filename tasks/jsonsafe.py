@@ -63,6 +63,12 @@ def depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+def text_is_plainly_safe(text: str) -> bool:
+    """Whether ASCII JSON text (json.dumps' default) shows no NUL, no surrogate and no
+    nesting past TASKS_MAX_JSON_DEPTH: the common case, decided without a walk."""
+    return _checks.text_is_plainly_safe(text, max_depth())
+
+
 def problem(value: Any, root: str = "", depth_limit: int | None = None) -> str | None:
     """The first problem in a JSON value as "path: problem", or None (taskcli.jsonsafe's
     check); `depth_limit` defaults to TASKS_MAX_JSON_DEPTH."""

@@ -67,6 +67,33 @@ WITH src AS (
 )
 SELECT ins.* FROM ins LEFT JOIN note ON true
 
+-- name: reserve_task_ids --
+-- Take `n` task ids from the tasks' sequence, and the transaction's now(): a copied batch's.
+SELECT now(), array(SELECT nextval(pg_get_serial_sequence('tasks', 'id'))
+                    FROM generate_series(1, %(n)s))
+
+-- name: copy_tasks --
+-- Stream queued tasks (ids from reserve_task_ids) into the table: a large batch's rows.
+COPY tasks (id, name, type, status, payload, priority, queue, run_at, retry_count,
+            max_retries, timeout_seconds, attempts, last_error, owner_id, origin, created_at,
+            updated_at, has_dependents, on_parent_failure)
+FROM STDIN
+
+-- name: record_queued --
+-- The task_queued history rows of tasks just copied in (copy_tasks), and their one NOTIFY.
+WITH hist AS (
+    INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
+                              created_at)
+    SELECT id, 'queued', 'task_queued', 0, '', '', now() FROM unnest(%(ids)s::bigint[]) id
+    RETURNING task_id
+)
+SELECT count(*), pg_notify('taskservice', json_build_object(
+    'event', 'task_queued', 'count', count(*),
+    'ids', (SELECT coalesce(json_agg(i), '[]') FROM
+              (SELECT unnest(%(ids)s::bigint[]) ORDER BY 1 LIMIT 100) s(i))
+)::text)
+FROM hist
+
 -- name: select_by_keys --
 -- The tasks an owner (0: none) submitted under the given idempotency keys.
 SELECT id, name, type, status, payload, priority, queue, run_at, retry_count,

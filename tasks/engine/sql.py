@@ -7,6 +7,7 @@ in queries.sql, where a newcomer greps the name and can paste it into psql.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,17 @@ def parse(text: str) -> dict[str, str]:
 
 
 QUERIES: dict[str, str] = parse((Path(__file__).parent / "queries.sql").read_text())
+
+
+def copy(name: str, rows: Iterable[Sequence[Any]]) -> None:
+    """Stream `rows` into the COPY ... FROM STDIN statement called `name` (one round trip
+    for the whole stream: the client encodes rows while the server stores them)."""
+    sql = QUERIES[name]
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        with cursor.copy(sql) as stream:
+            for row in rows:
+                stream.write_row(row)
 
 
 def run(name: str, params: Any = None) -> list[tuple]:

@@ -9,6 +9,7 @@ import time
 import psycopg
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
@@ -16,6 +17,7 @@ from django.utils import timezone
 from tasks import engine
 from tasks.conf import engine as engine_settings
 from tasks.engine.sql import QUERIES
+from tasks.engine.submit import COPY_MIN_TASKS
 from tasks.exceptions import IdempotencyConflict, InvalidTask, InvalidTransition, TaskNotFound
 from tasks.listener import connect_kwargs
 from tasks.models import Status, Task, TaskHistory, Worker
@@ -1125,6 +1127,49 @@ def test_enqueue_many_returns_stored_tasks():
     assert (stored.queue, stored.priority, stored.max_retries, stored.timeout_seconds,
             stored.status) == ("q", 3, 0, 9, Status.QUEUED)
     assert (tasks[1].queue, tasks[1].priority, tasks[1].status) == ("q", 3, Status.QUEUED)
+
+
+def test_a_large_batch_is_stored_as_a_small_one_is():
+    """From COPY_MIN_TASKS keyless tasks on, a batch is copied in: the same rows, history
+    and returned tasks as the statement that stores small batches."""
+    later = timezone.now() + datetime.timedelta(hours=2)
+    user = get_user_model().objects.create(username="bulk-owner")
+
+    def batch(n):
+        return [{"name": f"t{i}", "type": "count", "payload": {"i": i, "s": "é"},
+                 "priority": i % 5, "queue": "q" if i % 2 else "default",
+                 "run_at": later if i == 1 else None, "max_retries": i % 4,
+                 "timeout_seconds": 30 + i} for i in range(n)]
+
+    small = engine.enqueue_many(batch(3), owner=user, origin="api")
+    large = engine.enqueue_many(batch(COPY_MIN_TASKS), owner=user, origin="api")
+    fields = [f.attname for f in Task._meta.concrete_fields if f.attname != "id"]
+    for tasks in (small, large):
+        assert [t.name for t in tasks] == [f"t{i}" for i in range(len(tasks))]
+        assert [t.pk for t in tasks] == sorted(t.pk for t in tasks)
+        for t in tasks:
+            stored = fresh(t)
+            assert {f: getattr(t, f) for f in fields} == {f: getattr(stored, f)
+                                                          for f in fields}
+            assert t.was_created and t.parent_ids == []
+        assert tasks[1].run_at == later and tasks[2].run_at == tasks[2].created_at
+        assert {(h.status, h.event_type) for t in tasks for h in fresh(t).history.all()} == {
+            ("queued", "task_queued")}
+    assert (large[0].owner_id, large[0].origin) == (user.pk, "api")
+    assert TaskHistory.objects.count() == 3 + COPY_MIN_TASKS
+
+
+def test_a_large_batch_in_a_rolled_back_transaction_leaves_nothing(counts):
+    specs = [{"name": f"t{i}", "type": "count"} for i in range(COPY_MIN_TASKS * 2)]
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert len(engine.enqueue_many(specs)) == len(specs)
+        raise RuntimeError("the caller's work failed")
+    assert counts() == (0, 0)
+    # And one bad task refuses a large batch before anything is written.
+    with pytest.raises(InvalidTask) as excinfo:
+        engine.enqueue_many([*specs, {"name": "x", "type": "count", "priority": "high"}])
+    assert set(excinfo.value.errors) == {str(len(specs))}
+    assert counts() == (0, 0)
 
 
 def test_deleting_a_task_deletes_its_history():

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from tasks import engine
 from tasks.engine.sql import QUERIES
+from tasks.engine.submit import COPY_MIN_TASKS
 from tasks.listener import connect_kwargs
 from tasks.models import Task, TaskHistory
 from tasks.states import FINISHED, Event, Status
@@ -46,7 +47,13 @@ def insert_task():
 
 
 def insert_tasks():
-    specs = [{"name": f"n{i}", "type": "count"} for i in range(3)]
+    specs = [{"name": f"n{i}", "type": "count", "idempotency_key": f"k{i}"} for i in range(3)]
+    return (lambda: {t.pk for t in engine.enqueue_many(specs)}), {Event.TASK_QUEUED}
+
+
+def record_queued():
+    # A batch this large without keys is copied in (copy_tasks), then recorded.
+    specs = [{"name": f"n{i}", "type": "count"} for i in range(COPY_MIN_TASKS)]
     return (lambda: {t.pk for t in engine.enqueue_many(specs)}), {Event.TASK_QUEUED}
 
 
@@ -170,7 +177,7 @@ def snooze_runs():
 
 
 CASES: dict[str, Case] = {f.__name__: f for f in (
-    insert_task, insert_tasks, insert_graph, enqueue_tick, claim_any, claim_queues,
+    insert_task, insert_tasks, record_queued, insert_graph, enqueue_tick, claim_any, claim_queues,
     claim_limited, complete_runs, fail_runs, cancel_runs, release_runs, decline_runs,
     snooze_runs, rescue_expired, cancel_tasks, retry_tasks, run_now_tasks)}
 
