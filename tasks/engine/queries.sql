@@ -676,7 +676,8 @@ SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n LEFT JOIN settle
 
 -- name: decline_runs --
 -- A worker that cannot run these tasks (fenced) hands them back due now, the attempt its
--- claim counted taken back, so another worker runs them; `cancelled` if asked meanwhile.
+-- claim counted taken back, so another worker runs them; `cancelled` if asked meanwhile
+-- (and its waiting children with it).
 -- The history row names the worker and why it could not run the task.
 WITH input AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(details)s::text[],
@@ -692,7 +693,7 @@ WITH input AS (
     WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
     RETURNING t.id, t.status, i.attempt, i.details, i.error_class, i.error_message,
-              i.traceback
+              i.traceback, t.has_dependents
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, error_class,
                               error_message, traceback, details, created_at)
@@ -706,8 +707,12 @@ WITH input AS (
         'count', count(*), 'worker', %(worker)s::text,
         'ids', (array_agg(id ORDER BY id))[1:100])::text) AS sent
     FROM upd GROUP BY status
+), settle AS (
+    -- A cancelled parent cancels its waiting children (migration 0006).
+    SELECT task_settle_dependents(array_agg(id)) FROM upd
+    WHERE has_dependents AND status = 'cancelled'
 )
-SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n
+SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n LEFT JOIN settle ON true
 
 -- name: select_expired --
 -- Lock up to `limit` running tasks whose lease expired, oldest lease first.
