@@ -101,6 +101,8 @@ TRANSITIONS: tuple[Transition, ...] = (
                to_text="`retrying` (due after backoff), or `failed` if none left"),
     Transition("snooze", (Status.RUNNING,), Status.QUEUED, (Event.TASK_SNOOZED,),
                "the plugin snoozes", to_text="`queued` (due after the delay, no retry used)"),
+    Transition("snooze", (Status.RUNNING,), Status.CANCELLED, (Event.TASK_CANCELLED,),
+               "the plugin snoozes after a cancel was asked"),
     Transition("cancel", (Status.WAITING, *CLAIMABLE_ORDER), Status.CANCELLED,
                (Event.TASK_CANCELLED,), "cancel"),
     Transition("cancel", (Status.RUNNING,), Status.CANCELLED,

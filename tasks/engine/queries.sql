@@ -562,31 +562,43 @@ SELECT upd.id, upd.status FROM upd CROSS JOIN (SELECT count(*) FROM note) n
 LEFT JOIN settle ON true
 
 -- name: snooze_runs --
--- Runs the plugin snoozed (fenced): `queued` again, due after the delay; no retry used.
+-- Runs the plugin snoozed (fenced): `queued` again, due after the delay, no retry used;
+-- `cancelled` (and their waiting children with them) if a cancel was asked meanwhile.
 WITH input AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(delays)s::float8[])
            AS i(id, attempt, delay)
 ), upd AS (
     UPDATE tasks t
-    SET status = 'queued', run_at = now() + make_interval(secs => i.delay),
+    SET status = CASE WHEN t.cancel_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END,
+        run_at = CASE WHEN t.cancel_requested_at IS NULL
+                      THEN now() + make_interval(secs => i.delay) ELSE t.run_at END,
+        finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN NULL ELSE now() END,
         updated_at = now(), locked_by = NULL, locked_until = NULL
     FROM input i
     WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
-    RETURNING t.id, t.attempts, i.delay
+    RETURNING t.id, t.status, t.attempts, i.delay, t.has_dependents
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
                               created_at)
-    SELECT id, 'queued', 'task_snoozed', attempts, %(worker)s,
-           format('snoozed for %%ss', round(delay::numeric, 1)), now()
+    SELECT id, status,
+           CASE status WHEN 'queued' THEN 'task_snoozed' ELSE 'task_cancelled' END,
+           attempts, %(worker)s,
+           CASE status WHEN 'queued' THEN format('snoozed for %%ss', round(delay::numeric, 1))
+                ELSE 'cancelled as requested; the run snoozed' END,
+           now()
     FROM upd
 ), note AS (
     SELECT pg_notify('taskservice', json_build_object(
-        'event', 'task_snoozed', 'count', count(*), 'worker', %(worker)s::text,
+        'event', CASE status WHEN 'queued' THEN 'task_snoozed' ELSE 'task_cancelled' END,
+        'count', count(*), 'worker', %(worker)s::text,
         'ids', (array_agg(id ORDER BY id))[1:100])::text) AS sent
-    FROM upd HAVING count(*) > 0
+    FROM upd GROUP BY status
+), settle AS (
+    SELECT task_settle_dependents(array_agg(id)) FROM upd
+    WHERE has_dependents AND status = 'cancelled'
 )
-SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n
+SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n LEFT JOIN settle ON true
 
 -- name: update_progress --
 -- Store a running task's progress (fenced on worker and attempt) and send task_progress.

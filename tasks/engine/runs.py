@@ -260,7 +260,8 @@ def finish_cancelled(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]
 
 
 def snooze(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
-    """The plugin snoozed: each run ends `queued`, due after its delay, no retry used."""
+    """The plugin snoozed: each run ends `queued`, due after its delay, no retry used (or
+    `cancelled`, when a cancel was asked meanwhile)."""
     if not outcomes:
         return set()
     params = {"worker": worker_id, "ids": [o.task_id for o in outcomes],

@@ -44,3 +44,29 @@ def test_a_parent_declined_after_a_cancel_was_asked_cancels_its_children():
                           outcomes=[outcome(claimed, error="cannot import")]) == {p.pk}
     assert status(p.pk) == Status.CANCELLED
     assert_cancelled_by(c, p, g)
+
+
+def test_a_run_snoozed_after_a_cancel_was_asked_ends_cancelled_with_its_children():
+    p, c, g = family()
+    (claimed,) = engine.claim(worker_id=WORKER, limit=10)
+    engine.cancel(p.pk)
+    assert engine.snooze(worker_id=WORKER, outcomes=[outcome(claimed, delay=60)]) == {p.pk}
+    row = Task.objects.get(pk=p.pk)
+    assert (row.status, row.locked_by) == (Status.CANCELLED, None)
+    assert row.finished_at is not None and row.cancel_requested_at is not None
+    last = TaskHistory.objects.filter(task=p.pk).order_by("-id").first()
+    assert (last.event_type, last.status, last.worker_id) == (
+        Event.TASK_CANCELLED, Status.CANCELLED, WORKER)
+    assert_cancelled_by(c, p, g)
+    assert engine.claim(worker_id=WORKER, limit=10) == []  # nothing runs again
+
+
+def test_of_two_runs_snoozed_at_once_only_the_one_asked_to_cancel_ends_cancelled():
+    asked, other = engine.enqueue_many([spec("asked"), spec("other")])
+    claimed = engine.claim(worker_id=WORKER, limit=10)
+    engine.cancel(asked.pk)
+    assert engine.snooze(worker_id=WORKER, outcomes=[outcome(c, delay=60) for c in claimed]) \
+        == {asked.pk, other.pk}
+    assert (status(asked.pk), status(other.pk)) == (Status.CANCELLED, Status.QUEUED)
+    assert (events(asked.pk)[-1], events(other.pk)[-1]) == (Event.TASK_CANCELLED,
+                                                            Event.TASK_SNOOZED)

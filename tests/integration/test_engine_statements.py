@@ -164,9 +164,10 @@ def insert_graph():
 
 def snooze_runs():
     runs = _claimed(2)
+    engine.cancel(runs[1].id)  # asked to cancel meanwhile: ends cancelled
     return (lambda: engine.snooze(worker_id=WORKER,
                                   outcomes=[outcome(c, delay=30) for c in runs])), {
-        Event.TASK_SNOOZED}
+        Event.TASK_SNOOZED, Event.TASK_CANCELLED}
 
 
 CASES: dict[str, Case] = {f.__name__: f for f in (
