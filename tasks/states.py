@@ -147,6 +147,15 @@ def can(action: str, task: Any) -> bool:
     return True
 
 
+def current_progress(progress: Any, attempts: int) -> dict | None:
+    """The progress to show for a task whose latest attempt is `attempts`: what that
+    attempt's plugin reported, or None. A value an earlier attempt wrote is stale once a new
+    attempt starts (each value carries the attempt that wrote it)."""
+    if isinstance(progress, dict) and progress.get("attempt") == attempts:
+        return progress
+    return None
+
+
 def is_deferred(task: Any, now: Any = None) -> bool:
     """Is the task waiting to run, but not due yet (run_at later, or a retry's backoff)?"""
     run_at = getattr(task, "run_at", None)

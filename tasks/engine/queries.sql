@@ -699,7 +699,8 @@ WITH input AS (
 ), upd AS (
     UPDATE tasks t
     SET status = CASE WHEN t.cancel_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END,
-        attempts = t.attempts - 1, updated_at = now(), locked_by = NULL, locked_until = NULL,
+        attempts = t.attempts - 1, progress = NULL, updated_at = now(), locked_by = NULL,
+        locked_until = NULL,
         finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN NULL ELSE now() END
     FROM input i
     WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
@@ -879,9 +880,9 @@ FROM outcome CROSS JOIN (SELECT count(*) FROM note) n LEFT JOIN settle ON true
 ORDER BY outcome.id
 
 -- name: retry_tasks --
--- A person re-runs failed or cancelled tasks: `queued`, retries reset; due now, or at a
--- run_at still in the future (a scheduled task keeps its time) unless `run_now`; the
--- children their failure cancelled wait again.
+-- A person re-runs failed or cancelled tasks: `queued`, retries and progress reset; due
+-- now, or at a run_at still in the future (a scheduled task keeps its time) unless
+-- `run_now`; the children their failure cancelled wait again.
 -- Returns per task found: id, whether it was requeued, and the status it had. Locked in
 -- id order and waited for; one task_requeued event (workers wake on it).
 WITH locked AS MATERIALIZED (
@@ -895,7 +896,7 @@ WITH locked AS MATERIALIZED (
         run_at = CASE WHEN %(run_now)s::boolean THEN now() ELSE greatest(t.run_at, now()) END,
         finished_at = NULL,
         cancel_requested_at = NULL, locked_by = NULL, locked_until = NULL, result = NULL,
-        failed_parent_id = NULL, updated_at = now()
+        failed_parent_id = NULL, progress = NULL, updated_at = now()
     FROM locked l
     WHERE t.id = l.id AND l.status IN ('failed', 'cancelled')
     RETURNING t.id, t.attempts, t.has_dependents
@@ -919,7 +920,8 @@ FROM locked l LEFT JOIN upd ON upd.id = l.id LEFT JOIN note ON true LEFT JOIN re
 ORDER BY l.id
 
 -- name: run_now_tasks --
--- A person runs deferred tasks now: queued or retrying ones due later become due at once.
+-- A person runs deferred tasks now: queued or retrying ones due later become due at once,
+-- the progress of an earlier run cleared.
 -- Returns per task found: id, whether it was made due, its status and whether it was
 -- deferred. Locked in id order and waited for; one task_run_now event (workers wake on it).
 WITH locked AS MATERIALIZED (
@@ -929,7 +931,7 @@ WITH locked AS MATERIALIZED (
     FOR UPDATE
 ), upd AS (
     UPDATE tasks t
-    SET run_at = now(), updated_at = now()
+    SET run_at = now(), progress = NULL, updated_at = now()
     FROM locked l
     WHERE t.id = l.id AND l.status IN ('queued', 'retrying') AND l.deferred
     RETURNING t.id, t.status, t.attempts

@@ -279,9 +279,11 @@ EVENT_MESSAGE_CHARS = 200
 def progress(*, worker_id: str, task_id: int, attempt: int, done: float,
              total: float | None = None, message: str = "", at: str = "") -> bool:
     """Store a running task's progress and send `task_progress`; False if the run is no
-    longer this worker's (fenced like complete). Not a state change: no history row."""
+    longer this worker's (fenced like complete). Not a state change: no history row. The
+    value names its attempt: readers show it only while that attempt is the task's latest
+    (tasks.states.current_progress)."""
     message = jsonsafe.storable_error(str(message))[:PROGRESS_MESSAGE_CHARS]
-    value = {"done": done, "total": total, "message": message, "at": at}
+    value = {"done": done, "total": total, "message": message, "at": at, "attempt": attempt}
     summary = {**value, "message": message[:EVENT_MESSAGE_CHARS]}
     rows = run("update_progress", {"id": task_id, "worker": worker_id, "attempt": attempt,
                                    "progress": json.dumps(value, allow_nan=False),

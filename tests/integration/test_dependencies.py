@@ -232,7 +232,8 @@ def test_progress_is_stored_fenced_on_the_run():
     assert engine.progress(worker_id=WORKER, task_id=task.pk, attempt=claimed.attempt,
                            done=3, total=10, message="three", at="t")
     assert Task.objects.get(pk=task.pk).progress == {"done": 3, "total": 10,
-                                                     "message": "three", "at": "t"}
+                                                     "message": "three", "at": "t",
+                                                     "attempt": claimed.attempt}
     assert not engine.progress(worker_id="someone-else", task_id=task.pk,
                                attempt=claimed.attempt, done=4)
     assert Task.objects.get(pk=task.pk).progress["done"] == 3
