@@ -1,6 +1,6 @@
 """Every way a parent can end settles its waiting children, through the engine against the
 real database: a worker's decline or snooze after a cancel was asked, a person's cancel of a
-queued parent, and a person's retry of a child whose parents have not all succeeded."""
+queued parent, and the events that settling and re-waiting children send."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from tasks import engine
 from tasks.models import Task, TaskHistory
 from tasks.states import Event, Status
 from tests.integration.conftest import WORKER, events, outcome
+from tests.integration.test_engine_statements import listen  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -70,3 +71,36 @@ def test_of_two_runs_snoozed_at_once_only_the_one_asked_to_cancel_ends_cancelled
     assert (status(asked.pk), status(other.pk)) == (Status.CANCELLED, Status.QUEUED)
     assert (events(asked.pk)[-1], events(other.pk)[-1]) == (Event.TASK_CANCELLED,
                                                             Event.TASK_SNOOZED)
+
+
+def test_a_person_cancelling_a_queued_parent_cancels_its_children():
+    p, c, g = family()
+    engine.cancel(p.pk)
+    assert status(p.pk) == Status.CANCELLED
+    assert_cancelled_by(c, p, g)
+
+
+def test_settling_and_rewaiting_children_send_their_events_with_the_child_ids(listen):  # noqa: F811
+    p, c, g, q, d = engine.enqueue_many([
+        spec("p", max_retries=0), spec("c", after=[0]), spec("g", after=[1]), spec("q"),
+        spec("d", after=[3])])
+    claimed = {t.id: t for t in engine.claim(worker_id=WORKER, limit=10)}
+    assert set(claimed) == {p.pk, q.pk}
+    listen()  # the set-up's own events
+
+    engine.complete(worker_id=WORKER, outcomes=[outcome(claimed[q.pk])])
+    assert listen() == [
+        {"event": "task_succeeded", "count": 1, "ids": [q.pk], "worker": WORKER},
+        {"event": "dependencies_met", "count": 1, "ids": [d.pk]}]
+
+    engine.fail(worker_id=WORKER, outcomes=[outcome(claimed[p.pk], error="boom")])
+    assert listen() == [
+        {"event": "task_failed", "count": 1, "ids": [p.pk], "worker": WORKER},
+        {"event": "dependency_failed", "count": 1, "ids": [c.pk]},  # one event per level
+        {"event": "dependency_failed", "count": 1, "ids": [g.pk]}]
+
+    engine.retry(p.pk)
+    assert listen() == [
+        {"event": "task_requeued", "count": 1, "ids": [p.pk]},
+        {"event": "task_waiting", "count": 1, "ids": [c.pk]},
+        {"event": "task_waiting", "count": 1, "ids": [g.pk]}]
