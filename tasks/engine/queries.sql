@@ -879,44 +879,67 @@ SELECT outcome.id, outcome.event, outcome.status
 FROM outcome CROSS JOIN (SELECT count(*) FROM note) n LEFT JOIN settle ON true
 ORDER BY outcome.id
 
+-- name: lock_parents_of --
+-- Lock the parents of the given tasks (shared, in id order) before a retry reads them.
+-- A parent ending meanwhile waits for the retry, then sees its child waiting; one that
+-- ended first is seen as ended by the retry's next statement.
+SELECT p.id FROM tasks p
+WHERE p.id IN (SELECT parent_id FROM task_dependencies WHERE child_id = ANY(%(ids)s::bigint[]))
+ORDER BY p.id
+FOR SHARE
+
 -- name: retry_tasks --
 -- A person re-runs failed or cancelled tasks: `queued`, retries and progress reset; due
 -- now, or at a run_at still in the future (a scheduled task keeps its time) unless
--- `run_now`; the children their failure cancelled wait again.
--- Returns per task found: id, whether it was requeued, and the status it had. Locked in
--- id order and waited for; one task_requeued event (workers wake on it).
+-- `run_now`; `waiting` instead while a parent has not succeeded (or, for
+-- on_parent_failure 'run', not ended); the children their failure cancelled wait again.
+-- Returns per task found: id, whether it was retried, and the status it had. Locked in
+-- id order and waited for (their parents locked first: lock_parents_of); one event per
+-- kind (task_requeued wakes workers, task_waiting does not).
 WITH locked AS MATERIALIZED (
-    SELECT id, status FROM tasks
+    SELECT id, status, on_parent_failure FROM tasks
     WHERE id = ANY(%(ids)s::bigint[])
     ORDER BY id
     FOR UPDATE
+), unmet AS (
+    -- The rule of task_settle_dependents (migration 0006) for releasing a waiting child.
+    SELECT l.id FROM locked l
+    WHERE l.status IN ('failed', 'cancelled') AND EXISTS (
+        SELECT 1 FROM task_dependencies d JOIN tasks p ON p.id = d.parent_id
+        WHERE d.child_id = l.id AND p.status <> 'succeeded'
+          AND NOT (l.on_parent_failure = 'run' AND p.status IN ('failed', 'cancelled')))
 ), upd AS (
     UPDATE tasks t
-    SET status = 'queued', retry_count = 0,
+    SET status = CASE WHEN t.id IN (SELECT id FROM unmet) THEN 'waiting' ELSE 'queued' END,
+        retry_count = 0,
         run_at = CASE WHEN %(run_now)s::boolean THEN now() ELSE greatest(t.run_at, now()) END,
         finished_at = NULL,
         cancel_requested_at = NULL, locked_by = NULL, locked_until = NULL, result = NULL,
         failed_parent_id = NULL, progress = NULL, updated_at = now()
     FROM locked l
     WHERE t.id = l.id AND l.status IN ('failed', 'cancelled')
-    RETURNING t.id, t.attempts, t.has_dependents
+    RETURNING t.id, t.status, t.attempts, t.has_dependents
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
                               created_at)
-    SELECT id, 'queued', 'task_requeued', attempts, '', %(details)s, now() FROM upd
+    SELECT id, status,
+           CASE status WHEN 'waiting' THEN 'task_waiting' ELSE 'task_requeued' END, attempts,
+           '',
+           CASE status WHEN 'waiting' THEN %(details)s || '; waiting for its parents'
+                ELSE %(details)s END,
+           now()
+    FROM upd
 ), note AS (
     SELECT pg_notify('taskservice', json_build_object(
-        'event', 'task_requeued',
-        'count', (SELECT count(*) FROM upd),
-        'ids', (SELECT coalesce(json_agg(id), '[]') FROM
-                  (SELECT id FROM upd ORDER BY id LIMIT 100) s)
-    )::text) AS sent
-    WHERE EXISTS (SELECT 1 FROM upd)
+        'event', CASE status WHEN 'waiting' THEN 'task_waiting' ELSE 'task_requeued' END,
+        'count', count(*), 'ids', (array_agg(id ORDER BY id))[1:100])::text) AS sent
+    FROM upd GROUP BY status
 ), rewait AS (
     SELECT task_rewait_dependents(array_agg(id)) FROM upd WHERE has_dependents
 )
 SELECT l.id, upd.id IS NOT NULL, l.status
-FROM locked l LEFT JOIN upd ON upd.id = l.id LEFT JOIN note ON true LEFT JOIN rewait ON true
+FROM locked l LEFT JOIN upd ON upd.id = l.id CROSS JOIN (SELECT count(*) FROM note) n
+LEFT JOIN rewait ON true
 ORDER BY l.id
 
 -- name: run_now_tasks --

@@ -139,8 +139,11 @@ def retry_tasks():
     engine.fail(worker_id=WORKER, outcomes=[outcome(lost, error="boom")])
     cancelled, waiting = enqueue(), enqueue()
     engine.cancel(cancelled.pk)
-    return (lambda: set(engine.retry_many([lost.id, cancelled.pk, waiting.pk]).done)), {
-        Event.TASK_REQUEUED}
+    child = enqueue(depends_on=[waiting.pk])  # its parent has not run: it waits again
+    engine.cancel(child.pk)
+    return (lambda: set(engine.retry_many([lost.id, cancelled.pk, waiting.pk,
+                                           child.pk]).done)), {
+        Event.TASK_REQUEUED, Event.TASK_WAITING}
 
 
 def run_now_tasks():
