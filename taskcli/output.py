@@ -7,7 +7,8 @@ from typing import Any
 
 TASK_COLUMNS = [("ID", "id"), ("NAME", "name"), ("TYPE", "type"), ("STATUS", "status"),
                 ("PRIORITY", "priority"), ("QUEUE", "queue"), ("RETRIES", "retries"),
-                ("CREATED", "created_at")]
+                ("CREATED", "created_at"), ("PROGRESS", "progress")]
+LIST_MESSAGE_CHARS = 40  # of a progress message in a list; `task get` shows it whole
 HISTORY_COLUMNS = [("ID", "id"), ("EVENT", "event_type"), ("STATUS", "status"),
                    ("ATTEMPT", "attempt"), ("WORKER", "worker_id"), ("CREATED", "created_at"),
                    ("DETAILS", "details")]
@@ -44,7 +45,8 @@ def render(action: str, data: Any, fmt: str) -> str:
         rows.append({"status": "total", "count": data["total_tasks"]})
         return _table([("STATUS", "status"), ("COUNT", "count")], rows)
     # One task: field and value, one per line.
-    rows = [{"field": key, "value": _cell(value)} for key, value in data.items()]
+    rows = [{"field": key, "value": progress_text(value) if key == "progress" else _cell(value)}
+            for key, value in data.items()]
     return _table([("FIELD", "field"), ("VALUE", "value")], rows)
 
 
@@ -57,8 +59,35 @@ def render_rows(columns: list[tuple[str, str]], data: Any, rows: list[dict], fmt
 
 
 def _task_row(task: dict) -> dict:
+    running = task["status"] == "running"
     return {**task, "retries": f"{task['retry_count']}/{task['max_retries']}",
-            "created_at": _time(task["created_at"])}
+            "created_at": _time(task["created_at"]),
+            "progress": progress_text(task.get("progress"), LIST_MESSAGE_CHARS) if running
+            else ""}
+
+
+def progress_text(value: Any, message_chars: int | None = None) -> str:
+    """A plugin's progress for people: `3/10 30% message`, `3 message`, or ''."""
+    if not isinstance(value, dict) or not _is_number(value.get("done")):
+        return ""
+    done, total = value["done"], value.get("total")
+    parts = [_number(done)]
+    if _is_number(total) and total:
+        parts = [f"{_number(done)}/{_number(total)}", f"{100 * done / total:.0f}%"]
+    message = " ".join(str(value.get("message") or "").split())
+    if message_chars is not None and len(message) > message_chars:
+        message = message[:message_chars - 3] + "..."
+    return " ".join([*parts, message] if message else parts)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) or (value.is_integer() and abs(value) < 1e15):
+        return str(int(value))
+    return f"{value:.6g}"
 
 
 def _time(value: str | None) -> str:

@@ -7,7 +7,7 @@ from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models.functions import Coalesce, Now
 
-from tasks.states import ACTIVE, FINISHED, Event, Status
+from tasks.states import ACTIVE, FINISHED, Event, Status, current_progress
 
 __all__ = ["ACTIVE_STATUSES", "FINISHED_STATUSES", "AuditEntry", "Event", "MissedTicks",
            "Origin", "Queue", "Schedule", "Status", "Task", "TaskDependency", "TaskHistory",
@@ -90,7 +90,7 @@ class Task(models.Model):
                                       on_delete=models.DO_NOTHING, related_name="+")
     workflow = models.ForeignKey(Workflow, null=True, blank=True, on_delete=models.SET_NULL,
                                  related_name="tasks", db_index=False)
-    # What the plugin last said of its progress: {"done", "total", "message", "at"}.
+    # What a run's plugin last said: {"done", "total", "message", "at", "attempt"}.
     progress = models.JSONField(null=True, blank=True)
 
     class Meta:
@@ -171,6 +171,10 @@ class Task(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED
+
+    @property
+    def current_progress(self) -> dict | None:
+        return current_progress(self.progress, self.attempts)
 
 
 class TaskDependency(models.Model):

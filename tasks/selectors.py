@@ -95,13 +95,16 @@ RUNNING_IDS_SHOWN = 5  # task ids listed per worker; the rest are one link away
 
 def running_by_worker() -> dict[str, tuple[int, list[int], list[Any]]]:
     """{worker id: (tasks it runs, the first RUNNING_IDS_SHOWN ids, their progress as the
-    plugins last reported it or None)}, from the running-lease index (running rows only)."""
+    plugins of the current runs last reported it or None)}, from the running-lease index
+    (running rows only)."""
     rows = _rows("SELECT locked_by, count(*), (array_agg(id ORDER BY id))[1:%(n)s], "
-                 "(array_agg(progress ORDER BY id))[1:%(n)s] "
+                 "(array_agg(progress ORDER BY id))[1:%(n)s], "
+                 "(array_agg(attempts ORDER BY id))[1:%(n)s] "
                  "FROM tasks WHERE status = 'running' AND locked_by IS NOT NULL "
                  "GROUP BY locked_by", {"n": RUNNING_IDS_SHOWN})
-    return {worker: (n, ids, [_loads(p) for p in progress])
-            for worker, n, ids, progress in rows}
+    return {worker: (n, ids, [states.current_progress(_loads(p), a)
+                              for p, a in zip(progress, attempts, strict=True)])
+            for worker, n, ids, progress, attempts in rows}
 
 
 def _loads(value: Any) -> Any:
@@ -148,10 +151,12 @@ def owned_ids(ids: Iterable[int], owner_id: int) -> set[int]:
 
 def task_statuses(ids: Iterable[int], owner_id: int | None = None) -> dict[int, tuple]:
     """{id: (status, retry_count, max_retries, progress)} of those tasks (of `owner_id`'s,
-    if given)."""
+    if given); progress only as the latest attempt reported it."""
     rows = owned(Task.objects.filter(pk__in=list(ids)), owner_id)
-    return {pk: rest for pk, *rest in rows.values_list("id", "status", "retry_count",
-                                                       "max_retries", "progress")}
+    return {pk: (status, retries, max_retries, states.current_progress(progress, attempts))
+            for pk, status, retries, max_retries, progress, attempts
+            in rows.values_list("id", "status", "retry_count", "max_retries", "progress",
+                                "attempts")}
 
 
 def stats(user: Any = ALL) -> dict[str, Any]:

@@ -101,6 +101,8 @@ TRANSITIONS: tuple[Transition, ...] = (
                to_text="`retrying` (due after backoff), or `failed` if none left"),
     Transition("snooze", (Status.RUNNING,), Status.QUEUED, (Event.TASK_SNOOZED,),
                "the plugin snoozes", to_text="`queued` (due after the delay, no retry used)"),
+    Transition("snooze", (Status.RUNNING,), Status.CANCELLED, (Event.TASK_CANCELLED,),
+               "the plugin snoozes after a cancel was asked"),
     Transition("cancel", (Status.WAITING, *CLAIMABLE_ORDER), Status.CANCELLED,
                (Event.TASK_CANCELLED,), "cancel"),
     Transition("cancel", (Status.RUNNING,), Status.CANCELLED,
@@ -114,6 +116,9 @@ TRANSITIONS: tuple[Transition, ...] = (
                to_text="`queued` (the attempt not counted; another worker runs it)"),
     Transition("retry", (Status.FAILED, Status.CANCELLED), Status.QUEUED,
                (Event.TASK_REQUEUED,), "retry by a person", to_text="`queued` (retries reset)"),
+    Transition("retry", (Status.FAILED, Status.CANCELLED), Status.WAITING,
+               (Event.TASK_WAITING,), "retry by a person while a parent has not succeeded",
+               to_text="`waiting` (retries reset; it runs after its parents)"),
     Transition("run_now", (Status.QUEUED,), Status.QUEUED, (Event.TASK_RUN_NOW,),
                "run now by a person", from_text="`queued` (due later)",
                to_text="`queued`, due now"),
@@ -143,6 +148,15 @@ def can(action: str, task: Any) -> bool:
     if action == "run_now":  # only a deferred task: one due already waits for a worker
         return is_deferred(task)
     return True
+
+
+def current_progress(progress: Any, attempts: int) -> dict | None:
+    """The progress to show for a task whose latest attempt is `attempts`: what that
+    attempt's plugin reported, or None. A value an earlier attempt wrote is stale once a new
+    attempt starts (each value carries the attempt that wrote it)."""
+    if isinstance(progress, dict) and progress.get("attempt") == attempts:
+        return progress
+    return None
 
 
 def is_deferred(task: Any, now: Any = None) -> bool:

@@ -46,6 +46,8 @@ class TaskButtons:
             else:
                 if task.status == Status.RUNNING:
                     done = "asked to stop: its worker will end it as cancelled"
+                elif task.status == Status.WAITING:
+                    done = "requeued: it waits for its parents"
                 self.message_user(request, f"Task #{task_id} {done}.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:tasks_task_change", args=[task_id]))
 

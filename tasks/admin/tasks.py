@@ -166,7 +166,7 @@ class TaskAdmin(TaskButtons, FilteredActions, BulkActions, admin.ModelAdmin):
     @admin.display(description="progress")
     def progress_display(self, task: Task) -> str:
         return format_html('<span data-task-progress="{}">{}</span>', task.pk,
-                           progress(task.progress))
+                           progress(task.current_progress))
 
     @admin.display(description="runs after")
     def parents_display(self, task: Task) -> str:

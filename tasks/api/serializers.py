@@ -26,8 +26,9 @@ class TaskSerializer(serializers.ModelSerializer):
     payload = serializers.JSONField(read_only=True)
     result = serializers.JSONField(read_only=True, allow_null=True)
     progress = serializers.JSONField(
-        read_only=True, allow_null=True,
-        help_text="What the plugin last reported: done, total, message, at (or null).")
+        source="current_progress", read_only=True, allow_null=True,
+        help_text="What the plugin of the latest attempt last reported: done, total, "
+                  "message, at, attempt (or null).")
     workflow = serializers.IntegerField(source="workflow_id", read_only=True, allow_null=True,
                                         help_text="The workflow this task is a step of.")
     depends_on = serializers.SerializerMethodField(
@@ -126,7 +127,8 @@ class WorkflowCreateSerializer(serializers.Serializer):
 class WorkflowStepSerializer(serializers.ModelSerializer):
     depends_on = serializers.ListField(source="parent_ids", child=serializers.IntegerField(),
                                        read_only=True)
-    progress = serializers.JSONField(read_only=True, allow_null=True)
+    progress = serializers.JSONField(source="current_progress", read_only=True,
+                                     allow_null=True)
 
     class Meta:
         model = Task

@@ -160,7 +160,8 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         return Response(TaskSerializer(task).data)
 
     @extend_schema(operation_id="tasks_retry", summary="Retry a failed or cancelled task",
-                   description="Back to queued with its retries reset. A task whose run_at "
+                   description="Back to queued with its retries reset (waiting, while one "
+                               "of its parents has not succeeded). A task whose run_at "
                                "is still ahead keeps it unless the body says run_now.",
                    request=RetrySerializer, filters=False,
                    responses={200: TaskSerializer, **_BAD_REQUEST, **_NOT_FOUND, **_ERRORS,

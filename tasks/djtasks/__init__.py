@@ -19,7 +19,7 @@ runs it through `tasks.djtasks.plugin`. Mapping onto the engine:
   TIMEOUT are the defaults; without them the engine's own defaults apply. The backoff
   between retries is the engine's (TASKS_BACKOFF_BASE / TASKS_BACKOFF_CAP of the workers).
 
-`get_result` maps our states onto the framework's: queued/retrying -> READY, running ->
+`get_result` maps our states onto the framework's: waiting/queued/retrying -> READY, running ->
 RUNNING, succeeded -> SUCCESSFUL, failed/cancelled -> FAILED, with one `TaskError` per
 failed run (and one for a cancellation), `worker_ids` one per run started (so
 `attempts` is our `attempts`), and `return_value` from our `result`.

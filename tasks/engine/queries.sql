@@ -598,31 +598,43 @@ SELECT upd.id, upd.status FROM upd CROSS JOIN (SELECT count(*) FROM note) n
 LEFT JOIN settle ON true
 
 -- name: snooze_runs --
--- Runs the plugin snoozed (fenced): `queued` again, due after the delay; no retry used.
+-- Runs the plugin snoozed (fenced): `queued` again, due after the delay, no retry used;
+-- `cancelled` (and their waiting children with them) if a cancel was asked meanwhile.
 WITH input AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(delays)s::float8[])
            AS i(id, attempt, delay)
 ), upd AS (
     UPDATE tasks t
-    SET status = 'queued', run_at = now() + make_interval(secs => i.delay),
+    SET status = CASE WHEN t.cancel_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END,
+        run_at = CASE WHEN t.cancel_requested_at IS NULL
+                      THEN now() + make_interval(secs => i.delay) ELSE t.run_at END,
+        finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN NULL ELSE now() END,
         updated_at = now(), locked_by = NULL, locked_until = NULL
     FROM input i
     WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
-    RETURNING t.id, t.attempts, i.delay
+    RETURNING t.id, t.status, t.attempts, i.delay, t.has_dependents
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
                               created_at)
-    SELECT id, 'queued', 'task_snoozed', attempts, %(worker)s,
-           format('snoozed for %%ss', round(delay::numeric, 1)), now()
+    SELECT id, status,
+           CASE status WHEN 'queued' THEN 'task_snoozed' ELSE 'task_cancelled' END,
+           attempts, %(worker)s,
+           CASE status WHEN 'queued' THEN format('snoozed for %%ss', round(delay::numeric, 1))
+                ELSE 'cancelled as requested; the run snoozed' END,
+           now()
     FROM upd
 ), note AS (
     SELECT pg_notify('taskservice', json_build_object(
-        'event', 'task_snoozed', 'count', count(*), 'worker', %(worker)s::text,
+        'event', CASE status WHEN 'queued' THEN 'task_snoozed' ELSE 'task_cancelled' END,
+        'count', count(*), 'worker', %(worker)s::text,
         'ids', (array_agg(id ORDER BY id))[1:100])::text) AS sent
-    FROM upd HAVING count(*) > 0
+    FROM upd GROUP BY status
+), settle AS (
+    SELECT task_settle_dependents(array_agg(id)) FROM upd
+    WHERE has_dependents AND status = 'cancelled'
 )
-SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n
+SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n LEFT JOIN settle ON true
 
 -- name: update_progress --
 -- Store a running task's progress (fenced on worker and attempt) and send task_progress.
@@ -712,7 +724,8 @@ SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n LEFT JOIN settle
 
 -- name: decline_runs --
 -- A worker that cannot run these tasks (fenced) hands them back due now, the attempt its
--- claim counted taken back, so another worker runs them; `cancelled` if asked meanwhile.
+-- claim counted taken back, so another worker runs them; `cancelled` if asked meanwhile
+-- (and its waiting children with it).
 -- The history row names the worker and why it could not run the task.
 WITH input AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(details)s::text[],
@@ -722,13 +735,14 @@ WITH input AS (
 ), upd AS (
     UPDATE tasks t
     SET status = CASE WHEN t.cancel_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END,
-        attempts = t.attempts - 1, updated_at = now(), locked_by = NULL, locked_until = NULL,
+        attempts = t.attempts - 1, progress = NULL, updated_at = now(), locked_by = NULL,
+        locked_until = NULL,
         finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN NULL ELSE now() END
     FROM input i
     WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
     RETURNING t.id, t.status, i.attempt, i.details, i.error_class, i.error_message,
-              i.traceback
+              i.traceback, t.has_dependents
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, error_class,
                               error_message, traceback, details, created_at)
@@ -742,8 +756,12 @@ WITH input AS (
         'count', count(*), 'worker', %(worker)s::text,
         'ids', (array_agg(id ORDER BY id))[1:100])::text) AS sent
     FROM upd GROUP BY status
+), settle AS (
+    -- A cancelled parent cancels its waiting children (migration 0006).
+    SELECT task_settle_dependents(array_agg(id)) FROM upd
+    WHERE has_dependents AND status = 'cancelled'
 )
-SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n
+SELECT upd.id FROM upd CROSS JOIN (SELECT count(*) FROM note) n LEFT JOIN settle ON true
 
 -- name: select_expired --
 -- Lock up to `limit` running tasks whose lease expired, oldest lease first.
@@ -897,48 +915,72 @@ SELECT outcome.id, outcome.event, outcome.status
 FROM outcome CROSS JOIN (SELECT count(*) FROM note) n LEFT JOIN settle ON true
 ORDER BY outcome.id
 
+-- name: lock_parents_of --
+-- Lock the parents of the given tasks (shared, in id order) before a retry reads them.
+-- A parent ending meanwhile waits for the retry, then sees its child waiting; one that
+-- ended first is seen as ended by the retry's next statement.
+SELECT p.id FROM tasks p
+WHERE p.id IN (SELECT parent_id FROM task_dependencies WHERE child_id = ANY(%(ids)s::bigint[]))
+ORDER BY p.id
+FOR SHARE
+
 -- name: retry_tasks --
--- A person re-runs failed or cancelled tasks: `queued`, retries reset; due now, or at a
--- run_at still in the future (a scheduled task keeps its time) unless `run_now`; the
--- children their failure cancelled wait again.
--- Returns per task found: id, whether it was requeued, and the status it had. Locked in
--- id order and waited for; one task_requeued event (workers wake on it).
+-- A person re-runs failed or cancelled tasks: `queued`, retries and progress reset; due
+-- now, or at a run_at still in the future (a scheduled task keeps its time) unless
+-- `run_now`; `waiting` instead while a parent has not succeeded (or, for
+-- on_parent_failure 'run', not ended); the children their failure cancelled wait again.
+-- Returns per task found: id, whether it was retried, and the status it had. Locked in
+-- id order and waited for (their parents locked first: lock_parents_of); one event per
+-- kind (task_requeued wakes workers, task_waiting does not).
 WITH locked AS MATERIALIZED (
-    SELECT id, status FROM tasks
+    SELECT id, status, on_parent_failure FROM tasks
     WHERE id = ANY(%(ids)s::bigint[])
     ORDER BY id
     FOR UPDATE
+), unmet AS (
+    -- The rule of task_settle_dependents (migration 0006) for releasing a waiting child.
+    SELECT l.id FROM locked l
+    WHERE l.status IN ('failed', 'cancelled') AND EXISTS (
+        SELECT 1 FROM task_dependencies d JOIN tasks p ON p.id = d.parent_id
+        WHERE d.child_id = l.id AND p.status <> 'succeeded'
+          AND NOT (l.on_parent_failure = 'run' AND p.status IN ('failed', 'cancelled')))
 ), upd AS (
     UPDATE tasks t
-    SET status = 'queued', retry_count = 0,
+    SET status = CASE WHEN t.id IN (SELECT id FROM unmet) THEN 'waiting' ELSE 'queued' END,
+        retry_count = 0,
         run_at = CASE WHEN %(run_now)s::boolean THEN now() ELSE greatest(t.run_at, now()) END,
         finished_at = NULL,
         cancel_requested_at = NULL, locked_by = NULL, locked_until = NULL, result = NULL,
-        failed_parent_id = NULL, updated_at = now()
+        failed_parent_id = NULL, progress = NULL, updated_at = now()
     FROM locked l
     WHERE t.id = l.id AND l.status IN ('failed', 'cancelled')
-    RETURNING t.id, t.attempts, t.has_dependents
+    RETURNING t.id, t.status, t.attempts, t.has_dependents
 ), hist AS (
     INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
                               created_at)
-    SELECT id, 'queued', 'task_requeued', attempts, '', %(details)s, now() FROM upd
+    SELECT id, status,
+           CASE status WHEN 'waiting' THEN 'task_waiting' ELSE 'task_requeued' END, attempts,
+           '',
+           CASE status WHEN 'waiting' THEN %(details)s || '; waiting for its parents'
+                ELSE %(details)s END,
+           now()
+    FROM upd
 ), note AS (
     SELECT pg_notify('taskservice', json_build_object(
-        'event', 'task_requeued',
-        'count', (SELECT count(*) FROM upd),
-        'ids', (SELECT coalesce(json_agg(id), '[]') FROM
-                  (SELECT id FROM upd ORDER BY id LIMIT 100) s)
-    )::text) AS sent
-    WHERE EXISTS (SELECT 1 FROM upd)
+        'event', CASE status WHEN 'waiting' THEN 'task_waiting' ELSE 'task_requeued' END,
+        'count', count(*), 'ids', (array_agg(id ORDER BY id))[1:100])::text) AS sent
+    FROM upd GROUP BY status
 ), rewait AS (
     SELECT task_rewait_dependents(array_agg(id)) FROM upd WHERE has_dependents
 )
 SELECT l.id, upd.id IS NOT NULL, l.status
-FROM locked l LEFT JOIN upd ON upd.id = l.id LEFT JOIN note ON true LEFT JOIN rewait ON true
+FROM locked l LEFT JOIN upd ON upd.id = l.id CROSS JOIN (SELECT count(*) FROM note) n
+LEFT JOIN rewait ON true
 ORDER BY l.id
 
 -- name: run_now_tasks --
--- A person runs deferred tasks now: queued or retrying ones due later become due at once.
+-- A person runs deferred tasks now: queued or retrying ones due later become due at once,
+-- the progress of an earlier run cleared.
 -- Returns per task found: id, whether it was made due, its status and whether it was
 -- deferred. Locked in id order and waited for; one task_run_now event (workers wake on it).
 WITH locked AS MATERIALIZED (
@@ -948,7 +990,7 @@ WITH locked AS MATERIALIZED (
     FOR UPDATE
 ), upd AS (
     UPDATE tasks t
-    SET run_at = now(), updated_at = now()
+    SET run_at = now(), progress = NULL, updated_at = now()
     FROM locked l
     WHERE t.id = l.id AND l.status IN ('queued', 'retrying') AND l.deferred
     RETURNING t.id, t.status, t.attempts

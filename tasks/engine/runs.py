@@ -259,7 +259,8 @@ def finish_cancelled(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]
 
 
 def snooze(*, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
-    """The plugin snoozed: each run ends `queued`, due after its delay, no retry used."""
+    """The plugin snoozed: each run ends `queued`, due after its delay, no retry used (or
+    `cancelled`, when a cancel was asked meanwhile)."""
     if not outcomes:
         return set()
     params = {"worker": worker_id, "ids": [o.task_id for o in outcomes],
@@ -277,9 +278,11 @@ EVENT_MESSAGE_CHARS = 200
 def progress(*, worker_id: str, task_id: int, attempt: int, done: float,
              total: float | None = None, message: str = "", at: str = "") -> bool:
     """Store a running task's progress and send `task_progress`; False if the run is no
-    longer this worker's (fenced like complete). Not a state change: no history row."""
+    longer this worker's (fenced like complete). Not a state change: no history row. The
+    value names its attempt: readers show it only while that attempt is the task's latest
+    (tasks.states.current_progress)."""
     message = jsonsafe.storable_error(str(message))[:PROGRESS_MESSAGE_CHARS]
-    value = {"done": done, "total": total, "message": message, "at": at}
+    value = {"done": done, "total": total, "message": message, "at": at, "attempt": attempt}
     summary = {**value, "message": message[:EVENT_MESSAGE_CHARS]}
     rows = run("update_progress", {"id": task_id, "worker": worker_id, "attempt": attempt,
                                    "progress": json.dumps(value, allow_nan=False),

@@ -2,14 +2,14 @@
 variants, and deleting finished tasks.
 
 Each is one statement of queries.sql (cancel_tasks, retry_tasks, run_now_tasks,
-delete_finished) that
-locks the rows, checks their status, writes one history row per change and one NOTIFY per
-kind of change; this module parses the ids and maps the rows it returns to results.
+delete_finished) that locks the rows, checks their status, writes one history row per
+change and one NOTIFY per kind of change (a retry locks the tasks' parents first,
+lock_parents_of); this module parses the ids and maps the rows it returns to results.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,13 +54,22 @@ def cancel(task_id: int, *, reason: str = "") -> Task:
     return Task.objects.get(pk=pk)
 
 
+def _retry_rows(ids: list[int], reason: str, run_now: bool) -> list[tuple]:
+    """retry_tasks on `ids`, their parents locked first: the parents' status it reads stays
+    theirs until this transaction ends (a parent ending meanwhile then sees its child
+    waiting). Inside the caller's transaction."""
+    run("lock_parents_of", {"ids": ids})
+    return run("retry_tasks", {"ids": ids, "details": reason or RETRY_DETAILS,
+                               "run_now": run_now})
+
+
 @transaction.atomic
 def retry(task_id: int, *, reason: str = "", run_now: bool = False) -> Task:
     """A person re-runs a failed or cancelled task: back to `queued`, retries reset, due
-    now or at its run_at if that is still ahead (unless `run_now`)."""
+    now or at its run_at if that is still ahead (unless `run_now`); `waiting` instead
+    while one of its parents has not succeeded: it runs after them."""
     pk = _pk(task_id)
-    rows = run("retry_tasks", {"ids": [pk], "details": reason or RETRY_DETAILS,
-                               "run_now": run_now})
+    rows = _retry_rows([pk], reason, run_now)
     if not rows:
         raise TaskNotFound(task_id)
     ((_, requeued, status),) = rows
@@ -77,14 +86,15 @@ class BulkResult:
     skipped: dict[int, str] = field(default_factory=dict)
 
 
-def _bulk(name: str, task_ids: Iterable[Any], params: dict[str, Any]) -> BulkResult:
+def _bulk(statement: Callable[[list[int]], list[tuple]],
+          task_ids: Iterable[Any]) -> BulkResult:
     """Run a bulk statement on the parseable ids; each input id is done or skipped (in
     input order), by the status its task had when the statement locked it."""
     task_ids = list(task_ids)
     pks = {task_id: parse_id(task_id) for task_id in task_ids}
     ids = sorted({pk for pk in pks.values() if pk is not None})
     # The second column is truthy when the task was changed (cancel: its event).
-    found = {pk: (changed, status) for pk, changed, status in run(name, {"ids": ids, **params})}
+    found = {pk: (changed, status) for pk, changed, status in statement(ids)}
     result = BulkResult()
     for task_id in task_ids:
         row = found.get(pks[task_id])
@@ -100,17 +110,17 @@ def _bulk(name: str, task_ids: Iterable[Any], params: dict[str, Any]) -> BulkRes
 @transaction.atomic
 def cancel_many(task_ids: Iterable[int], *, reason: str = "") -> BulkResult:
     """Cancel many tasks in one statement; finished ones are skipped with the reason."""
-    return _bulk("cancel_tasks", task_ids, {"details": reason or CANCEL_DETAILS,
-                                            "single": False})
+    return _bulk(lambda ids: run("cancel_tasks", {"ids": ids, "single": False,
+                                                  "details": reason or CANCEL_DETAILS}),
+                 task_ids)
 
 
 @transaction.atomic
 def retry_many(task_ids: Iterable[int], *, reason: str = "",
                run_now: bool = False) -> BulkResult:
-    """Requeue many failed/cancelled tasks in one statement; others are skipped. A future
-    run_at is kept unless `run_now`."""
-    return _bulk("retry_tasks", task_ids, {"details": reason or RETRY_DETAILS,
-                                           "run_now": run_now})
+    """Requeue many failed/cancelled tasks in one statement (`waiting` those with a parent
+    that has not succeeded); others are skipped. A future run_at is kept unless `run_now`."""
+    return _bulk(lambda ids: _retry_rows(ids, reason, run_now), task_ids)
 
 
 def _run_now_rows(task_ids: list[Any], reason: str) -> tuple[dict, dict]:

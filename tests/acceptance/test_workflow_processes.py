@@ -13,7 +13,7 @@ from tasks import engine
 from tasks.api.serializers import TaskSerializer
 from tasks.listener import connect_kwargs
 from tasks.models import Task, TaskHistory
-from tests.acceptance.test_worker_processes import FAST, running_on, runs
+from tests.acceptance.test_worker_processes import FAST, listening, running_on, runs
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.process
@@ -95,6 +95,42 @@ def test_kill_9_of_a_parents_worker_the_child_waits_then_runs(worker_factory, co
     p, c = Task.objects.get(pk=parent.pk), Task.objects.get(pk=child.pk)
     assert c.started_at >= p.finished_at
     assert runs(count_file) == [(parent.pk, 1), (parent.pk, 2), (child.pk, 1)]
+
+
+def test_an_idle_worker_is_woken_by_dependencies_met(worker_factory, count_file):
+    parent, child = engine.enqueue_many([{"name": "parent", "type": "count"},
+                                         {"name": "child", "type": "count", "after": [0]}])
+    (claimed,) = engine.claim(worker_id="test-holder", limit=1, lease_seconds=600)
+    # Polls every 60 s and finds nothing to claim (the child waits): only a NOTIFY wakes it.
+    worker_factory("--worker-id", "idle", COUNT_FILE=str(count_file), TASKS_POLL_INTERVAL="60")
+    wait_until(listening, timeout=20, message="the worker never LISTENed")
+    engine.complete(worker_id="test-holder", outcomes=[
+        engine.Outcome(task_id=claimed.id, attempt=claimed.attempt)])
+    wait_until(lambda: status(child.pk) == "succeeded", timeout=30,
+               message="the child was not run: the worker did not wake")
+    assert events(child.pk) == ["task_waiting", "dependencies_met", "task_started",
+                                "task_succeeded"]
+    assert TaskHistory.objects.get(task_id=child.pk, event_type="task_started").worker_id \
+        == "idle"
+    assert runs(count_file) == [(child.pk, 1)]  # the parent was never the worker's
+
+
+def test_cancelling_a_running_parent_cancels_its_children_once_the_worker_stops_it(
+        worker_factory, count_file):
+    parent, child, grandchild = engine.enqueue_many([
+        {"name": "parent", "type": "count", "payload": {"sleep": 60}},
+        {"name": "child", "type": "count", "after": [0]},
+        {"name": "grandchild", "type": "count", "after": [1]}])
+    worker_factory("--worker-id", "w1", COUNT_FILE=str(count_file))
+    wait_until(lambda: running_on(parent, "w1"), timeout=20)
+    engine.cancel(parent.pk)
+    wait_until(lambda: status(grandchild.pk) == "cancelled", timeout=20)
+    assert (status(parent.pk), status(child.pk)) == ("cancelled", "cancelled")
+    assert events(parent.pk)[-2:] == ["cancel_requested", "task_cancelled"]
+    cascaded = TaskHistory.objects.get(task_id=child.pk, event_type="dependency_failed")
+    assert cascaded.details == f"parent task {parent.pk} cancelled"
+    assert events(grandchild.pk) == ["task_waiting", "dependency_failed"]
+    assert runs(count_file) == [(parent.pk, 1)]
 
 
 def test_progress_reported_1000_times_in_a_second_is_written_a_few_times(worker_factory):

@@ -87,11 +87,50 @@ def test_list_filters_and_pages_in_each_format():
 
     lines = task_cmd("list", "--status", "failed").splitlines()
     assert lines[0].split() == ["ID", "NAME", "TYPE", "STATUS", "PRIORITY", "QUEUE", "RETRIES",
-                                "CREATED"]
+                                "CREATED", "PROGRESS"]
     # Aligned: every column starts at the same offset on every row.
     assert lines[1].index("send_email") == lines[0].index("TYPE")
     assert lines[1].index("failed") == lines[0].index("STATUS")
     assert lines[-1] == "1 task(s); page 1 of 1"
+
+
+def running_with_progress(done, total, message, worker: str = "host:1:cli") -> Task:
+    task = engine.enqueue(name="long", type="noop", max_retries=1)
+    (claimed,) = engine.claim(worker_id=worker, limit=1)
+    engine.progress(worker_id=worker, task_id=task.pk, attempt=claimed.attempt, done=done,
+                    total=total, message=message)
+    return task
+
+
+def value_of(table: str, field: str) -> str:
+    (line,) = [line for line in table.splitlines() if line.split()[:1] == [field]]
+    return line[len(field):].strip()
+
+
+@pytest.mark.django_db
+def test_get_and_list_show_a_running_tasks_progress_readably():
+    task = running_with_progress(3, 10, "three of ten files, the last one quite large indeed")
+    counted = running_with_progress(2.5, None, "", worker="host:2:cli")
+    queued = engine.enqueue(name="later", type="noop")
+    assert value_of(task_cmd("get", "--id", str(task.pk)), "progress") == \
+        "3/10 30% three of ten files, the last one quite large indeed"
+    assert value_of(task_cmd("get", "--id", str(counted.pk)), "progress") == "2.5"
+    assert value_of(task_cmd("get", "--id", str(queued.pk)), "progress") == ""
+    assert as_json("get", "--id", str(task.pk))["progress"]["done"] == 3  # json: the API's
+
+    lines = task_cmd("list").splitlines()
+    column = lines[0].index("PROGRESS")
+    rows = {int(line.split()[0]): line[column:] for line in lines[1:-1]}
+    assert rows == {task.pk: "3/10 30% three of ten files, the last one quit...",
+                    counted.pk: "2.5", queued.pk: ""}
+
+    # A running task's progress only: one that failed shows none in the list.
+    engine.fail(worker_id="host:1:cli", outcomes=[engine.Outcome(
+        task_id=task.pk, attempt=1, error="boom")])
+    engine.cancel(task.pk)
+    assert Task.objects.get(pk=task.pk).status == "cancelled"
+    lines = task_cmd("list").splitlines()
+    assert {int(line.split()[0]): line[column:] for line in lines[1:-1]}[task.pk] == ""
 
 
 @pytest.mark.django_db
@@ -208,9 +247,11 @@ def test_remote_output_is_identical_to_local(remote):
     assert created["status"] == "queued"
     assert Task.objects.get(pk=created["id"]).priority == 3
     TaskFactory(failed=True, type="send_email")
+    running = str(running_with_progress(1, 4, "a quarter").pk)
     task_id = str(created["id"])
     for args in (["get", "--id", task_id], ["history", "--id", task_id], ["status"],
-                 ["list"], ["list", "--status", "failed", "--page-size", "1"]):
+                 ["list"], ["list", "--status", "failed", "--page-size", "1"],
+                 ["get", "--id", running]):
         for fmt in ("table", "json", "yaml"):
             local = task_cmd(*args, "-o", fmt)
             assert task_cmd(*args, "-o", fmt, *remote) == local, (args, fmt)

@@ -187,7 +187,8 @@ def test_a_watched_running_tasks_progress_is_sent_live(login):
             message="two of five", at="now")
         update = await receive_until(comm, "tasks", timeout=3)
         assert update["tasks"][str(task.pk)]["progress"] == {
-            "done": 2, "total": 5, "message": "two of five", "at": "now"}
+            "done": 2, "total": 5, "message": "two of five", "at": "now",
+            "attempt": claimed.attempt}
         await comm.disconnect()
 
     asyncio.run(scenario())

@@ -180,7 +180,10 @@ def test_cancelling_a_waiting_parent_cancels_its_children_and_a_retry_rewaits_th
     assert (status(c.pk), status(d.pk)) == (Status.CANCELLED, Status.CANCELLED)
     assert events(c.pk) == [Event.TASK_WAITING, Event.TASK_CANCELLED]
     assert events(d.pk) == [Event.TASK_WAITING, Event.DEPENDENCY_FAILED]
-    engine.retry(c.pk)  # queued though p still runs: a person's explicit choice
+    engine.retry(c.pk)  # p has not run yet: c waits for it again, and d for c
+    assert (status(c.pk), status(d.pk)) == (Status.WAITING, Status.WAITING)
+    assert events(c.pk) == [Event.TASK_WAITING, Event.TASK_CANCELLED, Event.TASK_WAITING]
+    run_ok(p.pk)
     assert (status(c.pk), status(d.pk)) == (Status.QUEUED, Status.WAITING)
 
 
@@ -232,7 +235,8 @@ def test_progress_is_stored_fenced_on_the_run():
     assert engine.progress(worker_id=WORKER, task_id=task.pk, attempt=claimed.attempt,
                            done=3, total=10, message="three", at="t")
     assert Task.objects.get(pk=task.pk).progress == {"done": 3, "total": 10,
-                                                     "message": "three", "at": "t"}
+                                                     "message": "three", "at": "t",
+                                                     "attempt": claimed.attempt}
     assert not engine.progress(worker_id="someone-else", task_id=task.pk,
                                attempt=claimed.attempt, done=4)
     assert Task.objects.get(pk=task.pk).progress["done"] == 3

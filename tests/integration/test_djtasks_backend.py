@@ -206,6 +206,30 @@ def test_a_cancelled_task_reads_as_failed_with_the_reason():
     assert "not needed any more" in error.traceback
 
 
+def test_a_task_waiting_for_its_parent_reads_as_ready_until_it_runs():
+    parent = app.add.enqueue(1, 2)
+    # A graph of django.tasks functions, through the engine (the framework has no parents).
+    child = engine.enqueue(name="tests.djtasks_app.tasks.add", type="django_task",
+                           payload={"func": "tests.djtasks_app.tasks.add", "args": [3, 4],
+                                    "kwargs": {}, "takes_context": False},
+                           depends_on=[int(parent.id)])
+    assert child.status == "waiting"
+    read = task_backends["default"].get_result(str(child.pk))
+    assert (read.status, read.args, read.worker_ids, read.started_at) == (
+        TaskResultStatus.READY, [3, 4], [], None)
+    assert app.add.get_result(str(child.pk)).status == TaskResultStatus.READY
+
+    claimed = _claim("w-1")  # the parent: a waiting task is not claimable
+    assert claimed.id == int(parent.id)
+    engine.complete(worker_id="w-1", outcomes=[
+        engine.Outcome(task_id=claimed.id, attempt=claimed.attempt, result=3)])
+    read.refresh()
+    assert (_row(read).status, read.status) == ("queued", TaskResultStatus.READY)
+    assert _claim("w-1").id == child.pk
+    read.refresh()
+    assert read.status == TaskResultStatus.RUNNING
+
+
 @pytest.mark.django_db(transaction=True)  # the reconciler compares leases with now()
 def test_a_lost_worker_reads_as_a_worker_lost_error():
     result = app.add.enqueue(1, 2)

@@ -146,8 +146,11 @@ def retry_tasks():
     engine.fail(worker_id=WORKER, outcomes=[outcome(lost, error="boom")])
     cancelled, waiting = enqueue(), enqueue()
     engine.cancel(cancelled.pk)
-    return (lambda: set(engine.retry_many([lost.id, cancelled.pk, waiting.pk]).done)), {
-        Event.TASK_REQUEUED}
+    child = enqueue(depends_on=[waiting.pk])  # its parent has not run: it waits again
+    engine.cancel(child.pk)
+    return (lambda: set(engine.retry_many([lost.id, cancelled.pk, waiting.pk,
+                                           child.pk]).done)), {
+        Event.TASK_REQUEUED, Event.TASK_WAITING}
 
 
 def run_now_tasks():
@@ -171,9 +174,10 @@ def insert_graph():
 
 def snooze_runs():
     runs = _claimed(2)
+    engine.cancel(runs[1].id)  # asked to cancel meanwhile: ends cancelled
     return (lambda: engine.snooze(worker_id=WORKER,
                                   outcomes=[outcome(c, delay=30) for c in runs])), {
-        Event.TASK_SNOOZED}
+        Event.TASK_SNOOZED, Event.TASK_CANCELLED}
 
 
 CASES: dict[str, Case] = {f.__name__: f for f in (

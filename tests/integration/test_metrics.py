@@ -202,3 +202,21 @@ def test_a_scrape_never_reads_the_history_table(client, populated):
     statements = [q["sql"] for q in queries.captured_queries]
     assert any("FROM tasks" in sql for sql in statements)
     assert not [sql for sql in statements if "task_history" in sql]
+
+
+def test_waiting_tasks_are_counted_by_status_and_per_queue_but_not_as_due(client, db):
+    parent = engine.enqueue(name="parent", type="count", queue="etl")
+    engine.enqueue(name="child", type="count", queue="etl", depends_on=[parent.pk])
+    engine.enqueue_many([{"name": "a", "type": "count", "queue": "mail",
+                          "depends_on": [parent.pk]},
+                         {"name": "b", "type": "count", "queue": "mail", "after": [0]}])
+    samples = scrape(client)
+    assert by_labels(samples, "taskservice_tasks", "status", "type", "queue") == {
+        ("queued", "count", "etl"): 1, ("waiting", "count", "etl"): 1,
+        ("waiting", "count", "mail"): 2}
+    assert by_labels(samples, "taskservice_tasks_waiting", "queue") == {("etl",): 1,
+                                                                       ("mail",): 2}
+    # Not claimable: neither queue depth nor the oldest due age counts them.
+    assert by_labels(samples, "taskservice_queue_depth", "queue") == {("etl",): 1}
+    assert set(by_labels(samples, "taskservice_oldest_due_task_age_seconds", "queue")) == {
+        ("etl",)}

@@ -1,5 +1,5 @@
 """The task page: the attempts timeline from history, a running task's clock and worker,
-tracebacks with their indentation, the run-now button and the progress slot."""
+tracebacks with their indentation, the run-now button, and a running task's progress."""
 
 from __future__ import annotations
 
@@ -40,7 +40,6 @@ def test_timeline_lists_each_attempt_with_worker_outcome_and_traceback(admin_cli
     # The traceback keeps its lines and indentation in a <pre>.
     assert '<pre class="task-pre task-traceback">Traceback (most recent call last):\n' \
            '  File &quot;plugins/mail.py&quot;, line 3, in run\n    send()' in timeline
-    assert 'id="task-progress"' in html
     assert 'id="task-running"' not in html
 
 
@@ -57,3 +56,18 @@ def test_a_running_task_shows_elapsed_deadline_and_its_worker(admin_client):
     assert 'id="task-worker-link"' in text and WORKER in text
     assert re.search(r"\(9m \d\ds left\)", text)
     assert "<tr class=\"task-run-running\">" in html
+
+
+def test_a_running_task_shows_its_plugins_progress_in_one_place(admin_client):
+    task = enqueue("long", timeout_seconds=600)
+    (claimed,) = engine.claim(worker_id=WORKER, limit=1)
+    html = admin_client.get(change_url(task.pk)).content.decode()
+    assert (f'<span data-task-progress="{task.pk}"><span class="task-empty">—</span></span>'
+            in html)
+    engine.progress(worker_id=WORKER, task_id=task.pk, attempt=claimed.attempt, done=3,
+                    total=10, message="three <files>")
+    html = admin_client.get(change_url(task.pk)).content.decode()
+    # The field task_live.js repaints, with the value escaped; no other progress markup.
+    assert (f'<span data-task-progress="{task.pk}"><span class="task-progress">3 / 10 (30%)'
+            "</span> three &lt;files&gt;</span>") in html
+    assert html.count("data-task-progress=") == 1 and 'id="task-progress"' not in html

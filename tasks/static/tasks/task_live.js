@@ -28,12 +28,17 @@
     });
     var retries = document.querySelector('[data-task-retries="' + id + '"]');
     if (retries && info.retries) { retries.textContent = info.retries; }
+    // The progress field of the task page; null once a new attempt starts or a person retries.
     var progress = document.querySelector('[data-task-progress="' + id + '"]');
-    if (progress && info.progress) { progress.textContent = progressText(info.progress); }
+    if (progress && "progress" in info) {
+      var text = progressText(info.progress);
+      if (progress.textContent !== text) { progress.textContent = text; }
+    }
   }
 
-  // As tasks.admin.display.progress writes it: "done / total (pct%) message".
+  // As tasks.admin.display.progress writes it: "done / total (pct%) message", or a dash.
   function progressText(p) {
+    if (!p || typeof p.done !== "number") { return "\u2014"; }
     var text = String(p.done);
     if (typeof p.total === "number" && p.total) {
       text += " / " + p.total + " (" + Math.round(100 * p.done / p.total) + "%)";
