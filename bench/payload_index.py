@@ -7,9 +7,7 @@ Works in its own database (`--db-name`, created and dropped at the end). For eac
 (no payload index, GIN jsonb_path_ops, GIN pg_trgm on the payload's text) it empties the
 tasks table, creates that index, and enqueues the same tasks through tasks.engine: batches
 of --batch with enqueue_many, then --singles one at a time with enqueue. Prints the time
-per 1,000 tasks, the slowdown against no index, and the index's size. A last row drops
-the admin's sort indexes too ((priority, id), (queue, id), (started_at, id)), for what
-they cost.
+per 1,000 tasks, the slowdown against no index, and the index's size.
 """
 
 from __future__ import annotations
@@ -32,7 +30,6 @@ DESIGNS = {
         "CREATE INDEX idx_payload_path ON tasks USING gin (payload jsonb_path_ops)",
     "GIN pg_trgm on payload::text":
         "CREATE INDEX idx_payload_trgm ON tasks USING gin ((payload::text) gin_trgm_ops)",
-    "neither, nor the sort indexes": "DROP INDEX idx_priority_id, idx_queue_id, idx_started_id",
 }
 
 
@@ -94,11 +91,6 @@ def run(args) -> None:
         batched, single, sizes = [], [], []
         for _ in range(args.rounds):
             with connection.cursor() as cursor:
-                cursor.execute("CREATE INDEX IF NOT EXISTS idx_priority_id ON tasks "
-                               "(priority, id)")
-                cursor.execute("CREATE INDEX IF NOT EXISTS idx_queue_id ON tasks (queue, id)")
-                cursor.execute("CREATE INDEX IF NOT EXISTS idx_started_id ON tasks "
-                               "(started_at NULLS FIRST, id)")
                 cursor.execute("DROP INDEX IF EXISTS idx_payload_path")
                 cursor.execute("DROP INDEX IF EXISTS idx_payload_trgm")
                 cursor.execute("TRUNCATE tasks, task_history")

@@ -196,16 +196,6 @@ def _counts_by(base: QuerySet[Task], column: str) -> dict[str, int]:
 # --- for admin filters and paging: indexes and planner statistics, no table scans ---
 
 # A loose index scan: one index probe per distinct value instead of reading every row.
-_DISTINCT_TYPES = """
-WITH RECURSIVE v AS (
-    (SELECT type AS value FROM tasks ORDER BY type LIMIT 1)
-    UNION ALL
-    SELECT (SELECT type FROM tasks WHERE type > v.value ORDER BY type LIMIT 1)
-    FROM v WHERE v.value IS NOT NULL
-)
-SELECT value FROM v WHERE value IS NOT NULL LIMIT %(limit)s
-"""
-
 SMALL_TABLE = 100_000  # rows below which reading every queue name is cheap
 
 
@@ -215,9 +205,24 @@ def _rows(sql: str, params: dict | list | None = None) -> list[tuple]:
         return cursor.fetchall()
 
 
-def task_types(limit: int = 500) -> list[str]:
-    """The task types present in the table, from the type index."""
-    return [r[0] for r in _rows(_DISTINCT_TYPES, {"limit": limit})]
+def task_types() -> list[str]:
+    """Task types in the table for the admin's filter, without scanning a big table: as
+    known_queues does for queues (types are not indexed: every index costs the hot path)."""
+    return _distinct_values("type")
+
+
+def _distinct_values(column: str) -> list[str]:
+    """A column's values: exactly on a small table; on a large one the planner's most
+    common values plus those of tasks waiting to run (the claim index serves them)."""
+    if estimated_rows() < SMALL_TABLE:
+        return [r[0] for r in _rows(f"SELECT DISTINCT {column} FROM tasks ORDER BY 1")]
+    names = {r[0] for r in _rows(
+        f"SELECT DISTINCT {column} FROM tasks WHERE status IN ('queued', 'retrying')")}
+    common = _rows("SELECT most_common_vals::text::text[] FROM pg_stats "
+                   "WHERE tablename = 'tasks' AND attname = %(c)s", {"c": column})
+    if common and common[0][0]:
+        names.update(common[0][0])
+    return sorted(names)
 
 
 def estimated_rows(table: str = "tasks") -> int:
@@ -248,14 +253,7 @@ def known_queues() -> list[str]:
     Small table: the exact distinct values. Large: the planner's most common values, plus
     the queues of waiting tasks and of registered workers, which is what operators filter.
     """
-    if estimated_rows() < SMALL_TABLE:
-        return [r[0] for r in _rows("SELECT DISTINCT queue FROM tasks ORDER BY 1")]
-    names = {r[0] for r in _rows(
-        "SELECT DISTINCT queue FROM tasks WHERE status IN ('queued', 'retrying')")}
-    common = _rows("SELECT most_common_vals::text::text[] FROM pg_stats "
-                   "WHERE tablename = 'tasks' AND attname = 'queue'")
-    if common and common[0][0]:
-        names.update(common[0][0])
+    names = set(_distinct_values("queue"))
     for queues in Worker.objects.values_list("queues", flat=True):
         names.update(q for q in queues or () if isinstance(q, str))
     return sorted(names)

@@ -61,6 +61,10 @@ FINISH_EVENTS = frozenset({Event.TASK_SUCCEEDED, Event.TASK_FAILED, Event.RETRY_
                            Event.TASK_CANCELLED, Event.TASK_RELEASED, Event.LEASE_EXPIRED,
                            Event.TASK_SNOOZED})
 
+# The events of every task's ordinary life, three history rows of each: what the history
+# table is mostly made of (its event index leaves them out).
+HOT_PATH_EVENTS = (Event.TASK_QUEUED, Event.TASK_STARTED, Event.TASK_SUCCEEDED)
+
 # What a child with parents does when one of them fails for good or is cancelled.
 ON_PARENT_FAILURE = ("fail", "run")  # fail: cancelled with it (default); run: runs anyway
 

@@ -1,12 +1,11 @@
 """The dashboard's charts over a chosen range (15 min, 1 h, 24 h): finished tasks
-(throughput and failures) and run time p50/p95 by when tasks finished, wait time (due ->
-started) p50/p95 by when they started.
+(throughput and failures), and run time (started -> finished) and wait time (due ->
+started) p50/p95 of the tasks that finished in each step.
 
-Each series is one query over the range only, through the partial indexes on finished_at
-and started_at (a task enters them when it starts or ends, so an enqueue pays nothing):
-the cost follows the range's volume, not the table's size. Drawn as plain SVG on the
-server, so the charts need no JavaScript and no library (dashboard.js only re-fetches
-them).
+Each series is one query over the range only, through the partial index on finished_at
+(a task enters it when it ends): the cost follows the range's volume, not the table's
+size. Drawn as plain SVG on the server, so the charts need no JavaScript and no library
+(dashboard.js only re-fetches them).
 """
 
 from __future__ import annotations
@@ -47,18 +46,12 @@ SELECT date_bin(%(step)s, finished_at, %(origin)s) AS bucket,
        count(*) FILTER (WHERE status = 'failed') AS failed,
        percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (
            ORDER BY extract(epoch FROM finished_at - started_at))
-           FILTER (WHERE status IN ('succeeded', 'failed') AND started_at IS NOT NULL)
-FROM tasks
-WHERE finished_at >= %(origin)s AND finished_at IS NOT NULL AND {_OWNER}
-GROUP BY 1
-"""
-
-_STARTED = f"""
-SELECT date_bin(%(step)s, started_at, %(origin)s) AS bucket,
+           FILTER (WHERE status IN ('succeeded', 'failed') AND started_at IS NOT NULL),
        percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (
            ORDER BY greatest(0, extract(epoch FROM started_at - run_at)))
+           FILTER (WHERE started_at IS NOT NULL)
 FROM tasks
-WHERE started_at >= %(origin)s AND started_at IS NOT NULL AND {_OWNER}
+WHERE finished_at >= %(origin)s AND finished_at IS NOT NULL AND {_OWNER}
 GROUP BY 1
 """
 
@@ -79,13 +72,10 @@ def series(window: Range, owner_id: int | None = None,
     with connection.cursor() as cursor:
         cursor.execute(_FINISHED, params)
         finished = {row[0]: row[1:] for row in cursor.fetchall()}
-        cursor.execute(_STARTED, params)
-        started = {row[0]: row[1] for row in cursor.fetchall()}
     points = []
     for i in range(int(window.span / window.step)):
         bucket = origin + i * window.step
-        succeeded, failed, run = finished.get(bucket, (0, 0, None))
-        wait = started.get(bucket)
+        succeeded, failed, run, wait = finished.get(bucket, (0, 0, None, None))
         points.append({
             "at": bucket, "succeeded": succeeded, "failed": failed,
             "run_p50": run[0] if run else None, "run_p95": run[1] if run else None,

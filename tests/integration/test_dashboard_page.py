@@ -94,7 +94,7 @@ def test_workers_are_online_late_or_lost_by_heartbeat(admin_client):
                                            re.S).group()
 
 
-def test_charts_count_and_time_the_range_from_finished_and_started_tasks(admin_client):
+def test_charts_count_and_time_the_range_from_finished_tasks(admin_client):
     now = timezone.now()
     tasks = [enqueue(f"t{i}", max_retries=0) for i in range(4)]
     claimed = {c.id: c for c in engine.claim(worker_id=WORKER, limit=4)}
@@ -112,7 +112,8 @@ def test_charts_count_and_time_the_range_from_finished_and_started_tasks(admin_c
     busy = [p for p in points if p["succeeded"]]
     assert len(busy) == 1
     assert busy[0]["run_p50"] == pytest.approx(4.0)
-    assert [p["wait_p95"] for p in points if p["wait_p95"] is not None] == [pytest.approx(10)]
+    waits = [p["wait_p95"] for p in points if p["wait_p95"] is not None]
+    assert waits and all(w == pytest.approx(10) for w in waits)  # by when each finished
     for key in charts.RANGES:
         html = admin_client.get(URL, {"range": key}).content.decode()
         for chart in ("throughput", "failures", "wait", "run"):
