@@ -10,6 +10,7 @@ over gets "0 rows", never someone else's task.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -116,7 +117,17 @@ def idle_hint(queues: Sequence[str] | None = None, *, types: Sequence[str] | Non
 
 
 def _can_run(types: Sequence[str] | None, skip: Sequence[int]) -> dict:
-    return {"types": None if types is None else list(types), "skip": list(skip)}
+    """The claim's `types` and `skip` parameters as array literals: a worker sends the same
+    types on every claim, and encoding a list element by element is most of a claim's
+    Python time; the text is made once and the server parses it."""
+    return {"types": None if types is None else _text_array(tuple(types)),
+            "skip": "{" + ",".join(str(int(i)) for i in skip) + "}" if skip else "{}"}
+
+
+@functools.lru_cache(maxsize=64)
+def _text_array(values: tuple[str, ...]) -> str:
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return "{" + ",".join(quoted) + "}"
 
 
 def next_due_in(queues: Sequence[str] | None = None, *, types: Sequence[str] | None = None,

@@ -1214,3 +1214,14 @@ def test_the_after_failure_rule_exists_once_in_the_database(asked, retry_count, 
     for name in ("fail_runs", "rescue_expired"):
         assert "task_status_after_failure(" in QUERIES[name]
         assert "retry_count < t.max_retries" not in QUERIES[name]
+
+
+def test_a_claim_takes_only_the_types_asked_for_and_skips_the_ids_given():
+    plain, odd, other = (enqueue(name=n) for n in ("plain", "odd", "other"))
+    # Type names travel as one array literal: quotes, backslashes, commas and braces too.
+    Task.objects.filter(pk=odd.pk).update(type='we"ird\\,{type} NULL')
+    Task.objects.filter(pk=other.pk).update(type="other")
+    assert claim_ids(types=['we"ird\\,{type} NULL']) == [odd.pk]
+    assert claim_ids(types=["count", "other"], skip=[plain.pk]) == [other.pk]
+    assert claim_ids(types=[]) == []
+    assert claim_ids(types=None) == [plain.pk]
