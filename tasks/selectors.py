@@ -93,13 +93,16 @@ def workers_online() -> QuerySet[Worker]:
 RUNNING_IDS_SHOWN = 5  # task ids listed per worker; the rest are one link away
 
 
-def running_by_worker() -> dict[str, tuple[int, list[int], list[Any]]]:
+def running_by_worker(owner_id: int | None = None
+                      ) -> dict[str, tuple[int, list[int], list[Any]]]:
     """{worker id: (tasks it runs, the first RUNNING_IDS_SHOWN ids, their progress as the
-    plugins last reported it or None)}, from the running-lease index (running rows only)."""
+    plugins last reported it or None)}, from the running-lease index (running rows only);
+    with `owner_id` (tasks.authz.owner_scope), only that owner's tasks are counted."""
     rows = _rows("SELECT locked_by, count(*), (array_agg(id ORDER BY id))[1:%(n)s], "
                  "(array_agg(progress ORDER BY id))[1:%(n)s] "
                  "FROM tasks WHERE status = 'running' AND locked_by IS NOT NULL "
-                 "GROUP BY locked_by", {"n": RUNNING_IDS_SHOWN})
+                 "AND (%(owner)s::bigint IS NULL OR owner_id = %(owner)s::bigint) "
+                 "GROUP BY locked_by", {"n": RUNNING_IDS_SHOWN, "owner": owner_id})
     return {worker: (n, ids, [_loads(p) for p in progress])
             for worker, n, ids, progress in rows}
 
@@ -120,13 +123,15 @@ def progress_text(value: dict | None) -> str:
     return f"{done:g}"
 
 
-def workers(now: datetime.datetime | None = None) -> list[dict[str, Any]]:
-    """Every registered worker, oldest first, with its running tasks, `state` (online,
-    late or lost: tasks.states.worker_state) and `online` (seen within the liveness window,
-    as workers_online counts them). `queues` is [] for a worker of every queue."""
+def workers(now: datetime.datetime | None = None,
+            owner_id: int | None = None) -> list[dict[str, Any]]:
+    """Every registered worker, oldest first, with its running tasks (only `owner_id`'s,
+    when given: a user who may not see every task learns nothing of others'), `state`
+    (online, late or lost: tasks.states.worker_state) and `online` (seen within the
+    liveness window, as workers_online counts them). `queues` is [] for every queue."""
     now = now or timezone.now()
     since = online_since(now)
-    running = running_by_worker()
+    running = running_by_worker(owner_id)
     settings = engine()
     return [{
         "id": w.id, "host": w.hostname, "pid": w.pid, "queues": w.queues or [],

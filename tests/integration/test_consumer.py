@@ -135,7 +135,7 @@ def test_a_real_notify_from_another_connection_arrives_as_an_event(login):
         (queue,) = snapshot["queues"]
         assert queue["oldest_due_seconds"] >= 0
         # No worker is online: nothing can run it.
-        assert queue == {"queue": "mail", "waiting": 1, "due": 1, "running": 0,
+        assert queue == {"queue": "mail", "queued": 1, "due": 1, "running": 0, "waiting": 0,
                          "oldest_due_seconds": queue["oldest_due_seconds"], "unrunnable": 1,
                          "paused": False, "concurrency_limit": None, "rate_limit": None,
                          "limits": ""}

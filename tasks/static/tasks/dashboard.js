@@ -86,17 +86,22 @@
       controls[td.getAttribute("data-queue")] = td;
     });
     clear(tbody);
-    if (!queues.length) { emptyRow(tbody, 7, "Nothing waiting or running."); return; }
+    if (!queues.length) { emptyRow(tbody, 7, "Nothing queued, waiting or running."); return; }
     queues.forEach(function (q) {
       var tr = el("tr", {"data-queue": q.queue});
       var name = cell(tr);
       name.appendChild(el("a", {href: listUrl + "?queue=" + encodeURIComponent(q.queue)}, q.queue));
-      cell(tr, q.waiting, "num");
+      var queued = cell(tr, q.queued, "num");
+      if (q.waiting) {
+        queued.appendChild(document.createTextNode(" "));
+        queued.appendChild(el("span", {"class": "task-muted task-queue-waiting",
+                                       title: "waiting for their parents"}, "+" + q.waiting + " waiting"));
+      }
       cell(tr, q.due, "num");
       cell(tr, span(q.oldest_due_seconds), "num");
       cell(tr, q.running, "num");
       cell(tr, q.unrunnable || 0, q.unrunnable ? "num task-unrunnable" : "num")
-        .setAttribute("title", "waiting tasks that no worker online can run");
+        .setAttribute("title", "queued tasks that no worker online can run");
       tr.appendChild(queueControls(controls[q.queue], q));
       tbody.appendChild(tr);
     });
