@@ -5,19 +5,31 @@ from __future__ import annotations
 from django.contrib import admin
 
 from tasks import authz, workflow_selectors
-from tasks.admin.display import task_table
+from tasks.admin.display import task_table, timestamp
 from tasks.models import Workflow
 
 
 @admin.register(Workflow)
 class WorkflowAdmin(admin.ModelAdmin):
-    list_display = ("id", "name", "owner", "created_at")
+    list_display = ("id", "name", "owner", "created")
     list_display_links = ("id", "name")
     ordering = ("-id",)
     sortable_by = ("id",)
     show_facets = admin.ShowFacets.NEVER
-    fields = ("name", "owner", "created_at", "steps_display")
+    fields = ("name", "owner", "created_when", "steps_display")
     readonly_fields = fields
+
+    class Media:
+        css = {"all": ["tasks/admin.css"]}
+        js = ["tasks/localtime.js"]
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, workflow: Workflow) -> str:
+        return timestamp(workflow.created_at, compact=True)
+
+    @admin.display(description="created")
+    def created_when(self, workflow: Workflow) -> str:
+        return timestamp(workflow.created_at)
 
     @admin.display(description="steps")
     def steps_display(self, workflow: Workflow) -> str:
