@@ -280,14 +280,23 @@ RUN_ENDINGS = {
 }
 
 
-def attempts(task_id: int) -> list[dict[str, Any]]:
-    """A task's runs from its history, oldest first: attempt, started, ended, seconds,
-    worker, outcome ("running" while it runs) and the error that ended it, if any."""
+ATTEMPTS_SHOWN = 200  # runs on a task page; every event stays in the history list
+ROWS_PER_ATTEMPT = 4  # history rows with an attempt number one run writes at most, usually
+
+
+def attempts(task_id: int, newest: int = ATTEMPTS_SHOWN) -> list[dict[str, Any]]:
+    """A task's latest `newest` runs from its history, oldest first: attempt, started,
+    ended, seconds, worker, outcome ("running" while it runs) and the error that ended it.
+
+    Reads the task's newest newest * ROWS_PER_ATTEMPT rows only (its history index,
+    backwards), so a task retried 10,000 times costs what a few hundred runs do; a run
+    whose start falls before those rows is left out."""
     runs: dict[int, dict[str, Any]] = {}
-    rows = (TaskHistory.objects.filter(task_id=task_id, attempt__gt=0).order_by("id")
-            .values("attempt", "event_type", "worker_id", "created_at", "error_class",
-                    "error_message", "traceback", "details"))
-    for row in rows:
+    rows = list(TaskHistory.objects.filter(task_id=task_id, attempt__gt=0)
+                .order_by("-created_at", "-id")
+                .values("attempt", "event_type", "worker_id", "created_at", "error_class",
+                        "error_message", "traceback", "details")[:newest * ROWS_PER_ATTEMPT])
+    for row in reversed(rows):
         n = row["attempt"]
         if row["event_type"] == "task_started":
             runs[n] = {"attempt": n, "started": row["created_at"], "ended": None,
@@ -300,7 +309,7 @@ def attempts(task_id: int) -> list[dict[str, Any]]:
                        error_class=row["error_class"], error_message=row["error_message"],
                        traceback=row["traceback"])
             run["worker"] = run["worker"] or row["worker_id"]
-    return [runs[n] for n in sorted(runs)]
+    return [runs[n] for n in sorted(runs)[-newest:]] if newest > 0 else []
 
 
 _QUEUES = """
