@@ -144,6 +144,28 @@ def test_a_real_notify_from_another_connection_arrives_as_an_event(login):
     asyncio.run(scenario())
 
 
+def test_the_dashboard_rereads_workers_without_events(login, settings):
+    """Heartbeats send no event: the dashboard re-reads the workers on its own, so a live
+    worker's last heartbeat reaches an open page on a quiet service."""
+    settings.TASKS_ENGINE = {**settings.TASKS_ENGINE, "HEARTBEAT_INTERVAL": 0.3}
+    engine.register_worker(worker_id="quiet:1:w", hostname="quiet", pid=1, queues=[],
+                           concurrency=1)
+    cookie = login(is_staff=True)
+    heartbeat = database_sync_to_async(engine.heartbeat)
+
+    async def scenario():
+        comm = communicator(DASHBOARD, cookie)
+        assert (await comm.connect(timeout=5))[0]
+        (first,) = (await receive_until(comm, "snapshot"))["workers"]
+        await heartbeat(worker_id="quiet:1:w")  # no NOTIFY: no batch, no snapshot
+        fresh = await receive_until(comm, "workers", timeout=3, where=lambda m: (
+            m["workers"][0]["last_seen"] > first["last_seen"]))
+        assert fresh["workers"][0]["id"] == "quiet:1:w" and fresh["at"] >= first["last_seen"]
+        await comm.disconnect()
+
+    asyncio.run(scenario())
+
+
 def test_task_list_gets_live_statuses_for_watched_tasks_only(login):
     cookie = login(is_staff=True)
 

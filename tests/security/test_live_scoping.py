@@ -89,6 +89,8 @@ def test_the_dashboard_snapshot_lists_workers_with_only_her_running_tasks(
         assert (worker["running"], worker["running_ids"]) == (1, [owners.a_run.pk])
         assert snapshot["counts"]["running"] == 1 and snapshot["failing"] == []
         assert [q["queue"] for q in snapshot["queues"]] == ["default"]
+        (worker,) = (await receive_until(dash, "workers", timeout=15))["workers"]
+        assert (worker["running"], worker["running_ids"]) == (1, [owners.a_run.pk])
         await dash.disconnect()
 
     asyncio.run(scenario())

@@ -2,7 +2,8 @@
  *
  * The page starts from the JSON rendered into #dashboard-data, then the websocket
  * (/ws/tasks/dashboard/) sends {"type": "events"} batches (at most a few a second, however
- * busy the service) and {"type": "snapshot"} re-reads. The throughput chart is an SVG
+ * busy the service), {"type": "snapshot"} re-reads, and {"type": "workers"} every few
+ * seconds (heartbeats send no event). The throughput chart is an SVG
  * drawn here; between re-reads of the series it adds live finished counts to the
  * current minute.
  */
@@ -338,6 +339,12 @@
   function onMessage(message) {
     if (message.type === "snapshot") {
       renderSnapshot(message);
+    } else if (message.type === "workers") {
+      // Heartbeats send no event: the server re-reads the workers every few seconds.
+      snapshotAt = new Date(message.at);
+      receivedAt = Date.now();
+      renderWorkers(message.workers || []);
+      paintWorkerStates();
     } else if (message.type === "events") {
       addEvents(message.events || [], false);
       addToChart(message.totals || {});
