@@ -287,10 +287,8 @@ ROWS_PER_ATTEMPT = 4  # history rows with an attempt number one run writes at mo
 def attempts(task_id: int, newest: int = ATTEMPTS_SHOWN) -> list[dict[str, Any]]:
     """A task's latest `newest` runs from its history, oldest first: attempt, started,
     ended, seconds, worker, outcome ("running" while it runs) and the error that ended it.
-
-    Reads the task's newest newest * ROWS_PER_ATTEMPT rows only (its history index,
-    backwards), so a task retried 10,000 times costs what a few hundred runs do; a run
-    whose start falls before those rows is left out."""
+    Reads only the newest `newest * ROWS_PER_ATTEMPT` rows (its history index, backwards):
+    a task retried 10,000 times costs what a few hundred runs do."""
     runs: dict[int, dict[str, Any]] = {}
     rows = list(TaskHistory.objects.filter(task_id=task_id, attempt__gt=0)
                 .order_by("-created_at", "-id")
