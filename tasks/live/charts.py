@@ -2,8 +2,9 @@
 (throughput and failures) and run time p50/p95 by when tasks finished, wait time (due ->
 started) p50/p95 by when they started.
 
-Each series is one query over the range only, through the partial indexes on finished_at
-and started_at (a task enters them when it starts or ends, so an enqueue pays nothing):
+Each series is one query over the range only, through the index on finished_at (partial:
+a task enters it when it ends, so an enqueue pays nothing) and the (started_at, id) index
+(full, shared with the task list's sort by start: an enqueue adds one entry, NULL first):
 the cost follows the range's volume, not the table's size. Drawn as plain SVG on the
 server, so the charts need no JavaScript and no library (dashboard.js only re-fetches
 them).
