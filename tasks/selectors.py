@@ -93,15 +93,18 @@ def workers_online() -> QuerySet[Worker]:
 RUNNING_IDS_SHOWN = 5  # task ids listed per worker; the rest are one link away
 
 
-def running_by_worker() -> dict[str, tuple[int, list[int], list[Any]]]:
+def running_by_worker(owner_id: int | None = None
+                      ) -> dict[str, tuple[int, list[int], list[Any]]]:
     """{worker id: (tasks it runs, the first RUNNING_IDS_SHOWN ids, their progress as the
     plugins of the current runs last reported it or None)}, from the running-lease index
-    (running rows only)."""
+    (running rows only); with `owner_id` (tasks.authz.owner_scope), only that owner's tasks
+    are counted."""
     rows = _rows("SELECT locked_by, count(*), (array_agg(id ORDER BY id))[1:%(n)s], "
                  "(array_agg(progress ORDER BY id))[1:%(n)s], "
                  "(array_agg(attempts ORDER BY id))[1:%(n)s] "
                  "FROM tasks WHERE status = 'running' AND locked_by IS NOT NULL "
-                 "GROUP BY locked_by", {"n": RUNNING_IDS_SHOWN})
+                 "AND (%(owner)s::bigint IS NULL OR owner_id = %(owner)s::bigint) "
+                 "GROUP BY locked_by", {"n": RUNNING_IDS_SHOWN, "owner": owner_id})
     return {worker: (n, ids, [states.current_progress(_loads(p), a)
                               for p, a in zip(progress, attempts, strict=True)])
             for worker, n, ids, progress, attempts in rows}
@@ -123,13 +126,15 @@ def progress_text(value: dict | None) -> str:
     return f"{done:g}"
 
 
-def workers(now: datetime.datetime | None = None) -> list[dict[str, Any]]:
-    """Every registered worker, oldest first, with its running tasks, `state` (online,
-    late or lost: tasks.states.worker_state) and `online` (seen within the liveness window,
-    as workers_online counts them). `queues` is [] for a worker of every queue."""
+def workers(now: datetime.datetime | None = None,
+            owner_id: int | None = None) -> list[dict[str, Any]]:
+    """Every registered worker, oldest first, with its running tasks (only `owner_id`'s,
+    when given: a user who may not see every task learns nothing of others'), `state`
+    (online, late or lost: tasks.states.worker_state) and `online` (seen within the
+    liveness window, as workers_online counts them). `queues` is [] for every queue."""
     now = now or timezone.now()
     since = online_since(now)
-    running = running_by_worker()
+    running = running_by_worker(owner_id)
     settings = engine()
     return [{
         "id": w.id, "host": w.hostname, "pid": w.pid, "queues": w.queues or [],
@@ -278,14 +283,21 @@ RUN_ENDINGS = {
 }
 
 
-def attempts(task_id: int) -> list[dict[str, Any]]:
-    """A task's runs from its history, oldest first: attempt, started, ended, seconds,
-    worker, outcome ("running" while it runs) and the error that ended it, if any."""
+ATTEMPTS_SHOWN = 200  # runs on a task page; every event stays in the history list
+ROWS_PER_ATTEMPT = 4  # history rows with an attempt number one run writes at most, usually
+
+
+def attempts(task_id: int, newest: int = ATTEMPTS_SHOWN) -> list[dict[str, Any]]:
+    """A task's latest `newest` runs from its history, oldest first: attempt, started,
+    ended, seconds, worker, outcome ("running" while it runs) and the error that ended it.
+    Reads only the newest `newest * ROWS_PER_ATTEMPT` rows (its history index, backwards):
+    a task retried 10,000 times costs what a few hundred runs do."""
     runs: dict[int, dict[str, Any]] = {}
-    rows = (TaskHistory.objects.filter(task_id=task_id, attempt__gt=0).order_by("id")
-            .values("attempt", "event_type", "worker_id", "created_at", "error_class",
-                    "error_message", "traceback", "details"))
-    for row in rows:
+    rows = list(TaskHistory.objects.filter(task_id=task_id, attempt__gt=0)
+                .order_by("-created_at", "-id")
+                .values("attempt", "event_type", "worker_id", "created_at", "error_class",
+                        "error_message", "traceback", "details")[:newest * ROWS_PER_ATTEMPT])
+    for row in reversed(rows):
         n = row["attempt"]
         if row["event_type"] == "task_started":
             runs[n] = {"attempt": n, "started": row["created_at"], "ended": None,
@@ -298,7 +310,7 @@ def attempts(task_id: int) -> list[dict[str, Any]]:
                        error_class=row["error_class"], error_message=row["error_message"],
                        traceback=row["traceback"])
             run["worker"] = run["worker"] or row["worker_id"]
-    return [runs[n] for n in sorted(runs)]
+    return [runs[n] for n in sorted(runs)[-newest:]] if newest > 0 else []
 
 
 _QUEUES = """

@@ -176,13 +176,21 @@ def liveness_window(engine_settings: Any) -> float:
     return max(engine_settings.LEASE_SECONDS, 3 * engine_settings.HEARTBEAT_INTERVAL)
 
 
+def liveness_thresholds(engine_settings: Any) -> dict[str, float]:
+    """Seconds of silence up to which a worker is "online" (1.5 heartbeat intervals) and
+    after which it is "lost" (the liveness window); "late" between the two. The admin, the
+    dashboard and its script all read these."""
+    return {"online": 1.5 * engine_settings.HEARTBEAT_INTERVAL,
+            "lost": liveness_window(engine_settings)}
+
+
 def worker_state(seconds_silent: float, engine_settings: Any) -> str:
-    """A worker by its last heartbeat: "online" (within 1.5 heartbeat intervals), "late"
-    (missed a beat, still within the liveness window), "lost" (past it: the reaper and the
-    rescuer treat it as gone)."""
-    if seconds_silent <= 1.5 * engine_settings.HEARTBEAT_INTERVAL:
+    """A worker by its last heartbeat: "online", "late" (missed a beat, still within the
+    liveness window) or "lost" (past it: the reaper and the rescuer treat it as gone)."""
+    limits = liveness_thresholds(engine_settings)
+    if seconds_silent <= limits["online"]:
         return "online"
-    if seconds_silent <= liveness_window(engine_settings):
+    if seconds_silent <= limits["lost"]:
         return "late"
     return "lost"
 

@@ -1,6 +1,6 @@
-"""The pages of the tasks app that a project includes: the live dashboard, /health and
-/metrics. Include it before the admin's own URLs, which would otherwise answer
-admin/dashboard/:
+"""The pages of the tasks app that a project includes: the live dashboard, /health,
+/metrics and /favicon.ico (the admin links no icon of its own). Include it before the
+admin's own URLs, which would otherwise answer admin/dashboard/:
 
     urlpatterns = [
         path("", include("tasks.urls")),
@@ -24,6 +24,7 @@ from tasks.metrics import metrics_view
 urlpatterns = [
     re_path(r"^health/?$", views.health, name="health"),
     re_path(r"^metrics/?$", metrics_view, name="metrics"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="tasks-dashboard"),
     path("admin/dashboard/charts/", admin.site.admin_view(charts_view),
          name="tasks-dashboard-charts"),

@@ -22,12 +22,19 @@ def parent_ids(task_ids: Iterable[int]) -> dict[int, list[int]]:
     return found
 
 
-def dependencies(task: Task, user: Any = ALL) -> dict[str, list[Task]]:
-    """A task's parents and children that `user` may see, by id."""
-    parents = TaskDependency.objects.filter(child_id=task.pk).values("parent_id")
-    children = TaskDependency.objects.filter(parent_id=task.pk).values("child_id")
-    return {"parents": list(tasks(user).filter(pk__in=parents).order_by("id")),
-            "children": list(tasks(user).filter(pk__in=children).order_by("id"))}
+def dependencies(task: Task, user: Any = ALL, limit: int | None = None) -> dict[str, Any]:
+    """A task's parents and children that `user` may see, by id (the first `limit` of
+    each, when given), and how many there are: `parents_total`, `children_total`."""
+    found: dict[str, Any] = {}
+    for side, ids in (
+            ("parents", TaskDependency.objects.filter(child_id=task.pk).values("parent_id")),
+            ("children", TaskDependency.objects.filter(parent_id=task.pk).values("child_id"))):
+        visible = tasks(user).filter(pk__in=ids).order_by("id")
+        rows = list(visible if limit is None else visible[:limit + 1])
+        over = limit is not None and len(rows) > limit
+        found[side] = rows[:limit] if over else rows
+        found[f"{side}_total"] = visible.count() if over else len(rows)
+    return found
 
 
 def workflow(value: Any, user: Any = ALL) -> Workflow:
@@ -39,10 +46,17 @@ def workflow(value: Any, user: Any = ALL) -> Workflow:
     return found
 
 
-def workflow_steps(found: Workflow) -> list[Task]:
-    """A workflow's tasks in step order, each with `parent_ids` (its parents' ids)."""
-    steps = list(Task.objects.filter(workflow_id=found.pk).order_by("id"))
+def workflow_steps(found: Workflow, limit: int | None = None) -> list[Task]:
+    """A workflow's tasks in step order (the first `limit`, when given), each with
+    `parent_ids` (its parents' ids)."""
+    steps = Task.objects.filter(workflow_id=found.pk).order_by("id")
+    steps = list(steps if limit is None else steps[:limit])
     parents = parent_ids(t.pk for t in steps)
     for step in steps:
         step.parent_ids = parents.get(step.pk, [])
     return steps
+
+
+def workflow_size(found: Workflow) -> int:
+    """How many tasks a workflow has (its tasks' workflow index)."""
+    return Task.objects.filter(workflow_id=found.pk).count()

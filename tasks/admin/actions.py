@@ -33,6 +33,18 @@ def bulk_report(verb: str, done: int, skipped: dict[int, str],
     return ", ".join(parts)
 
 
+def stopping_ids(cancelled: list[int]) -> set[int]:
+    """Those of the tasks a cancel took that are still running: asked to stop, they end
+    `cancelled` when their worker stops them."""
+    return {pk for pk, (status, *_) in selectors.task_statuses(cancelled).items()
+            if status == Status.RUNNING}
+
+
+def stopping_note(stopping: set[int]) -> list[str]:
+    return ([f"{len(stopping)} stopping (running: its worker will end it as cancelled)"]
+            if stopping else [])
+
+
 class BulkActions:
     """TaskAdmin's actions (mixed into it): cancel, retry and delete the selected tasks."""
 
@@ -80,11 +92,9 @@ class BulkActions:
             return None
         result = engine.cancel_many(ids, reason=f"cancelled by {request.user.get_username()} "
                                                "in the admin")
-        stopping = {pk for pk, (status, *_) in selectors.task_statuses(result.done).items()
-                    if status == Status.RUNNING}
-        extra = ([f"{len(stopping)} stopping (running: its worker will end it as cancelled)"]
-                 if stopping else [])
-        text = bulk_report("cancelled", len(result.done) - len(stopping), result.skipped, extra)
+        stopping = stopping_ids(result.done)
+        text = bulk_report("cancelled", len(result.done) - len(stopping), result.skipped,
+                           stopping_note(stopping))
         self._report(request, text, len(result.done), result.skipped)
         return None
 

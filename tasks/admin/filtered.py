@@ -25,8 +25,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from tasks import engine, states
-from tasks.admin.actions import bulk_report
-from tasks.models import FINISHED_STATUSES, Status, Task
+from tasks.admin.actions import bulk_report, stopping_ids, stopping_note
+from tasks.models import Status, Task
 
 CAP = 5000  # tasks one act-on-filter request changes at most; the preview says so
 BATCH = 500  # ids per engine statement (one transaction each)
@@ -42,15 +42,17 @@ class Verb:
     skipped_as: str  # what the others are, in the preview
 
     def applies(self) -> Q:
-        """The tasks this verb changes, as a filter (the engine re-checks each row)."""
-        if self.name == "cancel":
-            return (Q(status__in=states.CLAIMABLE_ORDER)
-                    | Q(status=Status.RUNNING, cancel_requested_at__isnull=True))
-        if self.name == "retry":
-            return Q(status__in=sorted(states.RETRYABLE))
-        if self.name == "run_now":
-            return Q(status__in=states.CLAIMABLE_ORDER, run_at__gt=timezone.now())
-        return Q(status__in=FINISHED_STATUSES)
+        """The tasks this verb changes, as a filter (the engine re-checks each row): the
+        statuses tasks.states allows it from, with states.can's extra conditions."""
+        if self.name == "delete":  # no transition: the task goes, only once finished
+            return Q(status__in=sorted(states.FINISHED))
+        allowed = states.sources(self.name)
+        if self.name == "cancel":  # a running task already asked to stop is not asked again
+            return (Q(status__in=sorted(allowed))
+                    & ~Q(status=Status.RUNNING, cancel_requested_at__isnull=False))
+        if self.name == "run_now":  # only a deferred task (states.is_deferred)
+            return Q(status__in=sorted(allowed), run_at__gt=timezone.now())
+        return Q(status__in=sorted(allowed))
 
     def act(self, ids: list[int], who: str) -> engine.BulkResult:
         if self.name == "cancel":
@@ -136,6 +138,7 @@ class FilteredActions:
         who = request.user.get_username()
         done: list[int] = []
         skipped: dict[Any, str] = {}
+        stopping: set[int] = set()
         for first in range(0, len(ids), BATCH):
             batch = ids[first:first + BATCH]
             before = ({t.pk: t for t in Task.objects.filter(pk__in=batch)}
@@ -143,10 +146,14 @@ class FilteredActions:
             result = verb.act(batch, who)
             done.extend(result.done)
             skipped.update(result.skipped)
+            if verb.name == "cancel":
+                stopping |= stopping_ids(result.done)
             if before and result.done:
                 self.log_deletions(request, [before[i] for i in result.done if i in before])
-        extra = [f"capped at {CAP:,}: more match, act again"] if len(ids) >= CAP else []
-        text = bulk_report(verb.done, len(done), skipped, extra)
+        extra = stopping_note(stopping)
+        if len(ids) >= CAP:
+            extra.append(f"capped at {CAP:,}: more match, act again")
+        text = bulk_report(verb.done, len(done) - len(stopping), skipped, extra)
         level = messages.SUCCESS if done and not skipped else messages.WARNING
         self.message_user(request, f"Every task matching the filter: {text}", level)
         return HttpResponseRedirect(back)

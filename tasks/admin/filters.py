@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db.models import Q
 
 from plugins import registry
-from tasks import jsonsafe, selectors
-from tasks.models import Status, Worker
+from tasks import jsonsafe, selectors, states
+from tasks.models import Status, TaskDependency, Worker
 
 
 class StorableValueFilter(admin.SimpleListFilter):
@@ -60,3 +61,44 @@ class WorkerFilter(StorableValueFilter):
         if not self.value():
             return queryset
         return queryset.filter(status=Status.RUNNING, locked_by=self.value())
+
+
+class RelatedToTaskFilter(StorableValueFilter):
+    """The tasks related to one task or workflow (by id), from an index: where the task and
+    workflow pages link when they show only the first of many. Listed while chosen."""
+
+    def lookups(self, request, model_admin):
+        return [(self.value(), f"#{self.value()}")] if self.value() else []
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        pk = states.parse_id(self.value())
+        return queryset.none() if pk is None else queryset.filter(self.related(pk))
+
+    def related(self, pk: int) -> Q:
+        raise NotImplementedError
+
+
+class RunsAfterFilter(RelatedToTaskFilter):
+    title = "runs after task"  # its children
+    parameter_name = "after"
+
+    def related(self, pk: int) -> Q:
+        return Q(pk__in=TaskDependency.objects.filter(parent_id=pk).values("child_id"))
+
+
+class RunsBeforeFilter(RelatedToTaskFilter):
+    title = "runs before task"  # its parents
+    parameter_name = "before"
+
+    def related(self, pk: int) -> Q:
+        return Q(pk__in=TaskDependency.objects.filter(child_id=pk).values("parent_id"))
+
+
+class WorkflowFilter(RelatedToTaskFilter):
+    title = "workflow"
+    parameter_name = "workflow"
+
+    def related(self, pk: int) -> Q:
+        return Q(workflow_id=pk)

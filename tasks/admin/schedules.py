@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from tasks import authz, engine
+from tasks.admin.display import timestamp
 from tasks.exceptions import InvalidTask, TaskServiceError
 from tasks.models import Schedule, Task
 
@@ -50,8 +51,11 @@ class ScheduleAdmin(admin.ModelAdmin):
     list_filter = ("enabled", "type")
     search_fields = ("name",)
     actions = ["enable_selected", "disable_selected", "run_selected_now"]
-    readonly_fields = ("next_runs_display", "last_tick_at", "last_task", "created_at",
-                       "updated_at")
+    readonly_fields = ("next_runs_display", "last_tick_when", "last_task", "created_when",
+                       "updated_when")
+
+    class Media:
+        js = ["tasks/localtime.js"]  # the one date format (tasks.admin.display.timestamp)
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = [
@@ -72,8 +76,19 @@ class ScheduleAdmin(admin.ModelAdmin):
         runs = schedules.next_runs(obj, 3)
         if not runs:
             return "paused"
-        return format_html_join(", ", "{}", ((t.strftime("%Y-%m-%d %H:%M:%S %Z"),)
-                                             for t in runs))
+        return format_html_join(", ", "{}", ((timestamp(t),) for t in runs))
+
+    @admin.display(description="last tick")
+    def last_tick_when(self, obj: Schedule) -> str:
+        return timestamp(obj.last_tick_at)
+
+    @admin.display(description="created")
+    def created_when(self, obj: Schedule) -> str:
+        return timestamp(obj.created_at)
+
+    @admin.display(description="updated")
+    def updated_when(self, obj: Schedule) -> str:
+        return timestamp(obj.updated_at)
 
     @admin.display(description="last task")
     def last_task(self, obj: Schedule) -> str:

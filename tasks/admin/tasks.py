@@ -15,6 +15,7 @@ from django.db.models.functions import Coalesce, Now
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.http import urlencode
 
 from tasks import authz, jsonsafe, states, workflow_selectors
 from tasks.admin import search
@@ -29,39 +30,21 @@ from tasks.admin.display import (
     timestamp,
 )
 from tasks.admin.filtered import FilteredActions
-from tasks.admin.filters import QueueFilter, TypeFilter, WorkerFilter
+from tasks.admin.filters import (
+    QueueFilter,
+    RunsAfterFilter,
+    RunsBeforeFilter,
+    TypeFilter,
+    WorkerFilter,
+    WorkflowFilter,
+)
 from tasks.admin.forms import TaskAddForm
 from tasks.admin.paging import EstimatedCountPaginator, TaskChangeList, date_hierarchy_links
-from tasks.admin.runs import run_context
+from tasks.admin.runs import TaskHistoryInline, run_context
 from tasks.exceptions import IdempotencyConflict, InvalidTask
-from tasks.models import Status, Task, TaskHistory
+from tasks.models import Status, Task
 
-
-class TaskHistoryInline(admin.TabularInline):
-    model = TaskHistory
-    fields = ("when", "event_type", "status", "attempt", "worker_id", "details",
-              "error_class", "trace")
-    readonly_fields = fields
-    ordering = ("created_at", "id")
-    extra = 0
-    can_delete = False
-    show_change_link = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    @admin.display(description="when")
-    def when(self, row: TaskHistory) -> str:
-        return timestamp(row.created_at, precise=True)
-
-    @admin.display(description="traceback")
-    def trace(self, row: TaskHistory) -> str:
-        return pretty(row.traceback)  # monospaced and bounded, like the task's last error
-
-
+DEPENDENCIES_SHOWN = 200  # parents, and children, on a task page; the rest in the list
 DATE_FIELDS = ("run_at", "locked_until", "cancel_requested_at", "created_at", "updated_at",
                "started_at", "finished_at")
 DEPENDENCY_FIELDS = ("workflow_display", "on_parent_failure", "parents_display",
@@ -86,7 +69,9 @@ class TaskAdmin(TaskButtons, FilteredActions, BulkActions, admin.ModelAdmin):
     list_display = ("id", "name_display", "type_display", "status_display", "priority_short",
                     "queue", "retries", "created", "started", "run_time")
     list_display_links = ("id",)  # and the name: name_display is its own link
-    list_filter = ("status", TypeFilter, QueueFilter, WorkerFilter, "created_at")
+    # The last three are listed only while chosen: the task and workflow pages link them.
+    list_filter = ("status", TypeFilter, QueueFilter, WorkerFilter, "created_at",
+                   RunsAfterFilter, RunsBeforeFilter, WorkflowFilter)
     # And a number means an id, key=value a payload: get_search_results (admin/search.py).
     search_fields = ("name", "type")
     search_help_text = search.HELP
@@ -170,11 +155,23 @@ class TaskAdmin(TaskButtons, FilteredActions, BulkActions, admin.ModelAdmin):
 
     @admin.display(description="runs after")
     def parents_display(self, task: Task) -> str:
-        return task_table(self._links(task)["parents"])
+        return self._linked(task, "parents", "before")
 
     @admin.display(description="runs before")
     def children_display(self, task: Task) -> str:
-        return task_table(self._links(task)["children"])
+        return self._linked(task, "children", "after")
+
+    def _linked(self, task: Task, side: str, parameter: str) -> str:
+        """The first DEPENDENCIES_SHOWN parents or children, and a link to all of them."""
+        links = getattr(task, "links", None) or {side: [], f"{side}_total": 0}
+        table = task_table(links[side])
+        more = links[f"{side}_total"] - len(links[side])
+        if more <= 0:
+            return table
+        url = reverse("admin:tasks_task_changelist") + "?" + urlencode({parameter: task.pk})
+        return format_html('{}<p class="task-truncated">The first {} of {} are shown; '
+                           '<a href="{}" class="task-{}-all">{} more in the task list</a>.</p>',
+                           table, len(links[side]), links[f"{side}_total"], url, side, more)
 
     @admin.display(description="workflow")
     def workflow_display(self, task: Task) -> str:
@@ -182,16 +179,6 @@ class TaskAdmin(TaskButtons, FilteredActions, BulkActions, admin.ModelAdmin):
             return format_html('<span class="task-empty">{}</span>', "—")
         return format_html('<a href="{}">workflow #{}</a>', reverse(
             "admin:tasks_workflow_change", args=[task.workflow_id]), task.workflow_id)
-
-    @staticmethod
-    def _links(task: Task) -> dict[str, list[Task]]:
-        return getattr(task, "links", None) or {"parents": [], "children": []}
-
-    def get_object(self, request, object_id, from_field=None):
-        task = super().get_object(request, object_id, from_field)
-        if task is not None:  # the parents and children this user may see, for the page
-            task.links = workflow_selectors.dependencies(task, request.user)
-        return task
 
     # --- list page: search and date drill-down without table scans ---
 
@@ -285,16 +272,18 @@ class TaskAdmin(TaskButtons, FilteredActions, BulkActions, admin.ModelAdmin):
     def get_inlines(self, request, obj):
         return [TaskHistoryInline] if obj is not None else []
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        task = self.get_object(request, object_id)
-        extra_context = {
-            **(extra_context or {}),
-            **(run_context(task) if task is not None else {}),
-            "can_cancel": self.has_cancel_permission(request) and states.can("cancel", task),
-            "can_retry": self.has_retry_permission(request) and states.can("retry", task),
-            "can_run_now": self.has_retry_permission(request) and states.can("run_now", task),
-        }
-        return super().change_view(request, object_id, form_url, extra_context)
+    def render_change_form(self, request, context, add=False, change=False, form_url="",
+                           obj=None):
+        # The task page's own parts, from the task the change view has already read once.
+        if obj is not None:
+            obj.links = workflow_selectors.dependencies(obj, request.user,
+                                                        limit=DEPENDENCIES_SHOWN)
+            context.update(run_context(obj))
+        context.update(
+            can_cancel=self.has_cancel_permission(request) and states.can("cancel", obj),
+            can_retry=self.has_retry_permission(request) and states.can("retry", obj),
+            can_run_now=self.has_retry_permission(request) and states.can("run_now", obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def save_model(self, request, obj, form, change) -> None:
         if change:  # unreachable while has_change_permission is False; never save a task

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from tasks import selectors, states
+from tasks import authz, selectors, states
 from tasks.admin.display import timestamp
 from tasks.conf import engine
 from tasks.models import Status, Task, Worker
@@ -33,8 +33,10 @@ class WorkerAdmin(admin.ModelAdmin):
         js = ["tasks/localtime.js"]
 
     def get_queryset(self, request):
-        # Per worker, from the running-lease index: how many it runs, and the first ids.
-        running = Task.objects.filter(status=Status.RUNNING, locked_by=OuterRef("pk"))
+        # Per worker, from the running-lease index: how many it runs, and the first ids;
+        # of the tasks this user may see (tasks.authz), so others' are not even counted.
+        running = authz.visible(Task.objects.filter(status=Status.RUNNING,
+                                                    locked_by=OuterRef("pk")), request.user)
         count = running.order_by().values("locked_by").annotate(n=Count("pk")).values("n")
         return super().get_queryset(request).annotate(
             running=Coalesce(Subquery(count, output_field=IntegerField()), Value(0)),

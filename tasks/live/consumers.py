@@ -8,6 +8,9 @@ snapshots are their own, and event entries are kept only for ids they own.
 Messages sent (JSON, `type` first):
 - `snapshot`: the dashboard's data (tasks.live.dashboard.snapshot); `throughput` only when
   re-read (every THROUGHPUT_REFRESH seconds; clients add live events in between).
+- `workers`: the workers (as in a snapshot) and the server's `at`, every workers_refresh()
+  seconds: heartbeats send no event, so without it a live worker would age to "late" on
+  the page of a quiet service.
 - `events`: a coalesced batch: `events` (latest entries), `totals` (event -> tasks),
   `dropped` (events only counted), `resync` (events may have been lost).
 - `tasks`: {id: {status, retries, progress}} for the task ids a list page watches
@@ -25,8 +28,10 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.utils import timezone
 
 from tasks import authz, selectors
+from tasks.conf import engine
 from tasks.live import dashboard
 from tasks.live.relay import Batch, Subscription, relay
 
@@ -84,6 +89,33 @@ class _SharedSnapshot:
 
 
 shared_snapshot = _SharedSnapshot()
+
+
+def workers_refresh() -> float:
+    """Seconds between the dashboard's re-reads of the workers: a third of the heartbeat
+    interval keeps a live worker's age on the page within the "online" threshold (1.5
+    intervals: tasks.states.liveness_thresholds)."""
+    return max(0.25, engine().HEARTBEAT_INTERVAL / 3)
+
+
+_workers_read: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+async def shared_workers() -> dict[str, Any]:
+    """The workers message for clients who see every task: read once per half refresh
+    per event loop, however many dashboards are open."""
+    loop = asyncio.get_running_loop()
+    at, value = _workers_read.get(loop, (float("-inf"), None))
+    if loop.time() - at >= workers_refresh() / 2:
+        value = await database_sync_to_async(_workers)(None)
+        _workers_read[loop] = (loop.time(), value)
+    return value
+
+
+def _workers(owner_id: int | None) -> dict[str, Any]:
+    now = timezone.now()
+    return {"type": "workers", "at": now.isoformat(),
+            "workers": selectors.workers(now, owner_id=owner_id)}
 
 
 def _dumps(message: dict[str, Any]) -> str:
@@ -152,8 +184,28 @@ class StaffConsumer(AsyncWebsocketConsumer):
 class DashboardConsumer(StaffConsumer):
     """The dashboard page: a snapshot on connect, then events + snapshot per batch."""
 
+    ticker: asyncio.Task | None = None
+
     async def on_connected(self) -> None:
         await self.send_json({"type": "snapshot", **await self.snapshot(relay.generation)})
+        self.ticker = asyncio.ensure_future(self._refresh_workers())
+
+    async def disconnect(self, code: int) -> None:
+        if self.ticker is not None:
+            self.ticker.cancel()
+        await super().disconnect(code)
+
+    async def _refresh_workers(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(workers_refresh())
+                await self.send_json(await shared_workers() if self.owner_id is None else
+                                     await database_sync_to_async(_workers)(self.owner_id))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("dashboard workers refresh failed",
+                             extra={"action": "relay_error"})
 
     async def snapshot(self, generation: int) -> dict[str, Any]:
         if self.owner_id is None:

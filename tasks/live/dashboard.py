@@ -1,15 +1,16 @@
 """The live dashboard's data: read-only queries sized for a million-row task table.
 
-Every query here is bounded by something small (a status, the last hour of history, the
-workers online), never by the size of the whole table, except the counts per status,
-which use the (status, created_at) index. The websocket relay calls `snapshot()` at most
-a few times a second per process, shared by all its clients who see every task.
+Every query here is bounded by something small (the active statuses, the last hour of
+history, the registered workers), never by the size of the whole table, except the counts
+per status, which walk the (status, id) index. The websocket relay calls `snapshot()` at
+most a few times a second per process, shared by all its clients who see every task.
 
-The counts per status and the workers online are tasks.selectors', as everywhere else;
-the queries here are the dashboard's own (throughput, recent failures, queue depth).
+The counts per status and the workers are tasks.selectors', as everywhere else; the
+queries here are the dashboard's own (throughput, recent failures, queue depth).
 
 `owner_id` scopes the task figures to one user's tasks (tasks.authz.owner_scope): None
 means every task. The owner predicate is bound client-side, so with None it folds away.
+Workers are listed for everyone; the tasks they run only as far as the user may see them.
 """
 
 from __future__ import annotations
@@ -74,15 +75,16 @@ SELECT h.id, h.task_id, h.created_at, h.error_message, h.traceback, h.details, t
 FROM task_history h JOIN tasks t ON t.id = h.task_id WHERE h.id = ANY(%(ids)s)
 """
 
-# Per queue: waiting (queued or retrying), due now, the oldest due task's due time, running.
-# Only active rows are read (the claim and running-lease partial indexes).
+# Per queue: queued (queued or retrying, due or not), due now, the oldest due task's due
+# time, running, and waiting (for their parents). Only active rows are read.
 _QUEUES = f"""
 SELECT queue,
-       count(*) FILTER (WHERE status IN ('queued', 'retrying')) AS waiting,
+       count(*) FILTER (WHERE status IN ('queued', 'retrying')) AS queued,
        count(*) FILTER (WHERE status IN ('queued', 'retrying') AND run_at <= now()) AS due,
        min(run_at) FILTER (WHERE status IN ('queued', 'retrying') AND run_at <= now()),
-       count(*) FILTER (WHERE status = 'running') AS running
-FROM tasks t WHERE status IN ('queued', 'retrying', 'running') AND {_OWNER}
+       count(*) FILTER (WHERE status = 'running') AS running,
+       count(*) FILTER (WHERE status = 'waiting') AS waiting
+FROM tasks t WHERE status IN ('waiting', 'queued', 'retrying', 'running') AND {_OWNER}
 GROUP BY queue ORDER BY queue
 """
 
@@ -110,18 +112,20 @@ def _rows(sql: str, params: dict | None = None) -> list[tuple]:
 
 
 def queues(now: datetime.datetime, owner_id: int | None = None) -> list[dict[str, Any]]:
-    """One row per queue with active tasks, or paused or limited: waiting, due,
-    oldest_due_seconds, running, paused, concurrency_limit, rate_limit and `limits` (the
-    limits in words, '' for none)."""
-    rows = {q: {"queue": q, "waiting": waiting, "due": due, "running": running,
+    """One row per queue with active tasks, or paused or limited: queued (queued or
+    retrying, due now or later), due, oldest_due_seconds, running, waiting (for parents),
+    paused, concurrency_limit, rate_limit and `limits` (the limits in words, '' for none)."""
+    rows = {q: {"queue": q, "queued": queued, "due": due, "running": running,
+                "waiting": waiting,
                 "oldest_due_seconds": (max(0.0, (now - oldest).total_seconds())
                                        if oldest else None)}
-            for q, waiting, due, oldest, running in _rows(_QUEUES, {"owner": owner_id})}
+            for q, queued, due, oldest, running, waiting
+            in _rows(_QUEUES, {"owner": owner_id})}
     steered = {name: (paused, concurrency, rate) for name, paused, concurrency, rate in
                Queue.objects.values_list("name", "paused", "concurrency_limit", "rate_limit")}
     for name, (paused, concurrency, rate) in steered.items():
         if name not in rows and (paused or concurrency is not None or rate is not None):
-            rows[name] = {"queue": name, "waiting": 0, "due": 0, "running": 0,
+            rows[name] = {"queue": name, "queued": 0, "due": 0, "running": 0, "waiting": 0,
                           "oldest_due_seconds": None}
     for name, row in rows.items():
         paused, concurrency, rate = steered.get(name, (False, None, None))
@@ -142,7 +146,7 @@ def _with_unrunnable(rows: list[dict[str, Any]], found: dict[str, int]) -> list[
 
 
 def unrunnable(owner_id: int | None = None, start_id: int = 0) -> dict[str, int]:
-    """Per queue, the waiting tasks no worker online can run: none serves the queue or
+    """Per queue, the queued tasks no worker online can run: none serves the queue or
     runs the type, or each one that could has handed them back (NotRunnableHere)."""
     live = [(w.id, set(w.queues or []), set(w.types or []))
             for w in selectors.workers_online()]
@@ -228,9 +232,9 @@ def snapshot(*, include_throughput: bool = True, owner_id: int | None = None) ->
                                    unrunnable(owner_id, start_id)),
         "failing": failing(start_id, now - datetime.timedelta(minutes=FAILING_WINDOW_MINUTES),
                            owner_id=owner_id),
-        "workers": selectors.workers(now),
-        "liveness": {"online": 1.5 * engine().HEARTBEAT_INTERVAL,
-                     "lost": states.liveness_window(engine())},
+        "workers": selectors.workers(now, owner_id=owner_id),
+        "liveness": states.liveness_thresholds(engine()),
+        "own_tasks_only": owner_id is not None,
     }
     if include_throughput:
         data["throughput"] = throughput(now, start_id, owner_id=owner_id)

@@ -1,14 +1,17 @@
 """The operator's console in a real headless Chromium against a real daphne: pages fit
 1440x900 and 1920x1080 with the admin's sidebar open, act-on-filter changes exactly the
-matching tasks, a killed worker turns "lost" on the dashboard, and pages work without
-JavaScript. Screenshots go to test-output/ (git-ignored)."""
+matching tasks, a killed worker turns "late" then "lost" on the dashboard at the liveness
+window's boundary, the admin index's counts follow without a reload, and pages work
+without JavaScript. Screenshots go to test-output/ (git-ignored)."""
 
 from __future__ import annotations
 
 import datetime
 import os
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 from django.db import connections
@@ -31,7 +34,9 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
 
 VIEWPORTS = [(1440, 900), (1920, 1080)]
-HEARTBEAT, LEASE = 1.0, 3.0  # a short liveness window: max(LEASE, 3 x HEARTBEAT) = 3 s
+# A short liveness window, max(LEASE, 3 x HEARTBEAT) = 5 s: online up to 1.5 s of silence,
+# late until 5 s, then lost.
+HEARTBEAT, LEASE = 1.0, 5.0
 
 OVERFLOW = """() => {
   const found = [];
@@ -198,18 +203,58 @@ def test_act_on_filter_cancels_exactly_the_matching_tasks(server, browser, djang
 
 def test_a_killed_worker_turns_lost_on_the_dashboard(server, browser, django_user_model,
                                                      worker_factory):
+    from tasks import states
+    from tasks.models import Worker
+
+    thresholds = states.liveness_thresholds(SimpleNamespace(HEARTBEAT_INTERVAL=HEARTBEAT,
+                                                            LEASE_SECONDS=LEASE))
     page = login(browser, server, django_user_model)
     page.goto(f"{server.url}/admin/dashboard/")
     expect(page.locator("#live-status")).to_have_attribute("data-state", "ok")
     worker = worker_factory("--concurrency", "1")
     row = page.locator("#workers-online tr[data-worker]")
-    expect(row.locator(".task-worker-state")).to_have_text("online", timeout=30_000)
+    badge = row.locator(".task-worker-state")
+    expect(badge).to_have_text("online", timeout=30_000)
+    # The page ages workers by the thresholds of the settings the processes run with.
+    tbody = page.locator("#workers-online")
+    assert float(tbody.get_attribute("data-online")) == thresholds["online"]
+    assert float(tbody.get_attribute("data-lost")) == thresholds["lost"]
+    # Alive, it stays online past the window: heartbeats reach the open page.
+    alive_until = time.time() + thresholds["lost"] + 1
+    while time.time() < alive_until:
+        assert badge.text_content() == "online"
+        time.sleep(0.2)
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait(timeout=10)
-    # Lost once the liveness window (3 s here) has passed without a heartbeat: the page
-    # ages the worker itself, as a killed worker sends no event.
-    expect(row.locator(".task-worker-state")).to_have_text("lost", timeout=15_000)
+    last_seen = db(lambda: Worker.objects.get().last_seen).timestamp()
+    lost_at = last_seen + thresholds["lost"]
+    # Within the window the worker is online, then late; never lost. (The page repaints
+    # once a second, so it may show a state up to a second late, never early.)
+    seen = []
+    while time.time() < lost_at - 0.5:
+        seen.append(badge.text_content())
+        time.sleep(0.1)
+    assert seen and set(seen) <= {"online", "late"}, seen
+    assert seen[-1] == "late", seen
+    # Past it, lost: the page ages the worker itself, as a killed worker sends no event.
+    wait = lost_at + 2.5 - time.time()  # the repaint interval and a margin
+    expect(badge).to_have_text("lost", timeout=wait * 1000)
     page.screenshot(path=str(OUTPUT / "console-dashboard-worker-lost.png"), full_page=True)
+    page.context.close()
+
+
+def test_the_admin_index_counts_follow_without_a_reload(server, browser, django_user_model):
+    from tasks import engine
+
+    db(lambda: engine.enqueue(name="first", type="noop"))
+    page = login(browser, server, django_user_model)  # lands on the admin index
+    queued = page.locator("#count-queued")
+    expect(queued).to_have_text("1")
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "ok")
+    page.evaluate("() => { window.notReloaded = true; }")
+    db(lambda: engine.enqueue_many([{"name": f"more {i}", "type": "noop"} for i in range(2)]))
+    expect(queued).to_have_text("3", timeout=15_000)
+    assert page.evaluate("() => window.notReloaded === true")
     page.context.close()
 
 

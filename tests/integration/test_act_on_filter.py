@@ -11,7 +11,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
-from tasks import engine
+from tasks import engine, states
 from tasks.admin import filtered
 from tasks.models import Status, Task, TaskHistory
 from tests.integration.test_admin import CHANGELIST, change_url, enqueue, messages_of, run_to
@@ -141,3 +141,49 @@ def test_bad_verb_and_filter_are_400_and_permissions_hold(client, admin_client,
     assert client.post(act_url("cancel"), {"post": "yes"}).status_code == 403
     assert 'id="act-on-filter"' not in client.get(CHANGELIST).content.decode()
     assert Task.objects.get(pk=task.pk).status == Status.QUEUED
+
+
+def one_task_in_each_status() -> dict[str, Task]:
+    """A task per status; the queued and retrying ones deferred (run now applies to them)."""
+    later = timezone.now() + datetime.timedelta(hours=1)
+    failed, retrying = enqueue("failed", max_retries=0), enqueue("retrying", max_retries=3)
+    run_to("failed", failed, retrying)
+    succeeded = enqueue("succeeded")
+    run_to("succeeded", succeeded)
+    running = enqueue("running")
+    run_to("running", running)
+    cancelled = enqueue("cancelled")
+    engine.cancel(cancelled.pk)
+    queued = enqueue("queued", run_at=later)
+    waiting = enqueue("waiting", depends_on=[queued.pk])
+    found = {t.name: Task.objects.get(pk=t.pk) for t in (
+        running, failed, retrying, succeeded, cancelled, queued, waiting)}
+    assert {name: t.status for name, t in found.items()} == {n: n for n in found}
+    assert found["retrying"].run_at > timezone.now()
+    return found
+
+
+@pytest.mark.parametrize("verb", ["cancel", "retry", "run_now", "delete"])
+def test_each_verb_takes_the_statuses_the_lifecycle_allows(admin_client, verb):
+    tasks = one_task_in_each_status()
+    expected = states.FINISHED if verb == "delete" else states.sources(verb)
+    preview = admin_client.get(act_url(verb)).content.decode()
+    shown = {t.pk for t in tasks.values() if f"#{t.pk} {t.name}</a>" in preview}
+    assert shown == {t.pk for t in tasks.values() if t.status in expected}
+
+
+def test_cancel_every_match_takes_waiting_tasks_and_reports_the_running_ones(admin_client):
+    tasks = one_task_in_each_status()
+    response = admin_client.post(act_url("cancel"), {"post": "yes"}, follow=True)
+    assert messages_of(response) == [
+        "Every task matching the filter: 3 cancelled, 1 stopping (running: its worker will "
+        "end it as cancelled)"]
+    assert statuses(tasks["waiting"], tasks["queued"], tasks["retrying"]) == \
+        [Status.CANCELLED] * 3
+    running = Task.objects.get(pk=tasks["running"].pk)
+    assert running.status == Status.RUNNING and running.cancel_requested_at is not None
+    # Asked once: the next cancel on the filter leaves it alone.
+    again = admin_client.post(act_url("cancel"), {"post": "yes"}, follow=True)
+    assert messages_of(again) == ["Every task matching the filter: 0 cancelled"]
+    assert TaskHistory.objects.filter(task_id=running.pk,
+                                      event_type="cancel_requested").count() == 1

@@ -365,7 +365,7 @@ def test_dashboard_page_renders_the_snapshot_and_is_linked(admin_client):
     snap = data["snapshot"]
     assert snap["counts"]["succeeded"] == 1 and snap["counts"]["failed"] == 1
     assert snap["counts"]["queued"] == 1
-    assert [(q["queue"], q["waiting"], q["due"]) for q in snap["queues"]] == [("mail", 1, 1)]
+    assert [(q["queue"], q["queued"], q["due"]) for q in snap["queues"]] == [("mail", 1, 1)]
     assert [f["id"] for f in snap["failing"]] == [bad.pk]
     assert "it broke" in snap["failing"][0]["message"]
     assert len(snap["throughput"]) == 60

@@ -9,9 +9,11 @@ import re
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from django.utils import timezone
 
 from tasks import engine
+from tasks.models import Schedule
 from tests.integration.test_admin import CHANGELIST, enqueue, row_ids, run_to
 
 pytestmark = pytest.mark.django_db
@@ -103,3 +105,35 @@ def test_times_are_one_format_with_iso_on_hover(admin_client):
     iso = task.created_at.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
     assert f'<time class="task-time" datetime="{iso}" title="{iso}" data-compact>' in html
     assert "tasks/localtime.js" in html
+
+
+TIME = re.compile(r'<time class="task-time" datetime="([^"]+)" title="\1"[^>]*>[^<]+</time>')
+RAW_DATE = re.compile(r"\d{4}-\d\d-\d\d|\d\d:\d\d:\d\d")
+
+
+def times_only(admin_client, url: str) -> list[str]:
+    """The ISO times of a page's content, after checking every date there is one of them
+    (a <time> with its ISO form on hover) and localtime.js is loaded."""
+    html = admin_client.get(url).content.decode()
+    assert "tasks/localtime.js" in html
+    content = html[html.index('<div id="content"'):html.index("<!-- END Content -->")]
+    found = TIME.findall(content)
+    assert not RAW_DATE.search(TIME.sub("", content)), RAW_DATE.search(TIME.sub("", content))
+    return found
+
+
+def test_schedule_and_workflow_pages_show_times_in_the_one_format(admin_client):
+    schedule = engine.schedules.create(name="often", type="simulate", interval_seconds=60)
+    engine.schedules.run_now(schedule.pk)
+    # The scheduler's tick, as the maintainer records it (fixture: a tick a minute ago).
+    Schedule.objects.filter(pk=schedule.pk).update(
+        last_tick_at=timezone.now() - datetime.timedelta(minutes=1))
+    workflow, _ = engine.enqueue_workflow([{"name": "a", "type": "noop"}], name="flow")
+    listed = times_only(admin_client, reverse("admin:tasks_schedule_changelist"))
+    assert len(listed) == 3 and all(t.endswith("Z") for t in listed)  # the next runs
+    page = times_only(admin_client, reverse("admin:tasks_schedule_change", args=[schedule.pk]))
+    assert len(page) == 3 + 3  # next runs, last tick, created, updated
+    assert len(times_only(admin_client, reverse("admin:tasks_workflow_changelist"))) == 1
+    iso = workflow.created_at.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+    assert times_only(admin_client, reverse("admin:tasks_workflow_change",
+                                            args=[workflow.pk])) == [iso]

@@ -14,7 +14,9 @@ from tests.integration.test_admin import enqueue
 pytestmark = pytest.mark.django_db
 
 
-def test_favicon_is_served_to_anyone(client):
+@pytest.mark.parametrize("urlconf", ["taskservice.urls", "tasks.urls"])
+def test_favicon_is_served_to_anyone(client, settings, urlconf):
+    settings.ROOT_URLCONF = urlconf  # tasks.urls alone: what a host project includes
     response = client.get("/favicon.ico")
     assert response.status_code == 200
     assert response["Content-Type"] == "image/x-icon"

@@ -135,10 +135,32 @@ def test_a_real_notify_from_another_connection_arrives_as_an_event(login):
         (queue,) = snapshot["queues"]
         assert queue["oldest_due_seconds"] >= 0
         # No worker is online: nothing can run it.
-        assert queue == {"queue": "mail", "waiting": 1, "due": 1, "running": 0,
+        assert queue == {"queue": "mail", "queued": 1, "due": 1, "running": 0, "waiting": 0,
                          "oldest_due_seconds": queue["oldest_due_seconds"], "unrunnable": 1,
                          "paused": False, "concurrency_limit": None, "rate_limit": None,
                          "limits": ""}
+        await comm.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_the_dashboard_rereads_workers_without_events(login, settings):
+    """Heartbeats send no event: the dashboard re-reads the workers on its own, so a live
+    worker's last heartbeat reaches an open page on a quiet service."""
+    settings.TASKS_ENGINE = {**settings.TASKS_ENGINE, "HEARTBEAT_INTERVAL": 0.3}
+    engine.register_worker(worker_id="quiet:1:w", hostname="quiet", pid=1, queues=[],
+                           concurrency=1)
+    cookie = login(is_staff=True)
+    heartbeat = database_sync_to_async(engine.heartbeat)
+
+    async def scenario():
+        comm = communicator(DASHBOARD, cookie)
+        assert (await comm.connect(timeout=5))[0]
+        (first,) = (await receive_until(comm, "snapshot"))["workers"]
+        await heartbeat(worker_id="quiet:1:w")  # no NOTIFY: no batch, no snapshot
+        fresh = await receive_until(comm, "workers", timeout=3, where=lambda m: (
+            m["workers"][0]["last_seen"] > first["last_seen"]))
+        assert fresh["workers"][0]["id"] == "quiet:1:w" and fresh["at"] >= first["last_seen"]
         await comm.disconnect()
 
     asyncio.run(scenario())

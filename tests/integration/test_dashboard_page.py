@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from tasks import engine, selectors
+from tasks import engine, selectors, states
 from tasks.conf import engine as engine_settings
 from tasks.live import charts, dashboard
 from tasks.models import Task, Worker
@@ -58,14 +58,20 @@ def test_queue_table_has_depth_oldest_due_running_and_the_queue_controls(admin_c
     old = enqueue("old", queue="mail")
     Task.objects.filter(pk=old.pk).update(run_at=timezone.now() - datetime.timedelta(minutes=5))
     enqueue("later", queue="mail", run_at=timezone.now() + datetime.timedelta(hours=1))
-    enqueue("run me", queue="reports")
+    run_me = enqueue("run me", queue="reports")
     engine.claim(worker_id=WORKER, limit=1, queues=["reports"])
+    enqueue("after it", queue="mail", depends_on=[run_me.pk])
     rows = {q["queue"]: q for q in dashboard.queues(timezone.now())}
-    assert (rows["mail"]["waiting"], rows["mail"]["due"], rows["mail"]["running"]) == (2, 1, 0)
+    assert (rows["mail"]["queued"], rows["mail"]["due"], rows["mail"]["running"],
+            rows["mail"]["waiting"]) == (2, 1, 0, 1)
     assert 300 <= rows["mail"]["oldest_due_seconds"] < 400
-    assert (rows["reports"]["waiting"], rows["reports"]["running"]) == (0, 1)
+    assert (rows["reports"]["queued"], rows["reports"]["running"]) == (0, 1)
     html = admin_client.get(URL).content.decode()
     assert re.search(r'<tr data-queue="mail">.*?<td class="num">5m 0\ds</td>', html)
+    assert re.search(r'<tr data-queue="mail"><td>.*?</td><td class="num">2 <span class="task-'
+                     r'muted task-queue-waiting" title="waiting for their parents">\+1 waiting'
+                     r'</span></td>', html)
+    assert '<th class="num" title="queued or retrying, due now or later">queued</th>' in html
     assert ('<td class="task-queue-controls" data-queue="mail">'
             '<span class="task-queue-state">running') in html
 
@@ -83,9 +89,14 @@ def test_workers_are_online_late_or_lost_by_heartbeat(admin_client):
         last_seen=now - datetime.timedelta(seconds=settings.LEASE_SECONDS + 60))
     task = enqueue("busy")
     engine.claim(worker_id="fresh", limit=1)
-    states = {w["id"]: w["state"] for w in selectors.workers()}
-    assert states == {"fresh": "online", "late": "late", "lost": "lost"}
-    html = admin_client.get(URL).content.decode()
+    found = {w["id"]: w["state"] for w in selectors.workers()}
+    assert found == {"fresh": "online", "late": "late", "lost": "lost"}
+    response = admin_client.get(URL)
+    html = response.content.decode()
+    # The page's script ages workers by the same thresholds as the server.
+    thresholds = states.liveness_thresholds(settings)
+    assert response.context["snapshot"]["liveness"] == thresholds
+    assert (f'data-online="{thresholds["online"]}" data-lost="{thresholds["lost"]}"') in html
     fresh = re.search(r'<tr data-worker="fresh".*?</tr>', html, re.S).group()
     assert "task-worker-online" in fresh and "all queues" in fresh
     assert f'href="/admin/tasks/task/{task.pk}/change/">#{task.pk}</a>' in fresh

@@ -12,7 +12,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from tasks import engine
-from tasks.models import TaskHistory
+from tasks.admin import history
+from tasks.models import Task, TaskHistory
 from tests.integration.test_admin import enqueue, run_to
 
 pytestmark = pytest.mark.django_db
@@ -61,3 +62,66 @@ def test_a_user_without_view_all_sees_only_their_tasks_history(client, django_us
     enqueue("theirs")
     client.force_login(user)
     assert row_tasks(client.get(URL)) == [mine.pk]
+
+
+def window_links(response) -> dict[str, str]:
+    html = response.content.decode()
+    if 'id="history-window"' not in html:
+        return {}
+    box = html[html.index('id="history-window"'):html.index("</details>",
+                                                            html.index('id="history-window"'))]
+    links = dict((text, href.replace("&amp;", "&"))
+                 for href, text in re.findall(r'<a href="([^"]+)">([^<]+)</a>', box))
+    links["shown"] = re.search(r'<li class="selected">([^<]+)</li>', box).group(1)
+    return links
+
+
+def test_a_filter_no_index_serves_reads_a_window_of_rows_with_older_a_link_away(
+        admin_client, monkeypatch):
+    monkeypatch.setattr(history, "SCAN_ROWS", 4)
+    old = enqueue("old")
+    run_to("running", old, worker="host-x:1:z")  # its task_started: an old row of host-x
+    for i in range(6):
+        enqueue(f"filler {i}")  # six newer rows of no worker
+    newest = TaskHistory.objects.order_by("-id").values_list("id", flat=True).first()
+    with CaptureQueriesContext(connection) as queries:
+        first = admin_client.get(URL, {"worker": "host-x:1:z"})
+    assert row_tasks(first) == []  # not among the newest 4 rows
+    listed = [q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"]
+              and '"task_history"."worker_id" =' in q["sql"]]
+    assert listed and all(f'"task_history"."id" > {newest - 4}' in q for q in listed)
+    links = window_links(first)
+    assert links["shown"].startswith(f"ids #{newest - 3:,} to #{newest:,} (at most 4 rows")
+    older = admin_client.get(URL + links["older rows"])
+    assert row_tasks(older) == [old.pk]
+    assert "newest" in window_links(older)
+    # Indexed paths read no window: everything, one kind of event, one task.
+    assert window_links(admin_client.get(URL)) == {}
+    assert window_links(admin_client.get(URL, {"event_type__exact": "task_started"})) == {}
+    assert row_tasks(admin_client.get(URL, {"q": str(old.pk)})) == [old.pk, old.pk]
+    assert admin_client.get(URL, {"before": "x"}).status_code == 302  # ?e=1: not a 500
+
+
+def test_a_scoped_users_list_is_the_history_of_their_latest_tasks(client, django_user_model,
+                                                                  monkeypatch):
+    monkeypatch.setattr(history, "OWN_TASKS", 2)
+    user = django_user_model.objects.create_user("own", password="pw-123456-x", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename="view_task"))
+    mine = [engine.enqueue(name=f"mine {i}", type="noop", owner=user) for i in range(3)]
+    enqueue("theirs")
+    engine.cancel(mine[0].pk)  # the oldest task's newest row: newer than the others' rows
+    client.force_login(user)
+    with CaptureQueriesContext(connection) as queries:
+        first = client.get(URL)
+    assert row_tasks(first) == [mine[2].pk, mine[1].pk]
+    assert any('"task_history"."task_id" IN (' in q["sql"] for q in queries.captured_queries)
+    links = window_links(first)
+    assert links["shown"] == "the history of your 2 latest tasks"
+    older = client.get(URL + links["older tasks"])
+    assert row_tasks(older) == [mine[0].pk, mine[0].pk]
+    assert window_links(older)["shown"] == "the history of your 1 next older tasks"
+    # One task searched: its own rows, however old, and never another user's.
+    assert row_tasks(client.get(URL, {"q": str(mine[0].pk)})) == [mine[0].pk, mine[0].pk]
+    theirs = Task.objects.get(name="theirs")
+    assert row_tasks(client.get(URL, {"q": str(theirs.pk)})) == []
+    assert row_tasks(client.get(URL, {"tasks_before": str(theirs.pk)})) == []

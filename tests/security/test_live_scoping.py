@@ -11,6 +11,7 @@ from tasks import engine
 from tasks.live.consumers import CLOSE_FORBIDDEN
 from tasks.live.relay import relay
 from tests.integration.test_consumer import DASHBOARD, TASK_LIST, communicator, receive_until
+from tests.security.test_console_scoping import SHARED, two_owners
 from tests.support import users
 from tests.support.users import grant
 
@@ -69,5 +70,27 @@ def test_events_snapshots_and_statuses_are_the_users_own(session_of, django_user
         statuses = await receive_until(tasks, "tasks", timeout=3)
         assert set(statuses["tasks"]) == {str(mine.pk)}
         await tasks.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_the_dashboard_snapshot_lists_workers_with_only_her_running_tasks(
+        client, django_user_model):
+    owners = two_owners(django_user_model)
+    client.force_login(owners.alice)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+
+    async def scenario():
+        dash = communicator(DASHBOARD, cookie)
+        assert (await dash.connect(timeout=5))[0]
+        snapshot = await receive_until(dash, "snapshot")
+        (worker,) = snapshot["workers"]
+        assert worker["id"] == SHARED
+        assert (worker["running"], worker["running_ids"]) == (1, [owners.a_run.pk])
+        assert snapshot["counts"]["running"] == 1 and snapshot["failing"] == []
+        assert [q["queue"] for q in snapshot["queues"]] == ["default"]
+        (worker,) = (await receive_until(dash, "workers", timeout=15))["workers"]
+        assert (worker["running"], worker["running_ids"]) == (1, [owners.a_run.pk])
+        await dash.disconnect()
 
     asyncio.run(scenario())

@@ -74,3 +74,10 @@ def test_liveness_window():
                                                   HEARTBEAT_INTERVAL=5)) == 30
     assert states.liveness_window(SimpleNamespace(LEASE_SECONDS=30,
                                                   HEARTBEAT_INTERVAL=20)) == 60
+
+
+def test_worker_state_changes_at_the_liveness_thresholds():
+    settings = SimpleNamespace(LEASE_SECONDS=30, HEARTBEAT_INTERVAL=5)
+    assert states.liveness_thresholds(settings) == {"online": 7.5, "lost": 30}
+    assert [states.worker_state(s, settings) for s in (0, 7.5, 7.6, 30, 30.1)] == [
+        "online", "online", "late", "late", "lost"]

@@ -2,7 +2,8 @@
  *
  * The page starts from the JSON rendered into #dashboard-data, then the websocket
  * (/ws/tasks/dashboard/) sends {"type": "events"} batches (at most a few a second, however
- * busy the service) and {"type": "snapshot"} re-reads. The throughput chart is an SVG
+ * busy the service), {"type": "snapshot"} re-reads, and {"type": "workers"} every few
+ * seconds (heartbeats send no event). The throughput chart is an SVG
  * drawn here; between re-reads of the series it adds live finished counts to the
  * current minute.
  */
@@ -86,17 +87,22 @@
       controls[td.getAttribute("data-queue")] = td;
     });
     clear(tbody);
-    if (!queues.length) { emptyRow(tbody, 7, "Nothing waiting or running."); return; }
+    if (!queues.length) { emptyRow(tbody, 7, "Nothing queued, waiting or running."); return; }
     queues.forEach(function (q) {
       var tr = el("tr", {"data-queue": q.queue});
       var name = cell(tr);
       name.appendChild(el("a", {href: listUrl + "?queue=" + encodeURIComponent(q.queue)}, q.queue));
-      cell(tr, q.waiting, "num");
+      var queued = cell(tr, q.queued, "num");
+      if (q.waiting) {
+        queued.appendChild(document.createTextNode(" "));
+        queued.appendChild(el("span", {"class": "task-muted task-queue-waiting",
+                                       title: "waiting for their parents"}, "+" + q.waiting + " waiting"));
+      }
       cell(tr, q.due, "num");
       cell(tr, span(q.oldest_due_seconds), "num");
       cell(tr, q.running, "num");
       cell(tr, q.unrunnable || 0, q.unrunnable ? "num task-unrunnable" : "num")
-        .setAttribute("title", "waiting tasks that no worker online can run");
+        .setAttribute("title", "queued tasks that no worker online can run");
       tr.appendChild(queueControls(controls[q.queue], q));
       tbody.appendChild(tr);
     });
@@ -333,6 +339,12 @@
   function onMessage(message) {
     if (message.type === "snapshot") {
       renderSnapshot(message);
+    } else if (message.type === "workers") {
+      // Heartbeats send no event: the server re-reads the workers every few seconds.
+      snapshotAt = new Date(message.at);
+      receivedAt = Date.now();
+      renderWorkers(message.workers || []);
+      paintWorkerStates();
     } else if (message.type === "events") {
       addEvents(message.events || [], false);
       addToChart(message.totals || {});
