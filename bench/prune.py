@@ -160,30 +160,32 @@ def set_fk(conn: psycopg.Connection, cascade: bool) -> None:
 
 
 def compare_strategies(conn: psycopg.Connection, pairs: int, batch_size: int):
-    """Median ms per batch for Pruner.delete (the tasks, then exactly their history, in one
-    statement) and for a plain DELETE of the tasks with the
-    foreign key turned into ON DELETE CASCADE. Batches alternate, so both see the same
-    load and the same cache state."""
-    from django.db import connection
+    """Median ms per batch for engine.prune_finished (lock the window, then delete the
+    tasks and exactly their history in one statement) and for the same lock followed by
+    a plain DELETE of the tasks with the foreign key turned into ON DELETE CASCADE.
+    Batches alternate, so both see the same load and the same cache state."""
+    from django.db import connection, transaction
 
-    from tasks.maintenance.pruner import Pruner, PrunerConfig
+    from tasks import engine
 
-    pruner = Pruner(PrunerConfig(interval=1, batch_size=batch_size, rest=0,
-                                 retention={"succeeded": 7 * 86400}))
+    age = 7 * 86400
     explicit, cascaded, after = [], [], None
     for _ in range(pairs):
-        batch = pruner.select("succeeded", 7 * 86400, after)
         t0 = time.perf_counter()
-        pruner.delete(batch)
+        batch = engine.prune_finished(status="succeeded", retention={"succeeded": age},
+                                      limit=batch_size, after=after)
         explicit.append((time.perf_counter() - t0) * 1000)
+        after = batch.position or after
         set_fk(conn, cascade=True)
-        batch = pruner.select("succeeded", 7 * 86400, batch.last)
-        after = batch.last
         t0 = time.perf_counter()
-        with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM tasks WHERE id = ANY(%s) AND status = 'succeeded'",
-                           [batch.ids])
+        with transaction.atomic():
+            window = engine.lock_prunable(status="succeeded", age=age, limit=batch_size,
+                                          after=after)
+            with connection.cursor() as cursor:
+                cursor.execute("DELETE FROM tasks WHERE id = ANY(%s) AND status = 'succeeded'",
+                               [window.ids])
         cascaded.append((time.perf_counter() - t0) * 1000)
+        after = window.position or after
         set_fk(conn, cascade=False)
     return statistics.median(explicit), statistics.median(cascaded)
 
@@ -282,10 +284,10 @@ def prune_beside_drain(window: float, cycles: int):
     class GatedPruner(Pruner):
         batch_ms: list[float] = []
 
-        def delete(self, batch):
+        def prune_batch(self, status, after):
             gate.wait()
             t0 = time.perf_counter()
-            result = super().delete(batch)
+            result = super().prune_batch(status, after)
             self.batch_ms.append((time.perf_counter() - t0) * 1000)
             return result
 
@@ -380,9 +382,9 @@ def main() -> None:
             print("comparing history deletion strategies ...", flush=True)
             size = engine().PRUNE_BATCH_SIZE
             e_ms, c_ms = compare_strategies(conn, args.strategy_pairs, size)
-            rows += [(f"batch of {size:,}: tasks then their history, one statement",
+            rows += [(f"batch of {size:,}: lock, then tasks and their history in one statement",
                       f"{e_ms:.0f} ms"),
-                     (f"batch of {size:,}: ON DELETE CASCADE", f"{c_ms:.0f} ms")]
+                     (f"batch of {size:,}: lock, then ON DELETE CASCADE", f"{c_ms:.0f} ms")]
 
             print("pruning beside a drain ...", flush=True)
             r = prune_beside_drain(args.window, args.cycles)
@@ -392,7 +394,7 @@ def main() -> None:
                 (f"beside the drain: pruner batch {r['batch_size']:,}, rest {r['rest']:g}x",
                  f"{r['pruned']:,} tasks in {r['on_s']:.0f} s "
                  f"({r['pruned'] / r['on_s']:,.0f} tasks/s)"),
-                ("  delete statement p50 / p95 / max",
+                ("  batch (lock, then delete) p50 / p95 / max",
                  f"{ms[len(ms) // 2]:.0f} / {ms[int(0.95 * (len(ms) - 1))]:.0f} / "
                  f"{ms[-1]:.0f} ms"),
                 (f"  drain, pruner off / on (median of {args.cycles + 1} / {args.cycles} "
