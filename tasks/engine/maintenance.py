@@ -1,6 +1,6 @@
 """The maintenance verbs: expired leases rescued, silent workers forgotten, finished tasks
 pruned. The services in tasks/maintenance/ (rescuer, reaper, pruner) call these on the
-elected maintainer; `reconcile` runs one batch of the first two under an advisory lock.
+elected maintainer (tasks/maintenance/maintainer.py: one leader per cluster).
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from tasks.engine.sql import run
 from tasks.states import FINISHED
 
 logger = logging.getLogger(__name__)
-
-RECONCILE_LOCK_KEY = 0x7461736B  # "task": one reconciler at a time across all workers
 
 
 def rescue_expired(*, limit: int = 1000, rand=None) -> dict[int, str]:
@@ -44,7 +42,7 @@ def rescue_expired(*, limit: int = 1000, rand=None) -> dict[int, str]:
             "leases": [r[3] for r in rows],
         }))
     logger.warning("recovered %d task(s) with expired leases", len(rescued),
-                   extra={"action": "reconcile", "task_ids": list(rescued)[:100]})
+                   extra={"action": "lease_expired", "task_ids": list(rescued)[:100]})
     return rescued
 
 
@@ -62,19 +60,6 @@ def reap_workers(*, window: float | None = None, limit: int = 1000) -> list[str]
         logger.warning("forgot %d silent worker(s): %s", len(gone), ", ".join(gone[:20]),
                        extra={"action": "worker_reaped", "workers": gone[:100]})
     return gone
-
-
-def reconcile(*, limit: int = 1000, worker_timeout: float | None = None) -> dict[int, str] | None:
-    """One batch of rescue_expired and reap_workers, under a transaction-level advisory
-    lock so one reconciler works at a time; None when another holds it, else
-    {task id: new status}. The maintainer (tasks/maintenance/) runs both on its own."""
-    with transaction.atomic():
-        ((locked,),) = run("try_reconcile_lock", {"key": RECONCILE_LOCK_KEY})
-        if not locked:
-            return None
-        recovered = rescue_expired(limit=limit)
-        reap_workers(window=worker_timeout)
-    return recovered
 
 
 # --- pruning -------------------------------------------------------------------------

@@ -768,10 +768,6 @@ WITH input AS (
 )
 SELECT upd.id, upd.status FROM upd LEFT JOIN note ON true LEFT JOIN settle ON true
 
--- name: try_reconcile_lock --
--- Take the reconciler's transaction-level advisory lock if free (true) or say it is held.
-SELECT pg_try_advisory_xact_lock(%(key)s)
-
 -- name: reap_workers --
 -- Forget up to `limit` workers silent for `window` seconds; one worker_offline event each.
 WITH gone AS (

@@ -206,11 +206,11 @@ def test_a_cancelled_task_reads_as_failed_with_the_reason():
     assert "not needed any more" in error.traceback
 
 
-@pytest.mark.django_db(transaction=True)  # the reconciler compares leases with now()
+@pytest.mark.django_db(transaction=True)  # the rescue compares leases with now()
 def test_a_lost_worker_reads_as_a_worker_lost_error():
     result = app.add.enqueue(1, 2)
     engine.claim(worker_id="w-gone", limit=1, lease_seconds=0.01)
-    assert wait_until(engine.reconcile, timeout=5) == {int(result.id): "retrying"}
+    assert wait_until(engine.rescue_expired, timeout=5) == {int(result.id): "retrying"}
     result.refresh()
     assert result.status == TaskResultStatus.READY and result.worker_ids == ["w-gone"]
     [error] = result.errors
