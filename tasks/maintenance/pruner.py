@@ -35,6 +35,7 @@ from tasks.conf import engine as engine_settings
 from tasks.engine.maintenance import Position
 from tasks.maintenance.service import Service, ServiceConfig
 from tasks.models import FINISHED_STATUSES
+from tasks.states import Status
 
 logger = logging.getLogger("tasks.maintenance")
 
@@ -57,8 +58,9 @@ class PrunerConfig(ServiceConfig):
         values = {
             "interval": cfg.PRUNE_INTERVAL,
             "batch_size": cfg.PRUNE_BATCH_SIZE,
-            "retention": {"succeeded": cfg.RETENTION_SUCCEEDED, "failed": cfg.RETENTION_FAILED,
-                          "cancelled": cfg.RETENTION_CANCELLED},
+            "retention": {Status.SUCCEEDED: cfg.RETENTION_SUCCEEDED,
+                          Status.FAILED: cfg.RETENTION_FAILED,
+                          Status.CANCELLED: cfg.RETENTION_CANCELLED},
         }
         return cls(**{**values, **overrides})
 

@@ -232,7 +232,10 @@ def test_errors_come_from_the_history_columns_not_the_text():
 
 def test_get_result_of_unknown_ids_raises_the_frameworks_error():
     other = engine.enqueue(name="not a django task", type="simulate", payload={})
-    for bad in ("999999999", "abc", str(2**70), "-1", str(other.pk)):
+    real = app.add.enqueue(1, 2)
+    # Only the one id parser's ids (tasks.states.parse_id): no sign, no other digits.
+    for bad in ("999999999", "abc", str(2**70), "-1", str(other.pk), f"+{real.id}",
+                f"{real.id}.0", "\u0663", None):
         with pytest.raises(TaskResultDoesNotExist):
             task_backends["default"].get_result(bad)
     fails = app.fails.enqueue("x")
