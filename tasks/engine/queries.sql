@@ -963,10 +963,11 @@ SELECT gone.id FROM gone LEFT JOIN note ON true ORDER BY gone.id
 -- (idx_finished_at; the limit bounds the scan). Its tasks of `status` are locked with
 -- their kin, which prune_finished may delete with them: their parents (a parent kept for
 -- its child goes with it), the tasks up their failed_parent_id links (what cancelled
--- them, transitively) and every task those cancelled in turn. SKIP LOCKED: a task
--- someone holds waits for a later run. Returns the locked ids and the window's length
--- and last position. The recursive parts start from tasks with a failed parent or with
--- dependents only (few, by the column statistics), so the plan stays cheap.
+-- them, transitively) and every task those cancelled in turn; finished ones only (a
+-- running parent is never held up). SKIP LOCKED: a task someone holds waits for a later
+-- run. Returns the locked ids and the window's length and last position. The recursive
+-- parts start from tasks with a failed parent or with dependents only (few, by the
+-- column statistics), so the plan stays cheap.
 WITH RECURSIVE scan AS MATERIALIZED (
     SELECT id, status, finished_at FROM tasks
     WHERE finished_at IS NOT NULL
@@ -993,7 +994,8 @@ WITH RECURSIVE scan AS MATERIALIZED (
     UNION
     SELECT c.id FROM down JOIN tasks c ON c.failed_parent_id = down.id
 ), locked AS (
-    SELECT id FROM tasks WHERE id IN (SELECT id FROM top UNION SELECT id FROM down)
+    SELECT id FROM tasks
+    WHERE id IN (SELECT id FROM top UNION SELECT id FROM down) AND finished_at IS NOT NULL
     ORDER BY id FOR UPDATE SKIP LOCKED
 )
 SELECT (SELECT coalesce(array_agg(id ORDER BY id), ARRAY[]::bigint[]) FROM locked),

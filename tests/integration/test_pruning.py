@@ -146,6 +146,19 @@ def test_a_workflow_goes_with_its_last_task():
     assert remaining() == {alone.pk}
 
 
+def test_a_running_parent_is_not_locked_with_its_cancelled_child():
+    parent, child = engine.enqueue_many([spec("parent"), spec("child", after=[0])])
+    (running,) = engine.claim(worker_id=WORKER, limit=10)
+    engine.cancel(child.pk)  # a person cancels the waiting child
+    age(child)
+    window = engine.lock_prunable(status=Status.CANCELLED, age=HOUR, limit=10)
+    assert window.ids == [child.pk]  # its parent is running: not held up by the pruner
+    batch = engine.prune_locked(window.ids, status=Status.CANCELLED,
+                                retention={Status.CANCELLED: HOUR})
+    assert batch.tasks == {"cancelled": 1} and remaining() == {parent.pk}
+    assert engine.complete(worker_id=WORKER, outcomes=[outcome(running)]) == {parent.pk}
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_parent_stays_while_someone_holds_its_child():
     a, c = engine.enqueue_many([spec("a"), spec("c", after=[0])])
