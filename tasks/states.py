@@ -53,6 +53,8 @@ PENDING = frozenset({Status.WAITING, *CLAIMABLE_ORDER})
 FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 # Ended without a result: their children (on_parent_failure "fail") are cancelled too.
 GIVEN_UP = frozenset({Status.FAILED, Status.CANCELLED})
+# How a run that ended finished the task: what the dashboard's throughput counts.
+RUN_OUTCOMES = frozenset({Status.SUCCEEDED, Status.FAILED})
 # A person may retry these.
 RETRYABLE = frozenset({Status.FAILED, Status.CANCELLED})
 
