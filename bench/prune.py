@@ -4,146 +4,48 @@
     .venv/bin/python bench/prune.py --tasks 300000       # a quicker look
 
 Works in a database of its own (`bench_prune` on the $DATABASE_URL server), created,
-migrated and dropped by the script. Tasks are created in id order over 40 days; 90%
-succeeded (3 history rows each), 10% failed (7 rows each, after two retries). With the
-default retention (succeeded 7 days, failed 30 days) about 79% of the tasks go.
+migrated and dropped by the script (bench/prune_data.py loads it: 90% succeeded, 10%
+failed, over 40 days). With the default retention (succeeded 7 days, failed 30 days)
+about 79% of the tasks go.
 
-Phases: load the data; compare the two ways of deleting history (one statement that
-deletes the tasks and then their history, versus ON DELETE CASCADE) on a few batches;
-then a claim/complete drain runs in a child process while the maintainer's own Pruner
-(default batch size and rest) is switched on and off in turns; then the rest is pruned at
-full speed, alone (as `prunetasks` does); then table sizes before and after VACUUM.
+Phases: load the data; compare the two ways of deleting history (engine.prune_finished:
+one statement that deletes the tasks and then their history, versus ON DELETE CASCADE)
+on a few batches; then a claim/complete drain runs in a child process
+(bench/prune_drain.py) while the maintainer's own Pruner (default batch size and rest)
+is switched on and off in turns; then the rest is pruned at full speed, alone (as
+`prunetasks` does); then table sizes before and after VACUUM.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-DB_NAME = "bench_prune"
-SERVER_URL = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
-BENCH_URL = urlunsplit(urlsplit(SERVER_URL)._replace(path=f"/{DB_NAME}"))
-os.environ["DATABASE_URL"] = BENCH_URL
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taskservice.settings")
-os.environ["DEBUG"] = "0"  # the debug cursor would keep every statement
-os.environ.setdefault("SECRET_KEY", "bench-only-not-secret-" + "x" * 40)
-os.environ["LOG_LEVEL"] = "WARNING"
+if __package__ in (None, ""):  # run as a script: the project root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg  # noqa: E402
 
+from bench.prune_data import (  # noqa: E402  (it points DATABASE_URL at the bench)
+    BENCH_URL,
+    DB_NAME,
+    counts,
+    create_database,
+    drop_database,
+    load,
+    mb,
+    setup_django,
+    sizes,
+    wal_lsn,
+    wal_since,
+)
+from bench.prune_drain import Drain, WaitSampler  # noqa: E402
+
 FK = "bench_history_cascade"
-DRAIN_BATCH = 100
-
-
-def admin_conn() -> psycopg.Connection:
-    return psycopg.connect(urlunsplit(urlsplit(SERVER_URL)._replace(path="/postgres")),
-                           autocommit=True)
-
-
-def create_database() -> None:
-    with admin_conn() as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DB_NAME}")
-
-
-def drop_database() -> None:
-    with admin_conn() as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-
-
-def setup_django() -> None:
-    import django
-
-    django.setup()
-
-
-# --- data ----------------------------------------------------------------------------
-
-_TASKS = """
-INSERT INTO tasks (name, type, status, payload, priority, queue, run_at, retry_count,
-                   max_retries, timeout_seconds, attempts, last_error, result, created_at,
-                   updated_at, started_at, finished_at)
-SELECT 'task ' || g, 'noop', s.status, json_build_object('n', g)::jsonb, 0, 'default', f - d,
-       CASE s.status WHEN 'failed' THEN 3 ELSE 0 END, 3, 300,
-       CASE s.status WHEN 'failed' THEN 3 ELSE 1 END,
-       CASE s.status WHEN 'failed' THEN 'RuntimeError: the remote end hung up' ELSE '' END,
-       CASE s.status WHEN 'succeeded' THEN '{"ok": true}'::jsonb END,
-       f - d, f, f - interval '1 second', f
-FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) g
-CROSS JOIN LATERAL (SELECT now() - interval '40 days'
-                           + interval '39 days' * (g::float8 / %(n)s::float8) AS f,
-                           interval '2 seconds' AS d,
-                           CASE WHEN g %% 10 = 0 THEN 'failed' ELSE 'succeeded' END AS status) s
-"""
-
-_HISTORY = """
-INSERT INTO task_history (task_id, status, event_type, attempt, worker_id, details,
-                          created_at)
-SELECT t.id, CASE WHEN e.n = 1 THEN 'queued' WHEN e.n %% 2 = 0 THEN 'running'
-                  WHEN e.n = e.last THEN t.status ELSE 'retrying' END,
-       CASE WHEN e.n = 1 THEN 'task_queued' WHEN e.n %% 2 = 0 THEN 'task_started'
-            WHEN e.n < e.last THEN 'retry_scheduled'
-            WHEN t.status = 'failed' THEN 'task_failed' ELSE 'task_succeeded' END,
-       e.n / 2, CASE WHEN e.n = 1 THEN '' ELSE 'bench-host:4242:a1b2c3' END,
-       CASE WHEN e.n > 2 AND e.n %% 2 = 1 THEN t.last_error ELSE '' END,
-       t.created_at + e.n * interval '100 milliseconds'
-FROM tasks t
-CROSS JOIN LATERAL (SELECT n, CASE t.status WHEN 'failed' THEN 7 ELSE 3 END AS last
-                    FROM generate_series(1, CASE t.status WHEN 'failed' THEN 7 ELSE 3 END) n)
-               AS e(n, last)
-WHERE t.id BETWEEN %(lo)s AND %(hi)s
-"""
-
-
-def load(conn: psycopg.Connection, n: int) -> float:
-    """n tasks and their history, indexes built afterwards (much faster than row by row)."""
-    t0 = time.perf_counter()
-    indexes = conn.execute(
-        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('tasks', "
-        "'task_history') AND indexname NOT LIKE '%%pkey'").fetchall()
-    for name, _ in indexes:
-        conn.execute(f'DROP INDEX "{name}"')
-    step = 500_000
-    for lo in range(1, n + 1, step):
-        hi = min(n, lo + step - 1)
-        conn.execute(_TASKS, {"lo": lo, "hi": hi, "n": n})
-        conn.execute(_HISTORY, {"lo": lo, "hi": hi})
-        print(f"  loaded tasks {lo:,}-{hi:,} ({time.perf_counter() - t0:.0f}s)", flush=True)
-    for _, definition in indexes:
-        conn.execute(definition)
-    conn.execute("VACUUM ANALYZE tasks")
-    conn.execute("VACUUM ANALYZE task_history")
-    return time.perf_counter() - t0
-
-
-def counts(conn: psycopg.Connection) -> tuple[int, int]:
-    return conn.execute("SELECT (SELECT count(*) FROM tasks), "
-                        "(SELECT count(*) FROM task_history)").fetchone()
-
-
-def sizes(conn: psycopg.Connection) -> dict[str, int]:
-    return dict(conn.execute(
-        "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
-        "WHERE relname IN ('tasks', 'task_history')").fetchall())
-
-
-def wal_lsn(conn: psycopg.Connection) -> str:
-    return conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
-
-
-def wal_since(conn: psycopg.Connection, lsn: str) -> int:
-    return int(conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)",
-                            [lsn]).fetchone()[0])
 
 
 # --- history: one statement, or ON DELETE CASCADE --------------------------------------
@@ -160,115 +62,34 @@ def set_fk(conn: psycopg.Connection, cascade: bool) -> None:
 
 
 def compare_strategies(conn: psycopg.Connection, pairs: int, batch_size: int):
-    """Median ms per batch for Pruner.delete (the tasks, then exactly their history, in one
-    statement) and for a plain DELETE of the tasks with the
-    foreign key turned into ON DELETE CASCADE. Batches alternate, so both see the same
-    load and the same cache state."""
-    from django.db import connection
-
-    from tasks.maintenance.pruner import Pruner, PrunerConfig
-
-    pruner = Pruner(PrunerConfig(interval=1, batch_size=batch_size, rest=0,
-                                 retention={"succeeded": 7 * 86400}))
-    explicit, cascaded, after = [], [], None
-    for _ in range(pairs):
-        batch = pruner.select("succeeded", 7 * 86400, after)
-        t0 = time.perf_counter()
-        pruner.delete(batch)
-        explicit.append((time.perf_counter() - t0) * 1000)
-        set_fk(conn, cascade=True)
-        batch = pruner.select("succeeded", 7 * 86400, batch.last)
-        after = batch.last
-        t0 = time.perf_counter()
-        with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM tasks WHERE id = ANY(%s) AND status = 'succeeded'",
-                           [batch.ids])
-        cascaded.append((time.perf_counter() - t0) * 1000)
-        set_fk(conn, cascade=False)
-    return statistics.median(explicit), statistics.median(cascaded)
-
-
-# --- the drain (child process) ----------------------------------------------------------
-
-
-def drain_child() -> None:
-    """Claim/complete loop; prints `<monotonic time> <tasks completed so far>` each 0.5 s."""
-    setup_django()
-    from django.db import connection
+    """Median ms per batch for engine.prune_finished (lock the window, then delete the
+    tasks and exactly their history in one statement) and for the same lock followed by
+    a plain DELETE of the tasks with the foreign key turned into ON DELETE CASCADE.
+    Batches alternate, so both see the same load and the same cache state."""
+    from django.db import connection, transaction
 
     from tasks import engine
 
-    connection.ensure_connection()
-    with connection.cursor() as cursor:
-        cursor.execute("SET application_name = 'bench drain'")
-    done, last = 0, time.monotonic()
-    specs = [{"name": "d", "type": "noop"} for _ in range(DRAIN_BATCH)]
-    while True:
-        engine.enqueue_many(specs)
-        claimed = engine.claim(worker_id="bench-drain", limit=DRAIN_BATCH)
-        done += len(engine.complete(worker_id="bench-drain", outcomes=[
-            engine.Outcome(task_id=c.id, attempt=c.attempt) for c in claimed]))
-        now = time.monotonic()
-        if now - last >= 0.5:
-            print(f"{now} {done}", flush=True)
-            last = now
-
-
-class Drain:
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, __file__, "--drain-child"], cwd=ROOT,
-                                     stdout=subprocess.PIPE, text=True, env=dict(os.environ))
-        self.points: list[tuple[float, int]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            t, n = line.split()
-            self.points.append((float(t), int(n)))
-
-    def rate(self, start: float, end: float) -> float:
-        inside = [(t, n) for t, n in self.points if start <= t <= end]
-        if len(inside) < 2:
-            return float("nan")
-        (t0, n0), (t1, n1) = inside[0], inside[-1]
-        return (n1 - n0) / (t1 - t0)
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
-class WaitSampler(threading.Thread):
-    """Samples pg_stat_activity every 100 ms: backends waiting on a heavyweight lock,
-    as (waiter, lock type, blocker)."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.samples = 0
-        self.waits: Counter[tuple[str, str, str]] = Counter()
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        with psycopg.connect(BENCH_URL, autocommit=True) as conn:
-            while not self.halt.wait(0.1):
-                rows = conn.execute(
-                    """SELECT coalesce(nullif(w.application_name, ''), w.backend_type),
-                              w.wait_event,
-                              coalesce(nullif(b.application_name, ''), b.backend_type, '?')
-                       FROM pg_stat_activity w
-                       LEFT JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS bp(pid) ON true
-                       LEFT JOIN pg_stat_activity b ON b.pid = bp.pid
-                       WHERE w.datname = %s AND w.wait_event_type = 'Lock'
-                         AND w.pid <> pg_backend_pid()""", [DB_NAME]).fetchall()
-                self.samples += 1
-                self.waits.update(rows)
-
-    def drain_waits(self) -> int:
-        return sum(n for (who, _, _), n in self.waits.items() if who == "bench drain")
-
-    def summary(self) -> str:
-        return "; ".join(f"{who} on {what} held by {by}: {n}"
-                         for (who, what, by), n in self.waits.most_common(4)) or "none"
+    age = 7 * 86400
+    explicit, cascaded, after = [], [], None
+    for _ in range(pairs):
+        t0 = time.perf_counter()
+        batch = engine.prune_finished(status="succeeded", retention={"succeeded": age},
+                                      limit=batch_size, after=after)
+        explicit.append((time.perf_counter() - t0) * 1000)
+        after = batch.position or after
+        set_fk(conn, cascade=True)
+        t0 = time.perf_counter()
+        with transaction.atomic():
+            window = engine.lock_prunable(status="succeeded", age=age, limit=batch_size,
+                                          after=after)
+            with connection.cursor() as cursor:
+                cursor.execute("DELETE FROM tasks WHERE id = ANY(%s) AND status = 'succeeded'",
+                               [window.ids])
+        cascaded.append((time.perf_counter() - t0) * 1000)
+        after = window.position or after
+        set_fk(conn, cascade=False)
+    return statistics.median(explicit), statistics.median(cascaded)
 
 
 def prune_beside_drain(window: float, cycles: int):
@@ -282,10 +103,10 @@ def prune_beside_drain(window: float, cycles: int):
     class GatedPruner(Pruner):
         batch_ms: list[float] = []
 
-        def delete(self, batch):
+        def prune_batch(self, status, after):
             gate.wait()
             t0 = time.perf_counter()
-            result = super().delete(batch)
+            result = super().prune_batch(status, after)
             self.batch_ms.append((time.perf_counter() - t0) * 1000)
             return result
 
@@ -341,10 +162,6 @@ def prune_the_rest(conn: psycopg.Connection):
     return pruner.last, time.perf_counter() - t0, wal_since(conn, lsn)
 
 
-def mb(n: int) -> str:
-    return f"{n / 2**20:,.0f} MB"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=3_000_000)
@@ -353,11 +170,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=6, help="on/off cycles of the pruner")
     parser.add_argument("--strategy-pairs", type=int, default=15)
     parser.add_argument("--keep", action="store_true", help="keep the bench_prune database")
-    parser.add_argument("--drain-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.drain_child:
-        drain_child()
-        return
     rows: list[tuple[str, str]] = []
     create_database()
     try:
@@ -380,9 +193,9 @@ def main() -> None:
             print("comparing history deletion strategies ...", flush=True)
             size = engine().PRUNE_BATCH_SIZE
             e_ms, c_ms = compare_strategies(conn, args.strategy_pairs, size)
-            rows += [(f"batch of {size:,}: tasks then their history, one statement",
+            rows += [(f"batch of {size:,}: lock, then tasks and their history in one statement",
                       f"{e_ms:.0f} ms"),
-                     (f"batch of {size:,}: ON DELETE CASCADE", f"{c_ms:.0f} ms")]
+                     (f"batch of {size:,}: lock, then ON DELETE CASCADE", f"{c_ms:.0f} ms")]
 
             print("pruning beside a drain ...", flush=True)
             r = prune_beside_drain(args.window, args.cycles)
@@ -392,7 +205,7 @@ def main() -> None:
                 (f"beside the drain: pruner batch {r['batch_size']:,}, rest {r['rest']:g}x",
                  f"{r['pruned']:,} tasks in {r['on_s']:.0f} s "
                  f"({r['pruned'] / r['on_s']:,.0f} tasks/s)"),
-                ("  delete statement p50 / p95 / max",
+                ("  batch (lock, then delete) p50 / p95 / max",
                  f"{ms[len(ms) // 2]:.0f} / {ms[int(0.95 * (len(ms) - 1))]:.0f} / "
                  f"{ms[-1]:.0f} ms"),
                 (f"  drain, pruner off / on (median of {args.cycles + 1} / {args.cycles} "

@@ -1,10 +1,12 @@
 """Which plugin runs each task type.
 
-Three sources, later ones winning: the built-ins below, the Python entry point group
-`taskservice.plugins` (third-party packages), and settings (TASKS_PLUGINS), which maps a
-type name to a plugin (a built-in name or a dotted path) with options. The registry is
-frozen once loaded; an unknown type is a clear error at enqueue time. A worker claims only
-runnable_types(): the types whose plugin is available in its process (Plugin.available).
+Three sources, later ones winning: the built-ins below (with those the application adds,
+add_builtin: tasks/apps.py adds the django.tasks adapter's `django_task`), the Python entry
+point group `taskservice.plugins` (third-party packages), and settings (TASKS_PLUGINS),
+which maps a type name to a plugin (a built-in name or a dotted path) with options. The
+registry is frozen once loaded; an unknown type is a clear error at enqueue time. A worker
+claims only runnable_types(): the types whose plugin is available in its process
+(Plugin.available).
 """
 
 from __future__ import annotations
@@ -27,10 +29,15 @@ BUILTINS: dict[str, str] = {
     "run_query": "plugins.query.RunQuery",
     "simulate": "plugins.simulate.Simulate",
     "noop": "plugins.simulate.Noop",
-    "django_task": "tasks.djtasks.plugin.DjangoTaskPlugin",
 }
 
 _plugins: MappingProxyType[str, Plugin] = MappingProxyType({})
+
+
+def add_builtin(type_name: str, path: str) -> None:
+    """A task type the application ships beside the built-ins, by dotted path: in every
+    registry built from now on. (Its wing names it here, so this layer imports no wing.)"""
+    BUILTINS[type_name] = path
 
 
 def import_string(path: str) -> Any:

@@ -21,9 +21,11 @@ class TasksConfig(AppConfig):
     def ready(self) -> None:
         from plugins import query_checks, registry
         from tasks import checks  # noqa: F401 - registers the checks of a host's settings
+        from tasks.djtasks.mapping import TASK_TYPE
 
         query_checks.register()
 
+        registry.add_builtin(TASK_TYPE, "tasks.djtasks.plugin.DjangoTaskPlugin")
         registry.load()
         # After contrib.auth's own handler (registered earlier), which creates the content
         # type and the model's permissions.

@@ -10,6 +10,7 @@ from taskcli.remote import ClientError, RemoteClient
 from tasks import engine, selectors
 from tasks.client import _plain
 from tasks.exceptions import TaskServiceError
+from tasks.states import parse_id
 
 CLI_ACTOR = "the command line"
 
@@ -104,7 +105,7 @@ class LocalSchedules:
 
     def delete(self, schedule_id: str) -> dict:
         _call(engine.schedules.delete, schedule_id, actor=CLI_ACTOR)
-        return {"deleted": int(schedule_id)}
+        return {"deleted": parse_id(schedule_id)}  # the engine accepted it: an id
 
 
 class RemoteSchedules:
@@ -137,4 +138,4 @@ class RemoteSchedules:
 
     def delete(self, schedule_id: str) -> dict:
         self.remote._request("DELETE", self._path(schedule_id))
-        return {"deleted": int(schedule_id)}
+        return {"deleted": parse_id(schedule_id)}  # the server accepted it: an id

@@ -83,7 +83,7 @@ WHERE last_seen >= now() - make_interval(secs => %s)
 
 
 def worker_timeout() -> float:
-    """Seconds of silence after which a worker counts as gone (as the reconciler uses)."""
+    """Seconds of silence after which a worker counts as gone (as the reaper uses)."""
     return states.liveness_window(engine())
 
 

@@ -148,7 +148,7 @@ class Task(models.Model):
             # A workflow's tasks; tasks outside any workflow cost no index entry.
             models.Index(fields=["workflow"], name="idx_workflow",
                          condition=models.Q(workflow__isnull=False)),
-            # Serves the reconciler and heartbeats: running rows by lease.
+            # Serves the rescuer and heartbeats: running rows by lease.
             models.Index(
                 fields=["locked_until"],
                 name="idx_running_lease",

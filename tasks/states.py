@@ -47,8 +47,14 @@ CLAIMABLE_ORDER = (Status.QUEUED, Status.RETRYING)
 CLAIMABLE = frozenset(CLAIMABLE_ORDER)
 # Not finished: waiting for parents, waiting to run, or running.
 ACTIVE = frozenset({Status.WAITING, Status.QUEUED, Status.RUNNING, Status.RETRYING})
+# Not started yet (waiting for parents or for a worker): a cancel ends them at once.
+PENDING = frozenset({Status.WAITING, *CLAIMABLE_ORDER})
 # Final until a person retries: no worker touches them again.
 FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+# Ended without a result: their children (on_parent_failure "fail") are cancelled too.
+GIVEN_UP = frozenset({Status.FAILED, Status.CANCELLED})
+# How a run that ended finished the task: what the dashboard's throughput counts.
+RUN_OUTCOMES = frozenset({Status.SUCCEEDED, Status.FAILED})
 # A person may retry these.
 RETRYABLE = frozenset({Status.FAILED, Status.CANCELLED})
 

@@ -24,9 +24,9 @@ from tasks.djtasks.mapping import (
     task_for_row,
 )
 from tasks.djtasks.payload import json_arguments, load_task
+from tasks.states import parse_id
 
 OPTION_NAMES = {"MAX_RETRIES", "TIMEOUT"}
-_PG_BIGINT_MAX = 2**63 - 1
 
 
 class TaskServiceBackend(BaseTaskBackend):
@@ -113,11 +113,8 @@ class TaskServiceBackend(BaseTaskBackend):
     def get_result(self, result_id) -> TaskResult:
         from tasks.models import Task as Row
 
-        try:
-            pk = int(result_id)
-        except (TypeError, ValueError):
-            raise TaskResultDoesNotExist(result_id) from None
-        if not 0 < pk <= _PG_BIGINT_MAX:
+        pk = parse_id(result_id)
+        if pk is None:
             raise TaskResultDoesNotExist(result_id)
         row = Row.objects.filter(pk=pk, type=TASK_TYPE).first()
         if row is None:

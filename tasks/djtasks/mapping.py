@@ -18,18 +18,19 @@ from django.tasks.exceptions import InvalidTask
 
 from plugins.base import NotRunnableHere, TaskCancelled
 from tasks.djtasks.payload import load_task
+from tasks.states import Status
 
 TASK_TYPE = "django_task"
 PRIORITY_SCALE = 10  # framework -100..100 -> engine -1000..1000
 
 STATUS_MAP = {
-    "waiting": TaskResultStatus.READY,  # the framework has no "blocked": not yet running
-    "queued": TaskResultStatus.READY,
-    "retrying": TaskResultStatus.READY,
-    "running": TaskResultStatus.RUNNING,
-    "succeeded": TaskResultStatus.SUCCESSFUL,
-    "failed": TaskResultStatus.FAILED,
-    "cancelled": TaskResultStatus.FAILED,
+    Status.WAITING: TaskResultStatus.READY,  # the framework has no "blocked": not yet running
+    Status.QUEUED: TaskResultStatus.READY,
+    Status.RETRYING: TaskResultStatus.READY,
+    Status.RUNNING: TaskResultStatus.RUNNING,
+    Status.SUCCEEDED: TaskResultStatus.SUCCESSFUL,
+    Status.FAILED: TaskResultStatus.FAILED,
+    Status.CANCELLED: TaskResultStatus.FAILED,
 }
 
 
@@ -101,7 +102,7 @@ def build_result(row, *, task: Task, backend: str, history: list[tuple]) -> Task
         errors=_errors(history),
         worker_ids=[worker for worker, _at in starts],
     )
-    if row.status == "succeeded":
+    if row.status == Status.SUCCEEDED:
         object.__setattr__(result, "_return_value", row.result)
     return result
 

@@ -11,7 +11,8 @@ statement or transaction, so an event always means a committed change.
   snooze, progress, parent_results, decline);
 - steering: a person's side (cancel, retry, run_now, their bulk variants, delete_finished,
   get);
-- maintenance: rescue_expired, reap_workers, reconcile;
+- maintenance: rescue_expired, reap_workers, and pruning: prune_finished (one
+  batch: lock_prunable then prune_locked) and count_prunable;
 - queues: pause, resume and set_limits of a queue (as pause_queue, resume_queue,
   set_queue_limits), each with an audit row and an event;
 - schedules: create, update, pause, resume, run_now, delete, and fire_due (the
@@ -26,10 +27,13 @@ from __future__ import annotations
 from tasks.engine import schedule_settings, schedules
 from tasks.engine.events import CHANNEL, NOTIFY_MAX_IDS
 from tasks.engine.maintenance import (
-    RECONCILE_LOCK_KEY,
+    PruneBatch,
+    count_prunable,
     liveness_window,
+    lock_prunable,
+    prune_finished,
+    prune_locked,
     reap_workers,
-    reconcile,
     rescue_expired,
 )
 from tasks.engine.queues import QueueState
@@ -80,14 +84,14 @@ from tasks.engine.submit import (
 from tasks.states import WAKE_EVENTS
 
 __all__ = [
-    "CHANNEL", "NOTIFY_MAX_IDS", "QUEUE_NAME_RE", "RECONCILE_LOCK_KEY", "TASK_COLUMNS",
-    "WAKE_EVENTS", "BulkResult", "ClaimedTask", "HeartbeatResult", "Outcome", "QueueState",
-    "cancel", "cancel_many", "cancel_requested_ids", "claim", "complete", "decline",
-    "delete_finished",
-    "enqueue", "enqueue_many", "enqueue_workflow", "fail", "finish_cancelled", "get",
-    "heartbeat", "idle_hint", "liveness_window", "next_due_in", "notify", "parent_results",
-    "pause_queue", "prepare", "progress", "reap_workers", "reconcile", "register_worker",
-    "release", "rescue_expired", "resume_queue", "retry", "retry_many", "run_now",
-    "run_now_many", "schedule_settings", "schedules", "fire_due_schedules", "set_queue_limits",
-    "snooze", "unregister_worker",
+    "CHANNEL", "NOTIFY_MAX_IDS", "QUEUE_NAME_RE", "TASK_COLUMNS",
+    "WAKE_EVENTS", "BulkResult", "ClaimedTask", "HeartbeatResult", "Outcome", "PruneBatch",
+    "QueueState", "cancel", "cancel_many", "cancel_requested_ids", "claim", "complete",
+    "count_prunable", "decline", "delete_finished", "enqueue", "enqueue_many",
+    "enqueue_workflow", "fail", "finish_cancelled", "fire_due_schedules", "get", "heartbeat",
+    "idle_hint", "liveness_window", "lock_prunable", "next_due_in", "notify",
+    "parent_results", "pause_queue", "prepare", "progress", "prune_finished", "prune_locked",
+    "reap_workers", "register_worker", "release", "rescue_expired",
+    "resume_queue", "retry", "retry_many", "run_now", "run_now_many", "schedule_settings",
+    "schedules", "set_queue_limits", "snooze", "unregister_worker",
 ]

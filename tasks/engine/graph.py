@@ -19,9 +19,7 @@ from tasks.engine.spec import Prepared, Submitter, new_task
 from tasks.engine.sql import run
 from tasks.exceptions import InvalidTask
 from tasks.models import Status, Task, Workflow
-from tasks.states import FINISHED
-
-_GIVEN_UP = frozenset(FINISHED - {Status.SUCCEEDED})  # failed or cancelled
+from tasks.states import GIVEN_UP
 
 
 def _error(errors: dict, index: int, single: bool, field: str, message: str) -> None:
@@ -48,7 +46,7 @@ def insert_graph(prepared: list[Prepared], who: Submitter, *, parent_scope: int 
                 status = parents.get(pid)
                 if status is None:
                     _error(errors, index, single, "depends_on", f"Task {pid} does not exist.")
-                elif status in _GIVEN_UP and p.on_parent_failure == "fail":
+                elif status in GIVEN_UP and p.on_parent_failure == "fail":
                     _error(errors, index, single, "depends_on",
                            f"Task {pid} is {status}: this task would be cancelled at once "
                            "(retry that task first, or use on_parent_failure 'run').")
@@ -60,7 +58,7 @@ def insert_graph(prepared: list[Prepared], who: Submitter, *, parent_scope: int 
         for index, p in enumerate(prepared):
             unmet = bool(p.after) or any(
                 parents[pid] != Status.SUCCEEDED
-                and not (p.on_parent_failure == "run" and parents[pid] in _GIVEN_UP)
+                and not (p.on_parent_failure == "run" and parents[pid] in GIVEN_UP)
                 for pid in p.depends_on)
             statuses.append(Status.WAITING if unmet else Status.QUEUED)
             for parent in (*p.depends_on, *(ids[i] for i in p.after)):

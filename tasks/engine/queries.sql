@@ -822,10 +822,6 @@ WITH input AS (
 )
 SELECT upd.id, upd.status FROM upd LEFT JOIN note ON true LEFT JOIN settle ON true
 
--- name: try_reconcile_lock --
--- Take the reconciler's transaction-level advisory lock if free (true) or say it is held.
-SELECT pg_try_advisory_xact_lock(%(key)s)
-
 -- name: reap_workers --
 -- Forget up to `limit` workers silent for `window` seconds; one worker_offline event each.
 WITH gone AS (
@@ -1012,15 +1008,21 @@ FROM locked l LEFT JOIN upd ON upd.id = l.id LEFT JOIN note ON true
 ORDER BY l.id
 
 -- name: delete_finished --
--- Delete the given tasks that are finished at this moment, with their history; one event.
+-- Delete the given tasks that are finished at this moment, with their history (and the
+-- workflows left without tasks); one event.
 WITH gone AS (
     DELETE FROM tasks WHERE id IN (
         SELECT id FROM tasks
         WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('succeeded', 'failed', 'cancelled')
         FOR UPDATE)
-    RETURNING id
+    RETURNING id, workflow_id
 ), hist AS (
     DELETE FROM task_history WHERE task_id IN (SELECT id FROM gone)
+), flows AS (
+    DELETE FROM task_workflows w
+    WHERE w.id IN (SELECT workflow_id FROM gone)
+      AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.workflow_id = w.id
+                                              AND t.id NOT IN (SELECT id FROM gone))
 ), note AS (
     SELECT pg_notify('taskservice', json_build_object(
         'event', 'tasks_deleted',
@@ -1031,6 +1033,139 @@ WITH gone AS (
     WHERE EXISTS (SELECT 1 FROM gone)
 )
 SELECT gone.id FROM gone LEFT JOIN note ON true ORDER BY gone.id
+
+-- name: lock_prunable --
+-- Lock the next window of tasks finished before a cutoff: its tasks of one status, with kin.
+-- The window is the next `limit` tasks in (finished_at, id) order after the position
+-- (after_at, after_id) that finished more than `age` seconds ago, whatever their status
+-- (idx_finished_at; the limit bounds the scan). Its tasks of `status` are locked with
+-- their kin, which prune_finished may delete with them: their parents (a parent kept for
+-- its child goes with it), the tasks up their failed_parent_id links (what cancelled
+-- them, transitively) and every task those cancelled in turn; finished ones only (a
+-- running parent is never held up). SKIP LOCKED: a task someone holds waits for a later
+-- run. Returns the locked ids and the window's length and last position. The recursive
+-- parts start from tasks with a failed parent or with dependents only (few, by the
+-- column statistics), so the plan stays cheap.
+WITH RECURSIVE scan AS MATERIALIZED (
+    SELECT id, status, finished_at FROM tasks
+    WHERE finished_at IS NOT NULL
+      AND finished_at < now() - make_interval(secs => %(age)s)
+      AND finished_at >= %(after_at)s AND (finished_at, id) > (%(after_at)s, %(after_id)s)
+    ORDER BY finished_at, id
+    LIMIT %(limit)s
+), seeds AS MATERIALIZED (
+    SELECT id FROM scan WHERE status = %(status)s
+    UNION
+    SELECT d.parent_id FROM task_dependencies d
+    WHERE d.child_id IN (SELECT id FROM scan WHERE status = %(status)s)
+), up (id) AS (
+    SELECT t.failed_parent_id FROM tasks t
+    WHERE t.id IN (SELECT id FROM seeds) AND t.failed_parent_id IS NOT NULL
+    UNION
+    SELECT t.failed_parent_id FROM up JOIN tasks t ON t.id = up.id
+    WHERE t.failed_parent_id IS NOT NULL
+), top AS MATERIALIZED (
+    SELECT id FROM seeds UNION SELECT id FROM up
+), down (id) AS (
+    SELECT c.id FROM tasks t JOIN tasks c ON c.failed_parent_id = t.id
+    WHERE t.id IN (SELECT id FROM top) AND t.has_dependents
+    UNION
+    SELECT c.id FROM down JOIN tasks c ON c.failed_parent_id = down.id
+), locked AS (
+    SELECT id FROM tasks
+    WHERE id IN (SELECT id FROM top UNION SELECT id FROM down) AND finished_at IS NOT NULL
+    ORDER BY id FOR UPDATE SKIP LOCKED
+)
+SELECT (SELECT coalesce(array_agg(id ORDER BY id), ARRAY[]::bigint[]) FROM locked),
+       (SELECT count(*) FROM scan), last.finished_at, last.id
+FROM (SELECT 1) one
+LEFT JOIN (SELECT finished_at, id FROM scan ORDER BY finished_at DESC, id DESC LIMIT 1) last
+    ON true
+
+-- name: prune_finished --
+-- Delete the given locked tasks that may go now, their history and emptied workflows.
+-- A task may go when it finished longer ago than its status's retention (`statuses` with
+-- `ages` in seconds; a status not listed is kept), every child it has may go too (a
+-- parent stays while a child may still run or be retried, so ctx.parent_results stays
+-- whole), and the task whose failure cancelled it (failed_parent_id) is gone or goes
+-- with it (a retry of that task brings it back). The re-check is here, in the deleting
+-- statement, after lock_prunable locked `ids` in the same transaction: it sees every
+-- change made before those locks, nobody can add a child to a locked task, and the
+-- children it relies on are locked here (FOR KEY SHARE: a retry waits; one someone holds
+-- counts as kept). Not a transition: no history row (the history goes with its task);
+-- one tasks_pruned event. Returns per final status: tasks and history rows deleted, and
+-- the workflows deleted.
+WITH RECURSIVE retention AS (
+    SELECT * FROM unnest(%(statuses)s::text[], %(ages)s::float8[]) AS r(status, age)
+    WHERE r.age > 0
+), edges AS MATERIALIZED (
+    SELECT parent_id, child_id FROM task_dependencies WHERE parent_id = ANY(%(ids)s::bigint[])
+), children AS MATERIALIZED (
+    SELECT id, status, finished_at FROM tasks WHERE id IN (SELECT child_id FROM edges)
+    FOR KEY SHARE SKIP LOCKED
+), given AS MATERIALIZED (
+    SELECT id, status, finished_at, failed_parent_id FROM tasks
+    WHERE id = ANY(%(ids)s::bigint[])
+), holding AS (
+    SELECT e.parent_id FROM edges e WHERE e.child_id NOT IN (
+        SELECT c.id FROM children c JOIN retention r ON r.status = c.status
+        WHERE c.finished_at < now() - make_interval(secs => r.age))
+), expired AS MATERIALIZED (
+    SELECT t.id, t.failed_parent_id FROM given t JOIN retention r ON r.status = t.status
+    WHERE t.finished_at < now() - make_interval(secs => r.age)
+      AND t.id NOT IN (SELECT parent_id FROM holding)
+), blocked (id) AS (
+    SELECT e.id FROM expired e
+    WHERE e.failed_parent_id IS NOT NULL AND e.failed_parent_id NOT IN (SELECT id FROM expired)
+      AND EXISTS (SELECT 1 FROM tasks p WHERE p.id = e.failed_parent_id)
+    UNION
+    SELECT e.id FROM blocked b JOIN expired e ON e.failed_parent_id = b.id
+), gone AS (
+    DELETE FROM tasks
+    WHERE id IN (SELECT id FROM expired) AND id NOT IN (SELECT id FROM blocked)
+    RETURNING id, status, workflow_id
+), hist AS (
+    DELETE FROM task_history WHERE task_id IN (SELECT id FROM gone) RETURNING task_id
+), flows AS (
+    DELETE FROM task_workflows w
+    WHERE w.id IN (SELECT workflow_id FROM gone)
+      AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.workflow_id = w.id
+                                              AND t.id NOT IN (SELECT id FROM gone))
+    RETURNING w.id
+), per_status AS (
+    SELECT g.status, count(DISTINCT g.id) AS tasks, count(h.task_id) AS history
+    FROM gone g LEFT JOIN hist h ON h.task_id = g.id GROUP BY g.status
+), note AS (
+    SELECT pg_notify('taskservice', json_build_object(
+        'event', 'tasks_pruned', 'status', %(status)s::text,
+        'count', (SELECT count(*) FROM gone), 'history', (SELECT count(*) FROM hist),
+        'workflows', (SELECT count(*) FROM flows),
+        'ids', (SELECT coalesce(json_agg(id), '[]') FROM
+                  (SELECT id FROM gone ORDER BY id LIMIT 100) s)
+    )::text) AS sent
+    WHERE EXISTS (SELECT 1 FROM gone)
+)
+SELECT p.status, p.tasks, p.history, (SELECT count(*) FROM flows)
+FROM per_status p LEFT JOIN note ON true ORDER BY p.status
+
+-- name: count_prunable --
+-- About what pruning would delete of one status now: its tasks past retention whose
+-- children may go too (see prune_finished), and their history rows.
+WITH retention AS (
+    SELECT * FROM unnest(%(statuses)s::text[], %(ages)s::float8[]) AS r(status, age)
+    WHERE r.age > 0
+), expired AS MATERIALIZED (
+    SELECT t.id FROM tasks t JOIN retention r ON r.status = t.status
+    WHERE t.status = %(status)s AND t.finished_at IS NOT NULL
+      AND t.finished_at < now() - make_interval(secs => r.age)
+      AND (NOT t.has_dependents OR NOT EXISTS (
+          SELECT 1 FROM task_dependencies d JOIN tasks c ON c.id = d.child_id
+          WHERE d.parent_id = t.id AND NOT EXISTS (
+              SELECT 1 FROM retention rc WHERE rc.status = c.status
+                AND c.finished_at < now() - make_interval(secs => rc.age))))
+)
+SELECT (SELECT count(*) FROM expired),
+       (SELECT count(*) FROM task_history h WHERE h.task_id IN (SELECT id FROM expired))
 
 -- name: send_event --
 -- Send one event, built by tasks/engine/events.py payload(), inside the current transaction.

@@ -19,7 +19,7 @@ from tasks.engine.events import CHANNEL, payload
 from tasks.engine.sql import run
 from tasks.exceptions import InvalidTransition, TaskNotFound
 from tasks.models import Task
-from tasks.states import parse_id
+from tasks.states import CLAIMABLE, parse_id
 
 CANCEL_DETAILS = "cancelled"
 RETRY_DETAILS = "requeued by a person"
@@ -140,7 +140,7 @@ def run_now(task_id: int, *, reason: str = "") -> Task:
         raise TaskNotFound(task_id)
     changed, status, _ = found[pk]
     if not changed:
-        due = " and already due" if status in ("queued", "retrying") else ""
+        due = " and already due" if status in CLAIMABLE else ""
         raise InvalidTransition(pk, f"{status}{due}", "run now")
     return Task.objects.get(pk=pk)
 
@@ -158,7 +158,7 @@ def run_now_many(task_ids: Iterable[Any], *, reason: str = "") -> BulkResult:
             result.skipped[task_id] = "not found"
         elif row[0]:
             result.done.append(task_id)
-        elif row[1] in ("queued", "retrying"):
+        elif row[1] in CLAIMABLE:
             result.skipped[task_id] = "already due"
         else:
             result.skipped[task_id] = f"already {row[1]}"

@@ -9,7 +9,8 @@ Roles, one module each, meeting in one `Slots` object:
 - heartbeat ("housekeeping" thread): leases, cancel polling without LISTEN;
 - listener thread (LISTEN): wakes the dispatcher on new work and hears cancellations;
 - maintainer (tasks/maintenance/): every worker stands for election; the one leader of the
-  cluster rescues expired leases, forgets silent workers and prunes finished tasks.
+  cluster rescues expired leases, forgets silent workers, prunes finished tasks and
+  enqueues the due ticks of schedules (the scheduler).
 
 A side thread that ends while the worker runs is a bug: the worker logs which one died,
 stops as it would on SIGTERM, and `run` returns 1. All database work retries through

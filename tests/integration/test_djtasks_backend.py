@@ -230,11 +230,11 @@ def test_a_task_waiting_for_its_parent_reads_as_ready_until_it_runs():
     assert read.status == TaskResultStatus.RUNNING
 
 
-@pytest.mark.django_db(transaction=True)  # the reconciler compares leases with now()
+@pytest.mark.django_db(transaction=True)  # the rescue compares leases with now()
 def test_a_lost_worker_reads_as_a_worker_lost_error():
     result = app.add.enqueue(1, 2)
     engine.claim(worker_id="w-gone", limit=1, lease_seconds=0.01)
-    assert wait_until(engine.reconcile, timeout=5) == {int(result.id): "retrying"}
+    assert wait_until(engine.rescue_expired, timeout=5) == {int(result.id): "retrying"}
     result.refresh()
     assert result.status == TaskResultStatus.READY and result.worker_ids == ["w-gone"]
     [error] = result.errors
@@ -256,7 +256,10 @@ def test_errors_come_from_the_history_columns_not_the_text():
 
 def test_get_result_of_unknown_ids_raises_the_frameworks_error():
     other = engine.enqueue(name="not a django task", type="simulate", payload={})
-    for bad in ("999999999", "abc", str(2**70), "-1", str(other.pk)):
+    real = app.add.enqueue(1, 2)
+    # Only the one id parser's ids (tasks.states.parse_id): no sign, no other digits.
+    for bad in ("999999999", "abc", str(2**70), "-1", str(other.pk), f"+{real.id}",
+                f"{real.id}.0", "\u0663", None):
         with pytest.raises(TaskResultDoesNotExist):
             task_backends["default"].get_result(bad)
     fails = app.fails.enqueue("x")

@@ -483,7 +483,7 @@ def test_complete_of_a_stale_attempt_changes_nothing():
     task = enqueue()
     first = claim_one()
     expire_lease(task.pk)
-    assert engine.reconcile() == {task.pk: Status.RETRYING}
+    assert engine.rescue_expired() == {task.pk: Status.RETRYING}
     make_due(task.pk)  # past the backoff
     second = claim_one()  # the same worker wins the task again: attempt 2
     assert second.attempt == first.attempt + 1
@@ -500,7 +500,7 @@ def test_complete_after_the_task_was_taken_over_changes_nothing():
     task = enqueue()
     first = claim_one(WORKER)
     expire_lease(task.pk)
-    engine.reconcile()
+    engine.rescue_expired()
     make_due(task.pk)
     claim_one(OTHER_WORKER)
     before, n = fresh(task), len(events(task.pk))
@@ -880,15 +880,15 @@ def test_heartbeat_updates_the_worker_row():
     assert Worker.objects.get(pk=WORKER).last_seen == db_now()
 
 
-# --- reconcile -----------------------------------------------------------------------
+# --- rescue and reap -------------------------------------------------------------------
 
 
-def test_reconcile_requeues_an_expired_lease_naming_the_lost_worker():
+def test_rescue_requeues_an_expired_lease_naming_the_lost_worker():
     task = enqueue(max_retries=2)
     claim_one(WORKER)
-    assert engine.reconcile() == {}  # the lease is still valid
+    assert engine.rescue_expired() == {}  # the lease is still valid
     expire_lease(task.pk)
-    assert engine.reconcile() == {task.pk: Status.RETRYING}
+    assert engine.rescue_expired() == {task.pk: Status.RETRYING}
     stored = fresh(task)
     assert stored.status == Status.RETRYING
     assert stored.retry_count == 1
@@ -904,11 +904,11 @@ def test_reconcile_requeues_an_expired_lease_naming_the_lost_worker():
     assert claim_one(OTHER_WORKER).attempt == 2
 
 
-def test_reconcile_fails_an_expired_task_with_no_retries_left():
+def test_rescue_fails_an_expired_task_with_no_retries_left():
     task = enqueue(max_retries=0)
     claim_one()
     expire_lease(task.pk)
-    assert engine.reconcile() == {task.pk: Status.FAILED}
+    assert engine.rescue_expired() == {task.pk: Status.FAILED}
     stored = fresh(task)
     assert stored.status == Status.FAILED
     assert stored.finished_at is not None
@@ -917,12 +917,12 @@ def test_reconcile_fails_an_expired_task_with_no_retries_left():
     assert "no retries left" in h.details
 
 
-def test_reconcile_cancels_an_expired_task_whose_cancel_was_requested():
+def test_rescue_cancels_an_expired_task_whose_cancel_was_requested():
     task = enqueue(max_retries=3)
     claim_one()
     engine.cancel(task.pk)
     expire_lease(task.pk)
-    assert engine.reconcile() == {task.pk: Status.CANCELLED}
+    assert engine.rescue_expired() == {task.pk: Status.CANCELLED}
     stored = fresh(task)
     assert stored.status == Status.CANCELLED
     assert stored.retry_count == 0
@@ -931,7 +931,7 @@ def test_reconcile_cancels_an_expired_task_whose_cancel_was_requested():
     assert "cancelled as requested" in h.details
 
 
-def test_reconcile_leaves_other_tasks_alone():
+def test_rescue_leaves_other_tasks_alone():
     queued = enqueue()
     running = enqueue()
     done = enqueue()
@@ -939,48 +939,42 @@ def test_reconcile_leaves_other_tasks_alone():
     engine.complete(worker_id=WORKER, outcomes=[outcome(c_done)])
     expire_lease(c_done.id)
     before = {t.pk: (t.status, t.updated_at) for t in Task.objects.all()}
-    assert engine.reconcile() == {}
+    assert engine.rescue_expired() == {}
     assert {t.pk: (t.status, t.updated_at) for t in Task.objects.all()} == before
     assert {queued.pk, running.pk, done.pk} == set(before)
 
 
-def test_reconcile_respects_its_limit():
+def test_rescue_respects_its_limit():
     for _ in range(3):
         enqueue()
     for task_id in claim_ids(limit=3):
         expire_lease(task_id)
-    assert len(engine.reconcile(limit=2)) == 2
-    assert len(engine.reconcile(limit=2)) == 1
+    assert len(engine.rescue_expired(limit=2)) == 2
+    assert len(engine.rescue_expired(limit=2)) == 1
 
 
-@pytest.mark.parametrize("lock_kind", ["session", "transaction"])
-def test_reconcile_skips_while_another_session_holds_the_lock(lock_kind):
+@pytest.mark.django_db(transaction=True)
+def test_rescue_skips_a_task_another_session_holds_and_takes_it_once_free():
     task = enqueue()
     claim_one()
     expire_lease(task.pk)
-    with psycopg.connect(**connect_kwargs(), autocommit=(lock_kind == "session")) as other:
-        if lock_kind == "session":
-            other.execute("SELECT pg_advisory_lock(%s)", [engine.RECONCILE_LOCK_KEY])
-        else:
-            other.execute("SELECT pg_advisory_xact_lock(%s)", [engine.RECONCILE_LOCK_KEY])
-        assert engine.reconcile() is None
+    with psycopg.connect(**connect_kwargs()) as other:  # e.g. another rescuer mid-batch
+        other.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", [task.pk])
+        assert engine.rescue_expired() == {}
         assert fresh(task).status == Status.RUNNING
         assert "lease_expired" not in events(task.pk)
-        if lock_kind == "session":
-            other.execute("SELECT pg_advisory_unlock(%s)", [engine.RECONCILE_LOCK_KEY])
-        else:
-            other.rollback()
-    assert engine.reconcile() == {task.pk: Status.RETRYING}
+        other.rollback()
+    assert engine.rescue_expired() == {task.pk: Status.RETRYING}
 
 
-def test_reconcile_deletes_stale_worker_rows():
+def test_reap_deletes_stale_worker_rows():
     engine.register_worker(worker_id="gone:1:x", hostname="gone", pid=1, queues=[],
                            concurrency=1)
     engine.register_worker(worker_id="alive:2:y", hostname="alive", pid=2, queues=["a"],
                            concurrency=2)
     sql("UPDATE task_workers SET last_seen = now() - interval '10 minutes' "
         "WHERE id = 'gone:1:x'")
-    assert engine.reconcile(worker_timeout=60) == {}
+    assert engine.reap_workers(window=60) == ["gone:1:x"]
     assert list(Worker.objects.values_list("id", flat=True)) == ["alive:2:y"]
 
 

@@ -21,7 +21,7 @@ from tasks import engine
 from tasks.engine.sql import QUERIES
 from tasks.engine.submit import COPY_MIN_TASKS
 from tasks.listener import connect_kwargs
-from tasks.models import Task, TaskHistory
+from tasks.models import Task, TaskHistory, Workflow
 from tasks.states import FINISHED, Event, Status
 from tests.integration.conftest import WORKER, enqueue, expire_lease, outcome, sql
 
@@ -266,3 +266,47 @@ def test_delete_finished_rechecks_the_status_in_the_statement():
     sql("UPDATE tasks SET status = 'queued' WHERE id = %s", [task.pk])
     assert engine.delete_finished([task.pk]).skipped == {task.pk: "still queued: cancel it first"}
     assert Task.objects.filter(pk=task.pk).exists()
+
+
+def test_every_statement_that_deletes_tasks_deletes_their_history_and_notifies():
+    deleting = {name for name, text in QUERIES.items() if "DELETE FROM tasks" in text}
+    assert deleting == {"delete_finished", "prune_finished"}
+    for name in deleting:
+        assert "DELETE FROM task_history" in QUERIES[name], name
+        assert "pg_notify(" in QUERIES[name], name
+
+
+def test_delete_finished_deletes_a_workflow_with_its_last_task(listen):
+    workflow, (first, second) = engine.enqueue_workflow(
+        [{"name": "a", "type": "count"}, {"name": "b", "type": "count"}])
+    engine.cancel_many([first.pk, second.pk])
+    engine.delete_finished([first.pk])
+    assert Workflow.objects.filter(pk=workflow.pk).exists()
+    engine.delete_finished([second.pk])
+    assert not Workflow.objects.filter(pk=workflow.pk).exists()
+
+
+def test_prune_finished_deletes_the_tasks_their_history_and_sends_one_event(listen):
+    runs = _claimed(3)
+    engine.complete(worker_id=WORKER, outcomes=[outcome(c) for c in runs])
+    old = [c.id for c in runs[:2]]
+    sql("UPDATE tasks SET finished_at = now() - interval '2 hours' WHERE id = ANY(%s)", [old])
+    kept = enqueue()
+    listen()
+    batch = engine.prune_finished(status="succeeded", retention={"succeeded": 3600}, limit=10)
+    assert (batch.tasks, batch.history, batch.scanned) == ({"succeeded": 2}, {"succeeded": 6}, 2)
+    assert set(Task.objects.values_list("pk", flat=True)) == {runs[2].id, kept.pk}
+    assert not TaskHistory.objects.filter(task_id__in=old).exists()
+    assert listen() == [{"event": "tasks_pruned", "status": "succeeded", "count": 2,
+                         "history": 6, "workflows": 0, "ids": sorted(old)}]
+    again = engine.prune_finished(status="succeeded", retention={"succeeded": 3600},
+                                  limit=10, after=batch.position)
+    assert (again.tasks, again.scanned, again.position) == ({}, 0, None)
+    assert listen() == []
+
+
+@pytest.mark.parametrize("status, retention", [
+    ("running", {"running": 60}), ("succeeded", {"succeeded": 0}), ("failed", {})])
+def test_prune_finished_needs_a_finished_status_with_a_retention(status, retention):
+    with pytest.raises(ValueError, match="not a finished status with a retention"):
+        engine.prune_finished(status=status, retention=retention, limit=10)

@@ -271,20 +271,22 @@ def test_recent_tasks_and_statuses_kept_forever_stay():
 
 
 @pytest.mark.django_db
-def test_a_task_retried_between_selection_and_deletion_is_not_deleted():
+def test_a_task_retried_after_locking_is_not_deleted_by_the_re_check():
     ids = make_finished(3, status="failed", ago="2 hours")
-    pruner = Pruner(PrunerConfig(interval=1, batch_size=10, retention={"failed": 3600}))
-    batch = pruner.select("failed", 3600)
-    assert batch.ids == ids
-    engine.retry(ids[1], reason="a person retried it")  # after selection, before deletion
-    assert pruner.delete(batch) == (2, 6)
+    window = engine.lock_prunable(status="failed", age=3600, limit=10)
+    assert (window.ids, window.scanned) == (ids, 3)
+    # Retried by this same transaction (another would wait for the lock): the deleting
+    # statement re-checks each task's status and age itself.
+    engine.retry(ids[1], reason="a person retried it")
+    batch = engine.prune_locked(window.ids, status="failed", retention={"failed": 3600})
+    assert (batch.tasks, batch.history) == ({"failed": 2}, {"failed": 6})
     survivor = Task.objects.get()
     assert (survivor.pk, survivor.status) == (ids[1], Status.QUEUED)
     assert events(ids[1])[-1] == "task_requeued" and history_count([ids[1]]) == 4
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_task_locked_by_someone_else_is_skipped_not_waited_for():
+def test_a_task_locked_by_someone_else_is_skipped_and_taken_by_the_next_full_walk():
     ids = make_finished(3, ago="2 hours")
     pruner = Pruner(PrunerConfig(interval=1, batch_size=10, retention={"succeeded": 3600}))
     with psycopg.connect(**connect_kwargs()) as other:  # e.g. a retry in progress
@@ -295,7 +297,29 @@ def test_a_task_locked_by_someone_else_is_skipped_not_waited_for():
         assert time.monotonic() - started < 2
         other.rollback()
     assert list(Task.objects.values_list("pk", flat=True)) == [ids[0]]
-    assert pruner.run_once() == 1  # the next run takes it
+    # The next run goes on from where this one stopped, past the skipped task ...
+    newer = make_finished(2, ago="90 minutes")
+    assert pruner.run_once() == 2 and set(pruner.last.tasks) == {"succeeded"}
+    assert list(Task.objects.values_list("pk", flat=True)) == [ids[0]]
+    assert newer[0] not in Task.objects.values_list("pk", flat=True)
+    # ... and the next full walk, from the oldest, takes it.
+    full = Pruner(PrunerConfig(interval=1, batch_size=10, retention={"succeeded": 3600},
+                               sweep=0))
+    assert full.run_once() == 1 and not Task.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_run_reads_only_what_finished_since_the_last_and_a_sweep_reads_everything():
+    make_finished(5, ago="3 hours")
+    pruner = Pruner(PrunerConfig(interval=1, batch_size=2, rest=0,
+                                 retention={"succeeded": 3600}))
+    assert pruner.run_once() == 5
+    first = pruner.position["succeeded"]
+    assert pruner.run_once() == 0 and pruner.position["succeeded"] == first
+    kept = make_finished(1, status="failed", ago="2 hours")  # retained: failed kept forever
+    make_finished(2, ago="2 hours")
+    assert pruner.run_once() == 2 and pruner.position["succeeded"] > first
+    assert list(Task.objects.values_list("pk", flat=True)) == kept
 
 
 @pytest.mark.django_db(transaction=True)

@@ -166,7 +166,7 @@ def test_bulk_cancel_and_retry_of_a_mix_send_one_event_per_kind_of_change(listen
         {"event": "task_requeued", "count": 2, "ids": sorted([failed.pk, waiting.pk])}]
 
 
-def test_person_actions_and_the_reconciler_send_their_events(listener):
+def test_person_actions_and_the_rescuer_send_their_events(listener):
     running, waiting, lost = enqueue(), enqueue(), enqueue()
     engine.claim(worker_id=WORKER, limit=1)  # `running` (FIFO)
     listener.until_sentinel()
@@ -188,7 +188,7 @@ def test_person_actions_and_the_reconciler_send_their_events(listener):
     engine.claim(worker_id=WORKER, limit=1)
     expire_lease(lost.pk)
     listener.until_sentinel()
-    assert engine.reconcile() == {lost.pk: "retrying"}
+    assert engine.rescue_expired() == {lost.pk: "retrying"}
     assert [(e["event"], e["ids"]) for e in listener.until_sentinel()] == [
         ("lease_expired", [lost.pk])]
     # lease_expired wakes idle workers: the task is due again.

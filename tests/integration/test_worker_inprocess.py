@@ -32,7 +32,6 @@ from tests.integration.conftest import (
     outcome,
 )
 from tests.support.plugins import TEST_PLUGINS
-from tests.support.processes import wait_until
 
 # A file name that is not UTF-8, decoded the way Python decodes file names
 # (surrogateescape): it holds a lone surrogate.
@@ -163,12 +162,11 @@ def test_a_lost_lease_stops_the_run_and_leaves_the_newer_run_alone(start_worker)
     task = enqueue(payload={"sleep": 60}, max_retries=1)
     w.events.wait("claimed", where=lambda info: task.pk in [t.id for t in info["tasks"]])
 
-    # The worker stalls past its lease: the reconciler recovers the task and another
+    # The worker stalls past its lease: the rescuer recovers the task and another
     # worker claims it, all in one transaction so no heartbeat slips in between.
     with transaction.atomic():
         expire_lease(task.pk)
-        # None while the worker's own reconcile holds the reconciler's lock.
-        assert wait_until(engine.reconcile, timeout=10) == {task.pk: "retrying"}
+        assert engine.rescue_expired() == {task.pk: "retrying"}
         make_due(task.pk)  # the rescue backed off; the other worker claims at once
         [newer] = engine.claim(worker_id=OTHER_WORKER, limit=1)
     assert newer.id == task.pk and newer.attempt == 2

@@ -23,6 +23,7 @@ from plugins.base import PayloadError, TaskCancelled, TaskContext
 from plugins.query_checks import query_database_problems
 from tasks import engine
 from tasks.exceptions import InvalidTask
+from tasks.maintenance.maintainer import MAINTAINER_LOCK_KEY, Maintainer
 from tasks.models import Task
 from tests.support import processes
 from tests.support.processes import wait_until
@@ -120,16 +121,21 @@ def test_session_limits_and_a_fresh_session_per_run(run_query_on):
     assert run_query_on.sessions() == 0  # the connection was closed after the run
 
 
-def test_an_advisory_lock_does_not_block_the_reconciler(run_query_on):
-    holder = Run({"sql": "SELECT pg_advisory_lock(%s), pg_sleep(60)",
-                  "params": [engine.RECONCILE_LOCK_KEY]})
+def test_an_advisory_lock_does_not_block_the_maintainer(run_query_on):
+    key = MAINTAINER_LOCK_KEY
+    holder = Run({"sql": "SELECT pg_advisory_lock(%s), pg_sleep(60)", "params": [key]})
     try:
         wait_until(lambda: run_query_on.admin(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            f"AND objid = {engine.RECONCILE_LOCK_KEY}")[0][0] == 1,
-            timeout=10, message="run_query did not take the advisory lock")
-        # Its own database is its own lock space: the reconciler still gets its lock.
-        assert engine.reconcile() is not None
+            f"AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = {key}")[0][0]
+            == 1, timeout=10, message="run_query did not take the advisory lock")
+        # Its own database is its own lock space: a maintainer still takes the leader lock.
+        maintainer = Maintainer([], election_interval=0.1)
+        maintainer.start()
+        try:
+            assert maintainer.leading.wait(10)
+        finally:
+            maintainer.stop()
     finally:
         holder.ctx.cancel("cancelled")
         with pytest.raises(TaskCancelled):

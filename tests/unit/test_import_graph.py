@@ -4,7 +4,8 @@ settings hand to import_module).
 
 A cycle hidden in a function body (a "lazy" import) still ties two modules together: each
 needs the other to work, and the order they load in decides whether they do. The layers in
-DESIGN.md run one way; this test holds them to it.
+DESIGN.md run one way; these tests hold them to it: no cycles, wings that do not import
+each other, and nothing below the wings that imports one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 # Edges (importer, imported) left out of the graph, each with a comment naming the cycle
 # it closes and why it cannot be broken yet. None today.
 KNOWN_EXCEPTIONS: set[tuple[str, str]] = set()
+
+# DESIGN.md's layers: the wings call the engine and the selectors, never each other; the
+# engine, the services and the rules below them import no wing.
+WINGS = ("tasks.api", "tasks.admin", "tasks.live", "tasks.djtasks", "tasks.management")
+BELOW_THE_WINGS = ("tasks.engine", "tasks.maintenance", "tasks.worker", "tasks.states",
+                   "tasks.conf", "tasks.models", "plugins")
 
 
 def module_name(path: Path) -> str:
@@ -172,3 +179,36 @@ def test_a_dotted_path_string_is_an_import(tmp_path):
         "tasks.plugin"}
     modules["plugins.registry"].write_text('"""Docs naming tasks.plugin.Plugin."""\n')
     assert imports_of("plugins.registry", modules["plugins.registry"], modules) == set()
+
+
+def _within(module: str, packages: tuple[str, ...]) -> str | None:
+    return next((p for p in packages if module == p or module.startswith(p + ".")), None)
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Imports (edges of the graph) that cross DESIGN.md's layers the wrong way."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        wing, below = _within(module, WINGS), _within(module, BELOW_THE_WINGS)
+        for target in sorted(targets):
+            other = _within(target, WINGS)
+            if other and wing and other != wing:
+                found.append(f"{module} -> {target} (one wing importing another)")
+            elif other and below:
+                found.append(f"{module} -> {target} ({below} imports a wing)")
+    return found
+
+
+def test_wings_import_no_other_wing_and_nothing_below_them_imports_a_wing():
+    assert layer_violations(import_graph()) == []
+
+
+def test_the_layer_check_reports_both_kinds_of_crossing():
+    graph = {"tasks.admin.x": {"tasks.live.y", "tasks.admin.z", "tasks.engine"},
+             "tasks.engine.runs": {"tasks.api.views", "tasks.states"},
+             "plugins.registry": {"tasks.djtasks.plugin"},
+             "tasks.apps": {"tasks.djtasks.plugin", "tasks.admin"}}
+    assert layer_violations(graph) == [
+        "plugins.registry -> tasks.djtasks.plugin (plugins imports a wing)",
+        "tasks.admin.x -> tasks.live.y (one wing importing another)",
+        "tasks.engine.runs -> tasks.api.views (tasks.engine imports a wing)"]
