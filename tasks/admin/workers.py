@@ -80,4 +80,4 @@ class WorkerAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
-        return False  # the reconciler forgets silent workers
+        return False  # the reaper forgets silent workers

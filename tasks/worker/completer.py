@@ -95,7 +95,7 @@ class Completer:
         writer = WRITERS[kind]
         try:
             # Keep retrying through an outage. If the process dies first, the leases
-            # expire and the reconciler recovers the tasks.
+            # expire and the rescuer recovers the tasks.
             with_db_retry(f"write {kind}",
                           lambda: writer(worker_id=self.worker_id, outcomes=outcomes),
                           stop=lambda: False)
@@ -117,4 +117,4 @@ class Completer:
                 outcome.error_message = outcome.error
                 self._write_group(FAIL, [outcome])
             # Otherwise the task stays running until its lease expires (once this worker
-            # stops renewing it); the reconciler then settles it.
+            # stops renewing it); the rescuer then settles it.

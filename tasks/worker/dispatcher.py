@@ -1,7 +1,7 @@
 """The dispatcher: the worker's main loop. It claims as many due tasks as there are free
 slots, in one statement, and hands them to the executors.
 
-It sleeps until a slot frees up or there may be work: a LISTEN wake-up, the reconciler
+It sleeps until a slot frees up or there may be work: a LISTEN wake-up, the rescuer
 recovering tasks, or the poll fallback (sooner when a deferred task falls due or a
 rate-limited queue's next token does, since those send no event). Paused and limited
 queues never make it spin: their tasks count as due only when a claim could take them.

@@ -79,7 +79,7 @@ def test_four_workers_drain_2000_tasks_each_exactly_once(worker_factory, count_f
     assert all(p.poll() is None for p in procs)
 
 
-def test_kill_9_mid_task_is_recovered_by_the_reconciler(worker_factory, count_file):
+def test_kill_9_mid_task_is_recovered_by_the_rescuer(worker_factory, count_file):
     task = engine.enqueue(name="long", type="count", payload={"sleep": 60, "only_attempt": 1})
     doomed = worker_factory("--worker-id", "doomed", COUNT_FILE=str(count_file), **FAST)
     wait_until(lambda: running_on(task, "doomed"), timeout=20)
