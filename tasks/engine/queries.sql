@@ -204,7 +204,7 @@ WITH ctl AS MATERIALIZED (
         locked_until = now() + make_interval(secs => %(lease)s),
         attempts = t.attempts + 1, started_at = now(), updated_at = now(),
         cancel_requested_at = NULL
-    FROM picked WHERE t.id = picked.id
+    FROM picked WHERE t.id = picked.id AND t.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING t.id, t.name, t.type, t.payload, t.queue, t.priority, t.attempts,
               t.retry_count, t.max_retries, t.timeout_seconds
 ), hist AS (
@@ -221,9 +221,10 @@ WITH ctl AS MATERIALIZED (
     )::text) AS sent
     WHERE EXISTS (SELECT 1 FROM claimed)
 )
--- One row per claimed task, or one row of NULLs when none; the last column counts the
--- limited queues (not paused) left to claim_limited.
-SELECT claimed.*, k.limited
+-- One row per claimed task, or one row of NULLs when none; the last columns count the
+-- limited queues (not paused) left to claim_limited and give the table's size in bytes
+-- (tasks.engine.sql: statements prepared on a much smaller table are planned again).
+SELECT claimed.*, k.limited, pg_relation_size('tasks') AS table_bytes
 FROM (SELECT count(*) FILTER (WHERE NOT paused) AS limited FROM ctl) k
 LEFT JOIN claimed ON true LEFT JOIN note ON true
 ORDER BY claimed.priority DESC, claimed.id
@@ -262,7 +263,7 @@ WITH ctl AS MATERIALIZED (
         locked_until = now() + make_interval(secs => %(lease)s),
         attempts = t.attempts + 1, started_at = now(), updated_at = now(),
         cancel_requested_at = NULL
-    FROM picked WHERE t.id = picked.id
+    FROM picked WHERE t.id = picked.id AND t.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING t.id, t.name, t.type, t.payload, t.queue, t.priority, t.attempts,
               t.retry_count, t.max_retries, t.timeout_seconds
 ), hist AS (
@@ -279,9 +280,10 @@ WITH ctl AS MATERIALIZED (
     )::text) AS sent
     WHERE EXISTS (SELECT 1 FROM claimed)
 )
--- One row per claimed task, or one row of NULLs when none; the last column counts the
--- limited queues (not paused) left to claim_limited.
-SELECT claimed.*, k.limited
+-- One row per claimed task, or one row of NULLs when none; the last columns count the
+-- limited queues (not paused) left to claim_limited and give the table's size in bytes
+-- (tasks.engine.sql: statements prepared on a much smaller table are planned again).
+SELECT claimed.*, k.limited, pg_relation_size('tasks') AS table_bytes
 FROM (SELECT count(*) FILTER (WHERE NOT paused) AS limited FROM ctl) k
 LEFT JOIN claimed ON true LEFT JOIN note ON true
 ORDER BY claimed.priority DESC, claimed.id
@@ -340,7 +342,7 @@ WITH q AS MATERIALIZED (
         locked_until = statement_timestamp() + make_interval(secs => %(lease)s),
         attempts = t.attempts + 1, started_at = statement_timestamp(),
         updated_at = statement_timestamp(), cancel_requested_at = NULL
-    FROM picked WHERE t.id = picked.id
+    FROM picked WHERE t.id = picked.id AND t.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING t.id, t.name, t.type, t.payload, t.queue, t.priority, t.attempts,
               t.retry_count, t.max_retries, t.timeout_seconds
 ), spent AS (
@@ -516,7 +518,8 @@ WITH input AS (
     SET status = 'succeeded', result = i.result::jsonb, finished_at = now(),
         updated_at = now(), locked_by = NULL, locked_until = NULL
     FROM input i
-    WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
+    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status = 'running'
+      AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
     RETURNING t.id, t.attempts, t.has_dependents
 ), hist AS (
@@ -562,7 +565,8 @@ WITH input AS (
                       WHEN 'retrying' THEN NULL ELSE now() END,
         last_error = i.error, updated_at = now(), locked_by = NULL, locked_until = NULL
     FROM input i
-    WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
+    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status = 'running'
+      AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
     RETURNING t.id, t.status, t.attempts, t.retry_count, t.max_retries, i.delay, i.error,
               i.error_class, i.error_message, i.traceback, t.has_dependents
@@ -611,7 +615,8 @@ WITH input AS (
         finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN NULL ELSE now() END,
         updated_at = now(), locked_by = NULL, locked_until = NULL
     FROM input i
-    WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
+    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status = 'running'
+      AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
     RETURNING t.id, t.status, t.attempts, i.delay, t.has_dependents
 ), hist AS (
@@ -661,7 +666,8 @@ WITH input AS (
     SET status = 'cancelled', updated_at = now(), locked_by = NULL, locked_until = NULL,
         finished_at = now()
     FROM input i
-    WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
+    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status = 'running'
+      AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
     RETURNING t.id, t.status, t.attempts, i.details, i.error_class, i.error_message,
               i.traceback, t.has_dependents
@@ -694,7 +700,8 @@ WITH input AS (
         updated_at = now(), locked_by = NULL, locked_until = NULL,
         finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN NULL ELSE now() END
     FROM input i
-    WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
+    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status = 'running'
+      AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
     RETURNING t.id, t.status, t.attempts, i.details, i.error_class, i.error_message,
               i.traceback, t.has_dependents
@@ -739,7 +746,8 @@ WITH input AS (
         locked_until = NULL,
         finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN NULL ELSE now() END
     FROM input i
-    WHERE t.id = i.id AND t.status = 'running' AND t.locked_by = %(worker)s
+    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status = 'running'
+      AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
     RETURNING t.id, t.status, i.attempt, i.details, i.error_class, i.error_message,
               i.traceback, t.has_dependents

@@ -24,7 +24,7 @@ from tasks import jsonsafe
 from tasks.backoff import backoff_delay
 from tasks.conf import engine
 from tasks.engine.spec import JSON_NUL, has_nul, loads
-from tasks.engine.sql import run
+from tasks.engine.sql import run, table_size_seen
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,9 @@ def claim(*, worker_id: str, limit: int, queues: Sequence[str] | None = None,
         params["queues"] = list(queues)
     rows = run("claim_queues" if queues else "claim_any", params)
     tasks = [_claimed(r) for r in rows if r[0] is not None]
-    if rows and rows[0][-1] and len(tasks) < limit:
+    if rows:
+        table_size_seen(rows[0][-1])
+    if rows and rows[0][-2] and len(tasks) < limit:
         tasks += _claim_limited(worker_id, limit - len(tasks), queues, lease, types, skip)
     return tasks
 

@@ -7,6 +7,7 @@ in queries.sql, where a newcomer greps the name and can paste it into psql.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,31 @@ def parse(text: str) -> dict[str, str]:
 QUERIES: dict[str, str] = parse((Path(__file__).parent / "queries.sql").read_text())
 
 
+# A prepared statement keeps the plan PostgreSQL made for the table as it was when the
+# statement was first run. A plan made while `tasks` was nearly empty (a new or truncated
+# table) reads the whole table once it has grown, for as long as the connection lives: a
+# drain that falls 10-fold. The claim reports the table's size; once it has grown
+# REPLAN_GROWTH-fold since this process's plans were made, each connection drops its
+# prepared statements before its next one, and they are planned again for what is there.
+REPLAN_GROWTH = 4
+REPLAN_MIN_BYTES = 64 * 1024  # below this every plan is cheap: no replanning for growth
+_planned_at_bytes: int | None = None
+_generation = 0  # bumped to replan; each connection remembers the one it planned under
+_planned: weakref.WeakKeyDictionary[psycopg.Connection, int] = weakref.WeakKeyDictionary()
+
+
+def table_size_seen(table_bytes: int | None) -> None:
+    """The size of `tasks` as a statement just saw it: replan if it has grown a lot."""
+    global _planned_at_bytes, _generation
+    if table_bytes is None:
+        return
+    if _planned_at_bytes is None:
+        _planned_at_bytes = table_bytes
+    elif table_bytes >= REPLAN_GROWTH * max(_planned_at_bytes, REPLAN_MIN_BYTES):
+        _planned_at_bytes = table_bytes
+        _generation += 1
+
+
 def copy(name: str, rows: Iterable[Sequence[Any]]) -> None:
     """Stream `rows` into the COPY ... FROM STDIN statement called `name` (one round trip
     for the whole stream: the client encodes rows while the server stores them)."""
@@ -68,6 +94,10 @@ def run(name: str, params: Any = None) -> list[tuple]:
         # client-side cursors never prepare), so turning it back on changes nothing else.
         conn.prepare_threshold = 5
     with connection.wrap_database_errors, psycopg.Cursor(conn) as cursor:
+        if prepare and _planned.get(conn) != _generation:
+            if conn in _planned:
+                cursor.execute("DEALLOCATE ALL")  # psycopg forgets its statements too
+            _planned[conn] = _generation
         cursor.execute(sql, params, prepare=prepare or False)
         # Not checked via cursor.description, which builds a Column per column each call.
         return cursor.fetchall()
