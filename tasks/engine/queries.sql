@@ -518,7 +518,9 @@ WITH input AS (
     SET status = 'succeeded', result = i.result::jsonb, finished_at = now(),
         updated_at = now(), locked_by = NULL, locked_until = NULL
     FROM input i
-    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status = 'running'
+    -- Found by id; status and owner are checked on the row (`|| ''`: never through an
+    -- index on status, which on stale statistics would walk every running task).
+    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status || '' = 'running'
       AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
     RETURNING t.id, t.attempts, t.has_dependents
@@ -565,7 +567,9 @@ WITH input AS (
                       WHEN 'retrying' THEN NULL ELSE now() END,
         last_error = i.error, updated_at = now(), locked_by = NULL, locked_until = NULL
     FROM input i
-    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status = 'running'
+    -- Found by id; status and owner are checked on the row (`|| ''`: never through an
+    -- index on status, which on stale statistics would walk every running task).
+    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status || '' = 'running'
       AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
     RETURNING t.id, t.status, t.attempts, t.retry_count, t.max_retries, i.delay, i.error,
@@ -615,7 +619,9 @@ WITH input AS (
         finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN NULL ELSE now() END,
         updated_at = now(), locked_by = NULL, locked_until = NULL
     FROM input i
-    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status = 'running'
+    -- Found by id; status and owner are checked on the row (`|| ''`: never through an
+    -- index on status, which on stale statistics would walk every running task).
+    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status || '' = 'running'
       AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
     RETURNING t.id, t.status, t.attempts, i.delay, t.has_dependents
@@ -666,7 +672,9 @@ WITH input AS (
     SET status = 'cancelled', updated_at = now(), locked_by = NULL, locked_until = NULL,
         finished_at = now()
     FROM input i
-    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status = 'running'
+    -- Found by id; status and owner are checked on the row (`|| ''`: never through an
+    -- index on status, which on stale statistics would walk every running task).
+    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status || '' = 'running'
       AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
     RETURNING t.id, t.status, t.attempts, i.details, i.error_class, i.error_message,
@@ -700,7 +708,9 @@ WITH input AS (
         updated_at = now(), locked_by = NULL, locked_until = NULL,
         finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN NULL ELSE now() END
     FROM input i
-    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status = 'running'
+    -- Found by id; status and owner are checked on the row (`|| ''`: never through an
+    -- index on status, which on stale statistics would walk every running task).
+    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status || '' = 'running'
       AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
     RETURNING t.id, t.status, t.attempts, i.details, i.error_class, i.error_message,
@@ -746,7 +756,9 @@ WITH input AS (
         locked_until = NULL,
         finished_at = CASE WHEN t.cancel_requested_at IS NULL THEN NULL ELSE now() END
     FROM input i
-    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status = 'running'
+    -- Found by id; status and owner are checked on the row (`|| ''`: never through an
+    -- index on status, which on stale statistics would walk every running task).
+    WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = i.id AND t.status || '' = 'running'
       AND t.locked_by = %(worker)s
       AND t.attempts = i.attempt
     RETURNING t.id, t.status, i.attempt, i.details, i.error_class, i.error_message,

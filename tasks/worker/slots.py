@@ -60,7 +60,7 @@ class Slots:
         self.concurrency = concurrency
         # A busy dispatcher claims once this many slots are free, so one statement takes
         # several tasks; a freed slot wakes it only when it crosses that mark.
-        self.batch_min = max(1, concurrency // 4)
+        self.batch_min = max(1, concurrency // 2)
         self.max_tasks = max_tasks
         self.cond = threading.Condition(threading.RLock())  # RLock: signal handlers use it
         self.running: dict[int, Job] = {}
