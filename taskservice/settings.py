@@ -43,7 +43,8 @@ if DEBUG:
     ALLOWED_HOSTS += ["127.0.0.1", "localhost", "[::1]"]
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
-# A worker process never serves HTTP; daphne's app would load Twisted (~25 MB of RSS).
+# A worker process never serves HTTP: daphne's app would load Twisted (~25 MB of RSS), and
+# the admin's discovery of every admin module (the console's pages and forms) a few more.
 IS_WORKER = sys.argv[1:2] == ["runworker"]
 
 INSTALLED_APPS = [
@@ -51,7 +52,7 @@ INSTALLED_APPS = [
     # `runworker` command and Django takes the first app's.
     *([] if IS_WORKER else ["daphne"]),
     "tasks",
-    "django.contrib.admin",
+    "django.contrib.admin.apps.SimpleAdminConfig" if IS_WORKER else "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -64,7 +65,7 @@ INSTALLED_APPS = [
     "channels",
 ]
 # Development helpers (shell_plus, ...) from the `server` extra, when it is installed.
-if importlib.util.find_spec("django_extensions"):
+if importlib.util.find_spec("django_extensions") and not IS_WORKER:
     INSTALLED_APPS.append("django_extensions")
 
 MIDDLEWARE = [
