@@ -84,6 +84,9 @@ def enqueue_many(specs: Iterable[dict[str, Any]], *, owner: Any = None,
     earlier tasks of this batch by position, so a whole graph is one call.
     """
     who = submitter(owner, origin)
+    specs = list(specs)
+    if len(specs) >= COPY_MIN_TASKS and not any(map(_needs_a_statement, specs)):
+        return _copy_many(specs, who)
     prepared, keyed = _prepare_many(specs)
     if not prepared:
         return []
@@ -119,6 +122,22 @@ def _refuse_keys(prepared: list[Prepared]) -> None:
         raise InvalidTask(errors)
 
 
+def _prepare_one(spec: Any) -> Prepared:
+    """One task of a batch validated; InvalidTask with its field errors."""
+    if not isinstance(spec, dict):
+        raise InvalidTask("Each task must be an object.")
+    try:
+        return prepare(**spec)
+    except TypeError as exc:  # unknown keyword
+        raise InvalidTask({"non_field_errors": [str(exc)]}) from None
+
+
+def _needs_a_statement(spec: Any) -> bool:
+    """Whether a task of a batch needs insert_tasks or the graph (a key, parents)."""
+    return isinstance(spec, dict) and any(spec.get(name) is not None
+                                          for name in ("idempotency_key", "depends_on", "after"))
+
+
 def _prepare_many(specs: Iterable[dict[str, Any]]) -> tuple[list[Prepared], bool]:
     """Every spec validated (InvalidTask: index -> field errors), and whether any has a key."""
     prepared: list[Prepared] = []
@@ -126,14 +145,9 @@ def _prepare_many(specs: Iterable[dict[str, Any]]) -> tuple[list[Prepared], bool
     first_with_key: dict[str, int] = {}
     for index, spec in enumerate(specs):
         try:
-            if not isinstance(spec, dict):
-                raise InvalidTask("Each task must be an object.")
-            p = prepare(**spec)
+            p = _prepare_one(spec)
         except InvalidTask as exc:
             errors[str(index)] = exc.errors
-            continue
-        except TypeError as exc:  # unknown keyword
-            errors[str(index)] = {"non_field_errors": [str(exc)]}
             continue
         if later := [i for i in p.after if i >= index]:
             errors[str(index)] = {"after": [
@@ -150,15 +164,13 @@ def _prepare_many(specs: Iterable[dict[str, Any]]) -> tuple[list[Prepared], bool
     return prepared, bool(first_with_key)
 
 
-# From this many tasks without idempotency keys on, a batch is streamed with COPY: a few
-# more round trips, but the rows are encoded in C while the server stores them, where
-# insert_tasks' array parameters are built element by element in Python.
+# From this many tasks without idempotency keys or parents on, a batch is streamed with
+# COPY: a few more round trips, but each task is validated and encoded while the server
+# stores the ones before it, where insert_tasks' arrays are built whole first.
 COPY_MIN_TASKS = 64
 
 
 def _insert_many(prepared: list[Prepared], who: Submitter) -> list[Task]:
-    if len(prepared) >= COPY_MIN_TASKS and not any(p.idempotency_key for p in prepared):
-        return _copy_many(prepared, who)
     columns = list(zip(*[
         (p.name, p.type, p.payload_json, p.priority, p.queue, p.run_at, p.max_retries,
          p.timeout_seconds, p.idempotency_key, fingerprint(p)) for p in prepared
@@ -187,17 +199,35 @@ def _insert_many(prepared: list[Prepared], who: Submitter) -> list[Task]:
     return result
 
 
-def _copy_many(prepared: list[Prepared], who: Submitter) -> list[Task]:
-    """Store a large keyless batch: ids reserved, rows copied in, then their history rows
-    and one NOTIFY, in one transaction (the caller's, if it has one)."""
+def _copy_many(specs: list[Any], who: Submitter) -> list[Task]:
+    """Store a large batch of plain tasks in one transaction (the caller's, if it has one):
+    ids reserved, then each task validated and copied in as it comes (the server stores
+    rows while later ones are checked), then their history rows and one NOTIFY. A task
+    that fails validation refuses the batch as in _prepare_many: every bad index is
+    named, and the rows copied so far are rolled back."""
     owner_id, origin = who.owner_id, who.origin
+    errors: dict[str, Any] = {}
+    tasks: list[Task] = []
+
+    def rows(ids, now):
+        for index, (task_id, spec) in enumerate(zip(ids, specs, strict=True)):
+            try:
+                p = _prepare_one(spec)
+            except InvalidTask as exc:
+                errors[str(index)] = exc.errors
+                continue
+            if errors:
+                continue  # refused already: only the errors are still of use
+            run_at = p.run_at or now
+            tasks.append(new_task(task_id, p, now, run_at, who))
+            yield (task_id, p.name, p.type, "queued", p.payload_json, p.priority, p.queue,
+                   run_at, 0, p.max_retries, p.timeout_seconds, 0, "", owner_id, origin, now,
+                   now, False, p.on_parent_failure)
+
     with transaction.atomic():
-        ((now, ids),) = run("reserve_task_ids", {"n": len(prepared)})
-        copy("copy_tasks", (
-            (task_id, p.name, p.type, "queued", p.payload_json, p.priority, p.queue,
-             p.run_at or now, 0, p.max_retries, p.timeout_seconds, 0, "", owner_id, origin,
-             now, now, False, p.on_parent_failure)
-            for task_id, p in zip(ids, prepared, strict=True)))
+        ((now, ids),) = run("reserve_task_ids", {"n": len(specs)})
+        copy("copy_tasks", rows(ids, now))
+        if errors:
+            raise InvalidTask(errors)  # leaving the block rolls the copied rows back
         run("record_queued", {"ids": ids})
-    return [new_task(task_id, p, now, p.run_at or now, who)
-            for task_id, p in zip(ids, prepared, strict=True)]
+    return tasks

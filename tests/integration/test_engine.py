@@ -1164,6 +1164,15 @@ def test_a_large_batch_in_a_rolled_back_transaction_leaves_nothing(counts):
         engine.enqueue_many([*specs, {"name": "x", "type": "count", "priority": "high"}])
     assert set(excinfo.value.errors) == {str(len(specs))}
     assert counts() == (0, 0)
+    # Bad tasks early and late: each is named, and what was copied before them is undone.
+    bad = [dict(s) for s in specs]
+    bad[3]["name"], bad[-1]["timeout_seconds"] = "", 0
+    with pytest.raises(InvalidTask) as excinfo:
+        engine.enqueue_many(bad)
+    assert excinfo.value.errors == {"3": {"name": ["Required: a non-empty string."]},
+                                    str(len(bad) - 1): {"timeout_seconds": [
+                                        "Must be between 1 and 604800, got 0."]}}
+    assert counts() == (0, 0)
 
 
 def test_deleting_a_task_deletes_its_history():
