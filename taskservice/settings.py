@@ -111,6 +111,12 @@ else:
     DATABASES = {"default": {"ENGINE": _EMBEDDED_ENGINE, **embedded.settings(DATA_DIR)}}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A process-wide connection pool (psycopg_pool) instead of a connection per thread: what an
+# ASGI process needs (taskservice/asgi.py turns it on); it replaces DB_CONN_MAX_AGE.
+if env_bool("DB_POOL", False):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1, "max_size": env_int("DB_POOL_MAX_SIZE", 10, minimum=1), "timeout": 10}
 
 # run_query: off unless TASKS_QUERY_DATABASE_URL names a database of its own, whose role
 # reads only what the operator granted (the embedded default provisions one). `runworker`

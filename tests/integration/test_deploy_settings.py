@@ -258,3 +258,53 @@ def test_production_daphne_serves_health_metrics_and_static(collected, tmp_path)
         assert missing[0] == 404
     finally:
         processes.stop(proc, signal.SIGTERM, timeout=15)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_production_daphne_pools_its_database_connections(collected, tmp_path):
+    """Under ASGI each request's sync code runs in a thread Django does not keep: with
+    connections kept per thread (DB_CONN_MAX_AGE, as Compose and the chart set it) every
+    request left one open until PostgreSQL refused more. The process pools them instead."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    port = free_port()
+    log = tmp_path / "daphne.log"
+    env = production_env(STATIC_ROOT=str(collected), ALLOWED_HOSTS=".example.com",
+                         DB_CONN_MAX_AGE="60", DB_POOL_MAX_SIZE="4",
+                         TASKS_API_ALLOW_ANONYMOUS="1", TASKS_API_THROTTLE_ANON="100000/min")
+    out = open(log, "wb")  # noqa: SIM115 - closed below; the child keeps its own copy
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port),
+         "taskservice.asgi:application"],
+        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    out.close()
+    base = f"http://127.0.0.1:{port}"
+
+    def backends() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                           "current_database() AND pid <> pg_backend_pid()")
+            return cursor.fetchone()[0]
+
+    def get_stats(_):
+        return fetch(f"{base}/api/stats", **{"X-Forwarded-Proto": "https"})[0]
+
+    try:
+        wait_until(lambda: proc.poll() is None and _answers(base), timeout=30,
+                   message=lambda: log.read_text())
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(get_stats, range(200)))
+        assert set(statuses) == {200}, (statuses, log.read_text()[-2000:])
+        # The pool (4) and the live view's one listening connection, not one per request.
+        assert backends() <= 5
+    finally:
+        processes.stop(proc, signal.SIGTERM, timeout=15)
+
+
+def _answers(base: str) -> bool:
+    try:
+        return fetch(f"{base}/health")[0] == 200
+    except OSError:
+        return False
