@@ -11,10 +11,6 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taskservice.settings")
-# Under ASGI, Django runs each request's sync code in a thread it does not keep: a
-# connection kept per thread (DB_CONN_MAX_AGE) is a connection left open per request,
-# until the server refuses new ones. This process shares a pool instead (DB_POOL).
-os.environ.setdefault("DB_POOL", "1")
 django_asgi_app = get_asgi_application()
 
 # Imported after Django is set up: they touch models and settings.

@@ -111,9 +111,12 @@ else:
     DATABASES = {"default": {"ENGINE": _EMBEDDED_ENGINE, **embedded.settings(DATA_DIR)}}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-# A process-wide connection pool (psycopg_pool) instead of a connection per thread: what an
-# ASGI process needs (taskservice/asgi.py turns it on); it replaces DB_CONN_MAX_AGE.
-if env_bool("DB_POOL", False):
+# A process-wide connection pool (psycopg_pool) instead of a connection per thread. An ASGI
+# server runs each request's sync code in a thread Django does not keep, so a connection
+# kept per thread (DB_CONN_MAX_AGE) would be one left open per request until PostgreSQL
+# refuses more: daphne pools by default. Never a worker, whose threads each keep theirs.
+IS_DAPHNE = "daphne" in (Path(sys.argv[0]).name, Path(sys.argv[0]).parent.name)
+if env_bool("DB_POOL", IS_DAPHNE) and not IS_WORKER:
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1, "max_size": env_int("DB_POOL_MAX_SIZE", 10, minimum=1), "timeout": 10}

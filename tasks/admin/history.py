@@ -141,7 +141,7 @@ class HistoryWindowFilter(admin.ListFilter):
 @admin.register(TaskHistory)
 class TaskHistoryAdmin(admin.ModelAdmin):
     list_display = ("id", "when", "task_link", "event_type", "status", "attempt",
-                    "worker_id", "error_class", "details_short")
+                    "worker", "error_class", "details_short")
     list_display_links = None
     list_filter = ("event_type", "status", HistoryWorkerFilter, HistoryWindowFilter)
     search_fields = ("=worker_id",)  # and a number means a task: get_search_results
@@ -166,6 +166,12 @@ class TaskHistoryAdmin(admin.ModelAdmin):
     def task_link(self, row: TaskHistory) -> str:
         return format_html('<a href="{}">#{}</a>',
                            reverse("admin:tasks_task_change", args=[row.task_id]), row.task_id)
+
+    @admin.display(description="worker")
+    def worker(self, row: TaskHistory) -> str:
+        # host:pid:suffix can be long: cut to one line, the whole id on hover.
+        return format_html('<span class="task-history-worker" title="{}">{}</span>',
+                           row.worker_id, row.worker_id)
 
     @admin.display(description="details")
     def details_short(self, row: TaskHistory) -> str:

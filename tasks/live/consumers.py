@@ -187,7 +187,9 @@ class DashboardConsumer(StaffConsumer):
     ticker: asyncio.Task | None = None
 
     async def on_connected(self) -> None:
-        await self.send_json({"type": "snapshot", **await self.snapshot(relay.generation)})
+        # Read after this connection opened, never an earlier shared one: the page was
+        # rendered just before, and a snapshot older than it would undo what it shows.
+        await self.send_json({"type": "snapshot", **await self.snapshot(relay.generation + 1)})
         self.ticker = asyncio.ensure_future(self._refresh_workers())
 
     async def disconnect(self, code: int) -> None:

@@ -308,3 +308,30 @@ def _answers(base: str) -> bool:
         return fetch(f"{base}/health")[0] == 200
     except OSError:
         return False
+
+
+POOLED = """
+import sys
+sys.argv = ARGV
+import django
+django.setup()
+from django.conf import settings
+print("pool" in settings.DATABASES["default"].get("OPTIONS", {}))
+"""
+
+
+@pytest.mark.parametrize(("argv", "extra", "pooled"), [
+    (["/usr/local/bin/daphne", "taskservice.asgi:application"], {}, True),
+    (["/venv/lib/daphne/__main__.py", "taskservice.asgi:application"], {}, True),
+    (["/usr/local/bin/daphne", "taskservice.asgi:application"], {"DB_POOL": "0"}, False),
+    (["/usr/local/bin/gunicorn", "taskservice.wsgi:application"], {}, False),
+    (["/usr/local/bin/gunicorn", "taskservice.wsgi:application"], {"DB_POOL": "1"}, True),
+    # A worker's threads each keep their connection: never a pool, whatever is asked.
+    (["manage.py", "runworker"], {"DB_POOL": "1"}, False),
+])
+def test_who_pools_database_connections(argv, extra, pooled):
+    env = production_env(**extra)
+    result = subprocess.run([sys.executable, "-c", POOLED.replace("ARGV", repr(argv))], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(pooled)
