@@ -11,6 +11,7 @@ from taskcli.output import render_rows
 from taskcli.remote import ClientError, RemoteClient
 from tasks.flow_client import LocalQueues, RemoteQueues
 from tasks.management.commands.task import Command as TaskCommand
+from tasks.management.options import output_and_address
 
 QUEUE_COLUMNS = [("QUEUE", "name"), ("DUE", "due"), ("DEFERRED", "deferred"),
                  ("RUNNING", "running"), ("OLDEST DUE (S)", "oldest_due_age"),
@@ -33,12 +34,7 @@ class Command(BaseCommand):
     help = "List, pause, resume and limit queues (locally or through a server's REST API)."
 
     def add_arguments(self, parser):
-        common = argparse.ArgumentParser(add_help=False)
-        common.add_argument("-o", "--output", choices=["table", "json", "yaml"],
-                            default="table", help="Output format (default: table).")
-        common.add_argument("--address", default="",
-                            help="A Task Service URL: use its REST API, not the local database.")
-        common.add_argument("--token", default="", help="API token for --address.")
+        common = output_and_address()
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
         sub.add_parser("list", parents=[common], help="Every queue with depth and limits.")
         for name, text in [("pause", "Stop claiming from a queue (its tasks wait)."),

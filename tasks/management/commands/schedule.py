@@ -3,7 +3,6 @@ or through a server's REST API (--address), printed as a table, json or yaml."""
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -14,6 +13,7 @@ from taskcli.remote import ClientError, RemoteClient
 from tasks import jsonsafe
 from tasks.flow_client import LocalSchedules, RemoteSchedules
 from tasks.management.commands.task import Command as TaskCommand
+from tasks.management.options import output_and_address
 
 SCHEDULE_COLUMNS = [("ID", "id"), ("NAME", "name"), ("TYPE", "type"), ("WHEN", "when"),
                     ("ENABLED", "enabled"), ("NEXT RUN", "next_run_at"),
@@ -31,12 +31,7 @@ class Command(BaseCommand):
     help = "Create, list, pause, resume, run and delete schedules of recurring tasks."
 
     def add_arguments(self, parser):
-        common = argparse.ArgumentParser(add_help=False)
-        common.add_argument("-o", "--output", choices=["table", "json", "yaml"],
-                            default="table", help="Output format (default: table).")
-        common.add_argument("--address", default="",
-                            help="A Task Service URL: use its REST API, not the local database.")
-        common.add_argument("--token", default="", help="API token for --address.")
+        common = output_and_address()
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
         sub.add_parser("list", parents=[common], help="Every schedule, with its next run.")
         create = sub.add_parser("create", parents=[common], help="Create a schedule.")
