@@ -931,14 +931,18 @@ SELECT outcome.id, outcome.event, outcome.status
 FROM outcome CROSS JOIN (SELECT count(*) FROM note) n LEFT JOIN settle ON true
 ORDER BY outcome.id
 
--- name: lock_parents_of --
--- Lock the parents of the given tasks (shared, in id order) before a retry reads them.
--- A parent ending meanwhile waits for the retry, then sees its child waiting; one that
--- ended first is seen as ended by the retry's next statement.
-SELECT p.id FROM tasks p
-WHERE p.id IN (SELECT parent_id FROM task_dependencies WHERE child_id = ANY(%(ids)s::bigint[]))
-ORDER BY p.id
-FOR SHARE
+-- name: lock_for_retry --
+-- Lock tasks a person re-runs and their parents, in one pass in id order, before
+-- retry_tasks reads the parents' status. A parent ending meanwhile waits for the retry,
+-- then sees its child waiting; one that ended first is seen as ended by the retry. One
+-- pass in one order: two retries of overlapping tasks (a parent and its child among them)
+-- queue behind each other instead of deadlocking.
+SELECT id FROM tasks
+WHERE id IN (SELECT unnest(%(ids)s::bigint[])
+             UNION
+             SELECT parent_id FROM task_dependencies WHERE child_id = ANY(%(ids)s::bigint[]))
+ORDER BY id
+FOR UPDATE
 
 -- name: retry_tasks --
 -- A person re-runs failed or cancelled tasks: `queued`, retries and progress reset; due
@@ -946,7 +950,7 @@ FOR SHARE
 -- `run_now`; `waiting` instead while a parent has not succeeded (or, for
 -- on_parent_failure 'run', not ended); the children their failure cancelled wait again.
 -- Returns per task found: id, whether it was retried, and the status it had. Locked in
--- id order and waited for (their parents locked first: lock_parents_of); one event per
+-- id order and waited for (with their parents, first: lock_for_retry); one event per
 -- kind (task_requeued wakes workers, task_waiting does not).
 WITH locked AS MATERIALIZED (
     SELECT id, status, on_parent_failure FROM tasks

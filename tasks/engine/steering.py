@@ -3,8 +3,8 @@ variants, and deleting finished tasks.
 
 Each is one statement of queries.sql (cancel_tasks, retry_tasks, run_now_tasks,
 delete_finished) that locks the rows, checks their status, writes one history row per
-change and one NOTIFY per kind of change (a retry locks the tasks' parents first,
-lock_parents_of); this module parses the ids and maps the rows it returns to results.
+change and one NOTIFY per kind of change (a retry first locks the tasks with their
+parents, lock_for_retry); this module parses the ids and maps the rows it returns to results.
 """
 
 from __future__ import annotations
@@ -54,11 +54,16 @@ def cancel(task_id: int, *, reason: str = "") -> Task:
     return Task.objects.get(pk=pk)
 
 
+def lock_for_retry(ids: list[int]) -> None:
+    """Lock the tasks and their parents in id order, in the current transaction."""
+    run("lock_for_retry", {"ids": ids})
+
+
 def _retry_rows(ids: list[int], reason: str, run_now: bool) -> list[tuple]:
-    """retry_tasks on `ids`, their parents locked first: the parents' status it reads stays
-    theirs until this transaction ends (a parent ending meanwhile then sees its child
+    """retry_tasks on `ids`, locked first with their parents: the parents' status it reads
+    stays theirs until this transaction ends (a parent ending meanwhile then sees its child
     waiting). Inside the caller's transaction."""
-    run("lock_parents_of", {"ids": ids})
+    lock_for_retry(ids)
     return run("retry_tasks", {"ids": ids, "details": reason or RETRY_DETAILS,
                                "run_now": run_now})
 

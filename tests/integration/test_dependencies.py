@@ -7,9 +7,10 @@ import threading
 
 import psycopg
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 
 from tasks import engine
+from tasks.engine import steering
 from tasks.engine.sql import QUERIES
 from tasks.exceptions import InvalidTask
 from tasks.listener import connect_kwargs
@@ -292,3 +293,31 @@ def test_two_parents_completing_at_once_in_two_transactions_release_their_child(
     assert status(b.pk) == Status.SUCCEEDED
     assert status(c.pk) == Status.QUEUED
     assert events(c.pk) == [Event.TASK_WAITING, Event.DEPENDENCIES_MET]
+
+
+def test_two_retries_of_a_parent_with_its_child_at_once_queue_behind_each_other():
+    p, c = engine.enqueue_many([spec("p", max_retries=0), spec("c", after=[0])])
+    run_fail(p.pk)
+    assert status(c.pk) == Status.CANCELLED
+    ids = [p.pk, c.pk]
+    elsewhere: dict = {}
+
+    def body():
+        try:
+            elsewhere["result"] = engine.retry_many(ids)
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            elsewhere["error"] = exc
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():
+        steering.lock_for_retry(ids)  # this retry's first step
+        other = threading.Thread(target=body)
+        other.start()
+        wait_until(_blocked_on_a_lock, timeout=10, message="the other retry never waited")
+        mine = engine.retry_many(ids)
+    other.join(timeout=10)
+    assert "error" not in elsewhere, elsewhere.get("error")
+    assert mine.done == ids
+    assert elsewhere["result"].skipped == {p.pk: "already queued", c.pk: "already waiting"}
+    assert (status(p.pk), status(c.pk)) == (Status.QUEUED, Status.WAITING)
