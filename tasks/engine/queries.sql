@@ -1109,44 +1109,49 @@ LEFT JOIN (SELECT finished_at, id FROM scan ORDER BY finished_at DESC, id DESC L
 -- name: prune_finished --
 -- Delete the given locked tasks that may go now, their history and emptied workflows.
 -- A task may go when it finished longer ago than its status's retention (`statuses` with
--- `ages` in seconds; a status not listed is kept), every child it has may go too (a
--- parent stays while a child may still run or be retried, so ctx.parent_results stays
--- whole), and the task whose failure cancelled it (failed_parent_id) is gone or goes
--- with it (a retry of that task brings it back). The re-check is here, in the deleting
--- statement, after lock_prunable locked `ids` in the same transaction: it sees every
--- change made before those locks, nobody can add a child to a locked task, and the
--- children it relies on are locked here (FOR KEY SHARE: a retry waits; one someone holds
--- counts as kept). Not a transition: no history row (the history goes with its task);
--- one tasks_pruned event. Returns per final status: tasks and history rows deleted, and
--- the workflows deleted.
+-- `ages` in seconds; a status not listed is kept) and nothing keeps it. A task that stays
+-- keeps its parents unless it succeeded (a child that may still run or be retried reads
+-- every parent's result: ctx.parent_results stays whole), and the tasks its failure
+-- cancelled (failed_parent_id: a retry of it brings them back); a task whose cancelling
+-- failure stays, stays. The re-check is here, in the deleting statement, after
+-- lock_prunable locked `ids` in the same transaction: it sees every change made before
+-- those locks, nobody can add a child to a locked task, and the children it relies on
+-- are locked here (FOR KEY SHARE: a retry waits; one someone holds counts as staying and
+-- unfinished). Not a transition: no history row (the history goes with its task); one
+-- tasks_pruned event. Returns per final status: tasks and history rows deleted, and the
+-- workflows deleted.
 WITH RECURSIVE retention AS (
     SELECT * FROM unnest(%(statuses)s::text[], %(ages)s::float8[]) AS r(status, age)
     WHERE r.age > 0
 ), edges AS MATERIALIZED (
     SELECT parent_id, child_id FROM task_dependencies WHERE parent_id = ANY(%(ids)s::bigint[])
 ), children AS MATERIALIZED (
-    SELECT id, status, finished_at FROM tasks WHERE id IN (SELECT child_id FROM edges)
+    SELECT id, status FROM tasks WHERE id IN (SELECT child_id FROM edges)
     FOR KEY SHARE SKIP LOCKED
 ), given AS MATERIALIZED (
     SELECT id, status, finished_at, failed_parent_id FROM tasks
     WHERE id = ANY(%(ids)s::bigint[])
-), holding AS (
-    SELECT e.parent_id FROM edges e WHERE e.child_id NOT IN (
-        SELECT c.id FROM children c JOIN retention r ON r.status = c.status
-        WHERE c.finished_at < now() - make_interval(secs => r.age))
 ), expired AS MATERIALIZED (
     SELECT t.id, t.failed_parent_id FROM given t JOIN retention r ON r.status = t.status
     WHERE t.finished_at < now() - make_interval(secs => r.age)
-      AND t.id NOT IN (SELECT parent_id FROM holding)
-), blocked (id) AS (
+), links AS MATERIALIZED (
+    -- (a task that stays, a task it keeps)
+    SELECT e.child_id AS stays, e.parent_id AS keeps
+    FROM edges e LEFT JOIN children c ON c.id = e.child_id
+    WHERE c.status IS DISTINCT FROM 'succeeded'
+    UNION ALL
+    SELECT failed_parent_id, id FROM expired WHERE failed_parent_id IS NOT NULL
+), kept (id) AS (
+    SELECT e.child_id FROM edges e WHERE e.child_id NOT IN (SELECT id FROM expired)
+    UNION
     SELECT e.id FROM expired e
-    WHERE e.failed_parent_id IS NOT NULL AND e.failed_parent_id NOT IN (SELECT id FROM expired)
+    WHERE e.failed_parent_id NOT IN (SELECT id FROM expired)
       AND EXISTS (SELECT 1 FROM tasks p WHERE p.id = e.failed_parent_id)
     UNION
-    SELECT e.id FROM blocked b JOIN expired e ON e.failed_parent_id = b.id
+    SELECT l.keeps FROM kept k JOIN links l ON l.stays = k.id
 ), gone AS (
     DELETE FROM tasks
-    WHERE id IN (SELECT id FROM expired) AND id NOT IN (SELECT id FROM blocked)
+    WHERE id IN (SELECT id FROM expired) AND id NOT IN (SELECT id FROM kept)
     RETURNING id, status, workflow_id
 ), hist AS (
     DELETE FROM task_history WHERE task_id IN (SELECT id FROM gone) RETURNING task_id
@@ -1174,7 +1179,7 @@ FROM per_status p LEFT JOIN note ON true ORDER BY p.status
 
 -- name: count_prunable --
 -- About what pruning would delete of one status now: its tasks past retention whose
--- children may go too (see prune_finished), and their history rows.
+-- children succeeded or may go too (see prune_finished), and their history rows.
 WITH retention AS (
     SELECT * FROM unnest(%(statuses)s::text[], %(ages)s::float8[]) AS r(status, age)
     WHERE r.age > 0
@@ -1184,7 +1189,7 @@ WITH retention AS (
       AND t.finished_at < now() - make_interval(secs => r.age)
       AND (NOT t.has_dependents OR NOT EXISTS (
           SELECT 1 FROM task_dependencies d JOIN tasks c ON c.id = d.child_id
-          WHERE d.parent_id = t.id AND NOT EXISTS (
+          WHERE d.parent_id = t.id AND c.status <> 'succeeded' AND NOT EXISTS (
               SELECT 1 FROM retention rc WHERE rc.status = c.status
                 AND c.finished_at < now() - make_interval(secs => rc.age))))
 )

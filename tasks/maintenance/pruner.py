@@ -13,9 +13,9 @@ idx_finished_at, in windows of PRUNE_BATCH_SIZE tasks, each window one short tra
    empty, and one `tasks_pruned` event.
 
 Tasks linked by dependencies are kept for each other: a parent stays while one of its
-children may not go yet (so a child that runs or is retried still has its parents'
-results), and a task cancelled by a parent's failure stays until that parent goes (a
-retry of the parent brings it back); then they go together.
+children that has not succeeded stays (so a child that runs or is retried still has its
+parents' results), and a task cancelled by a parent's failure stays until that parent
+goes (a retry of the parent brings it back); then they go together.
 
 A walk goes on from where the last run left it, so a run reads only what finished since;
 a task passed over (locked at that moment) is seen again by the next full walk, from the

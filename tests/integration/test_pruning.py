@@ -87,6 +87,30 @@ def test_a_parent_stays_while_a_failed_child_may_still_be_retried():
     assert p.last.tasks == {"succeeded": 1, "failed": 1}
 
 
+def test_a_parent_stays_while_its_child_is_kept_by_the_failure_of_another_parent():
+    q, p, c = engine.enqueue_many([spec("q"), spec("p", max_retries=0),
+                                   spec("c", after=[0, 1])])
+    run(q.pk, result={"from": "q"})
+    run(p.pk, error="boom")
+    assert status(c) == Status.CANCELLED
+    age(q, p, c)
+    prune = pruner(succeeded=HOUR, failed=30 * DAY, cancelled=HOUR)
+    # Everything but the failure is past its retention: the failure keeps the child it
+    # cancelled (a retry brings it back) and the child keeps both its parents.
+    assert prune.run_once() == 0 and remaining() == {q.pk, p.pk, c.pk}
+    engine.retry(p.pk)
+    run(p.pk, result={"from": "p"})
+    assert engine.parent_results(c.pk) == {q.pk: {"from": "q"}, p.pk: {"from": "p"}}
+
+
+def test_a_succeeded_child_does_not_keep_its_parent():
+    a, c = engine.enqueue_many([spec("a"), spec("c", after=[0])])
+    run(a.pk)
+    run(c.pk)
+    age(a)
+    assert pruner(succeeded=HOUR).run_once() == 1 and remaining() == {c.pk}
+
+
 def test_a_chain_is_pruned_from_its_old_end_while_its_newest_task_runs():
     t1, t2, t3 = engine.enqueue_many([spec("t1"), spec("t2", after=[0]),
                                       spec("t3", after=[1])])
