@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
-from rest_framework import serializers
+from django.conf import settings
+from django.db.models.query_utils import DeferredAttribute
+from django.utils import timezone
+from rest_framework import ISO_8601, serializers
 from rest_framework.fields import SkipField
+from rest_framework.settings import api_settings
 
 from tasks import workflow_selectors
 from tasks.models import Task, TaskHistory
@@ -21,31 +26,80 @@ CREATE_FIELDS = ["name", "type", "payload", "priority", "queue", "run_at", "max_
                  "on_parent_failure"]
 
 
+def _plain_attribute(model: type, field: serializers.Field) -> str | None:
+    """The attribute `field` reads when that is a plain model field or property of `model`
+    (DRF's get_attribute would return it as is), else None."""
+    attrs = getattr(field, "source_attrs", None)
+    if model is None or not attrs or len(attrs) != 1:
+        return None
+    descriptor = getattr(model, attrs[0], None)
+    return attrs[0] if isinstance(descriptor, (property, DeferredAttribute)) else None
+
+
+def _kind(field: serializers.Field) -> type | str:
+    """How a field writes a value: a type (a value of exactly that type as it is), "json"
+    (any value as it is), "datetime" (DRF's ISO 8601 in the current time zone) or "field"
+    (the field's own to_representation)."""
+    cls = type(field)
+    if cls is serializers.IntegerField or (cls is serializers.BigIntegerField and not getattr(
+            field, "coerce_to_string", api_settings.COERCE_BIGINT_TO_STRING)):
+        return int
+    if cls in (serializers.CharField, serializers.ChoiceField):
+        return str  # a ChoiceField writes a stored str as it is, in its choices or not
+    if cls is serializers.JSONField and not field.binary:
+        return "json"
+    if cls is serializers.DateTimeField and not hasattr(field, "timezone") and str(getattr(
+            field, "format", api_settings.DATETIME_FORMAT)).lower() == ISO_8601:
+        return "datetime"
+    return "field"
+
+
 class BuiltOnce:
     """A read-only serializer whose fields are built once per class, not per instance.
 
     A ModelSerializer builds every field from the model on each instance (a millisecond
     for a task: most of a create's time in the API). These serializers only read, and
     their fields keep no state, so one set of fields per class writes every instance's
-    output, in DRF's own way (each field's get_attribute and to_representation).
+    output. A field reading a plain model attribute gets it directly, and writes a value
+    of its own type as it is (an int, a str, a choice, JSON) or a datetime as DRF does,
+    in ISO 8601 in the current time zone; anything else goes through DRF (get_attribute,
+    to_representation). tests/unit/test_api_representation.py holds the two equal.
     """
 
-    _prototypes: dict[type, serializers.Serializer] = {}
+    _plans: dict[type, list[tuple]] = {}
+
+    @classmethod
+    def _plan(cls) -> list[tuple]:
+        plan = BuiltOnce._plans.get(cls)
+        if plan is None:
+            prototype = cls()
+            model = getattr(getattr(cls, "Meta", None), "model", None)
+            plan = BuiltOnce._plans[cls] = [
+                (field.field_name, _plain_attribute(model, field), _kind(field), field)
+                for field in prototype._readable_fields]
+        return plan
 
     def to_representation(self, instance: Any) -> dict[str, Any]:
-        cls = type(self)
-        prototype = BuiltOnce._prototypes.get(cls)
-        if prototype is None:
-            prototype = BuiltOnce._prototypes[cls] = cls()
+        zone = timezone.get_current_timezone() if settings.USE_TZ else None
         ret: dict[str, Any] = {}
-        for field in prototype._readable_fields:
-            try:
-                attribute = field.get_attribute(instance)
-            except SkipField:
-                continue
-            ret[field.field_name] = None if attribute is None else \
-                field.to_representation(attribute)
+        for name, attr, kind, field in self._plan():
+            if attr is None:
+                try:
+                    value = field.get_attribute(instance)
+                except SkipField:
+                    continue
+            else:
+                value = getattr(instance, attr)
+            if value is None or kind == "json" or type(value) is kind:
+                ret[name] = value
+            elif kind == "datetime" and zone is not None and type(value) is datetime.datetime \
+                    and value.tzinfo is not None:
+                text = value.astimezone(zone).isoformat()
+                ret[name] = text[:-6] + "Z" if text.endswith("+00:00") else text
+            else:
+                ret[name] = field.to_representation(value)
         return ret
+
 
 
 class TaskSerializer(BuiltOnce, serializers.ModelSerializer):
@@ -132,6 +186,41 @@ class TaskCreateSerializer(serializers.Serializer):
                  for name in unknown}
             )
         return values
+
+    def parse(self, data: Any) -> dict[str, Any]:
+        """The values of one task as run_validation returns them; a task whose values are
+        plainly of their fields' types (what a JSON client sends) is taken as it is,
+        without the fields' per-value work, and any other goes through run_validation,
+        which names what is wrong."""
+        if type(data) is dict and all(_PLAIN[name](value) if name in _PLAIN else False
+                                      for name, value in data.items()):
+            return dict(data)
+        return self.run_validation(data)
+
+
+def _text(value: Any) -> bool:
+    """A str a CharField keeps as it is: ASCII (no surrogate), no NUL."""
+    return type(value) is str and value.isascii() and "\x00" not in value
+
+
+def _int(value: Any) -> bool:
+    return type(value) is int
+
+
+# Per create field: whether a value is plainly valid for the field, as run_validation
+# would return it (allow_null, allow_blank as declared above; any JSON for JSONFields;
+# run_at only when null: a string is parsed by its field).
+_PLAIN = {
+    "name": _text, "type": _text,
+    "queue": lambda v: _text(v) and v != "",
+    "idempotency_key": lambda v: v is None or (_text(v) and v != ""),
+    "on_parent_failure": lambda v: v is None or (_text(v) and v != ""),
+    "priority": _int,
+    "max_retries": lambda v: v is None or _int(v),
+    "timeout_seconds": lambda v: v is None or _int(v),
+    "payload": lambda v: True, "depends_on": lambda v: True, "after": lambda v: True,
+    "run_at": lambda v: v is None,
+}
 
 def spec_from(values: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments for tasks.engine.enqueue from a TaskCreateSerializer's validated

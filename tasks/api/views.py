@@ -108,7 +108,7 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         if isinstance(data, list):
             return self._create_many(request, data)
         try:
-            spec = spec_from(CREATE_PARSER.run_validation(data))
+            spec = spec_from(CREATE_PARSER.parse(data))
         except ValidationError as exc:
             raise ValidationError(as_serializer_error(exc)) from None
         _check_types(request, [spec])
@@ -125,7 +125,7 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         specs, errors = {}, {}
         for index, item in enumerate(items):
             try:
-                specs[str(index)] = spec_from(CREATE_PARSER.run_validation(item))
+                specs[str(index)] = spec_from(CREATE_PARSER.parse(item))
             except ValidationError as exc:
                 errors[str(index)] = as_serializer_error(exc)
         if errors:
@@ -221,7 +221,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
         specs, errors = [], {}
         for index, item in enumerate(steps):
             try:
-                specs.append(spec_from(CREATE_PARSER.run_validation(item)))
+                specs.append(spec_from(CREATE_PARSER.parse(item)))
             except ValidationError as exc:
                 errors[str(index)] = as_serializer_error(exc)
         if errors:
