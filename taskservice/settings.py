@@ -234,7 +234,7 @@ TASKS_API_MAX_BODY_BYTES = max(
 DATA_UPLOAD_MAX_MEMORY_SIZE = TASKS_API_MAX_BODY_BYTES
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "tasks.api.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["tasks.api.permissions.ApiAccess"],

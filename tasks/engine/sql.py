@@ -85,7 +85,13 @@ def run(name: str, params: Any = None) -> list[tuple]:
     parse and plan these CTEs again on every call (and big arrays would travel as text).
     TASKS_DB_PREPARE=0 turns preparing off (PgBouncer in transaction pooling before 1.21).
     """
-    sql = QUERIES[name]  # KeyError names the statement that does not exist
+    return execute(QUERIES[name], params)  # KeyError names a statement that does not exist
+
+
+def execute(sql: str, params: Any = None) -> list[tuple]:
+    """Run one statement as `run` does (bound server-side, prepared once per connection)
+    and return its rows: for a statement built from models, which queries.sql cannot
+    hold (tasks.api.authentication)."""
     connection.ensure_connection()
     conn = connection.connection
     prepare = engine().DB_PREPARE

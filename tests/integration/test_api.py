@@ -13,7 +13,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tasks import engine
+from tasks import authz, engine
 from tasks.conf import engine as engine_settings
 from tasks.models import Task, TaskHistory, Worker
 from tasks.worker import describe_error
@@ -63,6 +63,56 @@ def test_anonymous_requests_are_refused_and_write_nothing(client):
 
 def test_a_wrong_token_is_refused(client):
     response = client.get("/api/tasks", HTTP_AUTHORIZATION="Token not-a-real-token")
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Invalid token."}
+
+
+def test_a_token_authenticates_its_own_user_with_their_permissions(client):
+    user, other = grant(UserFactory(), *users.CLIENT), UserFactory()
+    mine = Token.objects.create(user=user)
+    Token.objects.create(user=other)
+    TaskFactory(owner=other)
+    response = client.get("/api/tasks", HTTP_AUTHORIZATION=f"Token {mine.key}")
+    assert response.status_code == 200
+    assert response.json()["results"] == []  # not the other user's task
+    created = client.post("/api/tasks", {"name": "x", "type": "noop"},
+                          content_type="application/json",
+                          HTTP_AUTHORIZATION=f"Token {mine.key}")
+    assert created.status_code == 201 and created.json()["owner"] == user.pk
+
+
+def test_the_token_lookup_finds_what_drfs_finds(user):
+    from rest_framework.authentication import TokenAuthentication as DrfTokenAuthentication
+
+    from tasks.api.authentication import TokenAuthentication
+
+    key = Token.objects.create(user=user).key
+    (mine, my_token), (theirs, their_token) = (
+        cls().authenticate_credentials(key)
+        for cls in (TokenAuthentication, DrfTokenAuthentication))
+
+    def fields(obj):
+        return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+
+    assert fields(mine) == fields(theirs) and mine.pk == user.pk
+    assert fields(my_token) == fields(their_token) and my_token.user is mine
+    assert mine.has_perm(f"tasks.{authz.VIEW_ALL}") and theirs.has_perm(f"tasks.{authz.VIEW_ALL}")
+
+
+def test_the_token_of_an_inactive_user_is_refused(client, user):
+    token = Token.objects.create(user=user)
+    user.is_active = False
+    user.save()
+    response = client.get("/api/tasks", HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert response.status_code == 401
+    assert response.json() == {"detail": "User inactive or deleted."}
+
+
+def test_a_deleted_token_is_refused_at_once(client, user):
+    token = Token.objects.create(user=user)
+    assert client.get("/api/tasks", HTTP_AUTHORIZATION=f"Token {token.key}").status_code == 200
+    token.delete()
+    response = client.get("/api/tasks", HTTP_AUTHORIZATION=f"Token {token.key}")
     assert response.status_code == 401
     assert response.json() == {"detail": "Invalid token."}
 
