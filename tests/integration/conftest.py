@@ -6,10 +6,13 @@ import datetime
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
+from plugins import registry
 from tasks import engine
 from tasks.models import Task, TaskHistory
+from tests.support.plugins import TEST_PLUGINS
 
 WORKER = "host-a:101:aaaa"
 OTHER_WORKER = "host-b:202:bbbb"
@@ -70,3 +73,18 @@ def counts():
         return Task.objects.count(), TaskHistory.objects.count()
 
     return take
+
+
+@pytest.fixture
+def plugins_here():
+    """`load(without=..., **types)` reloads this process's registry with the tests' types
+    changed (some left out, some added or replaced by a plugin path); the tests' types are
+    loaded again afterwards."""
+    tests_types = {**settings.TASKS_ENGINE.get("PLUGINS", {}), **TEST_PLUGINS}
+
+    def load(without=(), **types: Any) -> None:
+        registry.load({**{name: spec for name, spec in tests_types.items()
+                          if name not in without}, **types})
+
+    yield load
+    registry.load(tests_types)

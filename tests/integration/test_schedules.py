@@ -1,6 +1,7 @@
 """Schedules in the engine against real PostgreSQL: validation on save, ticks fired once
 each with an injected clock, missed ticks, run now, pause and resume, audit and events, a
-leader without the type's plugin, a failing schedule among others, the settings' sync."""
+leader where the type's plugin cannot run, a type no longer registered, a failing schedule
+among others, the settings' sync."""
 
 from __future__ import annotations
 
@@ -10,19 +11,19 @@ import threading
 
 import psycopg
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from plugins import registry
+from plugins.base import NotRunnableHere
 from tasks import engine
 from tasks.engine.events import SCHEDULE_EVENTS
-from tasks.exceptions import InvalidInput, InvalidTask, NotFound
+from tasks.exceptions import InvalidInput, NotFound, UnknownTaskType
 from tasks.listener import connect_kwargs
 from tasks.maintenance.scheduler import Scheduler, SchedulerConfig
 from tasks.models import AuditEntry, Schedule, Task, TaskHistory
 from tests.integration.conftest import sql
-from tests.support.plugins import TEST_PLUGINS
+from tests.support.plugins import CountRuns
 
 pytestmark = pytest.mark.django_db(transaction=True)
 schedules = engine.schedules
@@ -218,21 +219,19 @@ def test_sync_leaves_an_operators_pause_unless_the_setting_states_enabled():
         ("schedule_updated", "settings"), ("schedule_updated", "settings")]
 
 
-@pytest.fixture
-def without_test_plugins():
-    """This process's registry without the tests' plugin types, as on a leader whose
-    deployment lacks a type that workers elsewhere run."""
-    registry.load()
-    yield
-    registry.load({**settings.TASKS_ENGINE.get("PLUGINS", {}), **TEST_PLUGINS})
+class CountsElsewhere(CountRuns):
+    """`count` where its plugin cannot run, as on a leader that lacks what it needs."""
+
+    def unavailable_reason(self):
+        return "its licence is on the workers' machines"
 
 
-def test_a_leader_without_the_types_plugin_still_fires_the_schedule(without_test_plugins):
-    registry.load({**settings.TASKS_ENGINE.get("PLUGINS", {}), **TEST_PLUGINS})
+def test_a_leader_where_the_types_plugin_cannot_run_still_fires_the_schedule(plugins_here):
     s = every_minute(payload={"sleep": 0})
-    registry.load()
-    with pytest.raises(InvalidTask):
-        engine.prepare(name="x", type="count")  # this process cannot run it
+    plugins_here(count=f"{__name__}.CountsElsewhere")
+    assert "count" not in registry.runnable_types()
+    with pytest.raises(NotRunnableHere):
+        registry.runnable("count")
     assert schedules.fire_due(now=minute(1)) == {s.pk: Task.objects.get().pk}
     task = Task.objects.get()
     assert (task.type, task.payload, task.run_at, task.status) == (
@@ -240,6 +239,29 @@ def test_a_leader_without_the_types_plugin_still_fires_the_schedule(without_test
     run = schedules.run_now(s.pk, actor="carol")
     assert (run.type, run.payload) == ("count", {"sleep": 0})
     assert not AuditEntry.objects.filter(action="schedule_failed").exists()
+
+
+def test_a_schedule_whose_type_is_no_longer_registered_fails_its_tick_and_enqueues_nothing(
+        plugins_here, caplog):
+    kept = every_minute(name="kept")
+    retired = schedules.create(name="retired", type="boom", cron="* * * * *")
+    plugins_here(without=["boom"])  # the project dropped the type after it was scheduled
+    with caplog.at_level("ERROR", logger="tasks.engine.schedules"):
+        fired = schedules.fire_due(now=minute(1))
+    assert fired == {kept.pk: Task.objects.get().pk, retired.pk: None}
+    assert list(Task.objects.values_list("name", flat=True)) == ["kept"]
+    (failed,) = AuditEntry.objects.filter(action="schedule_failed")
+    assert (failed.actor, failed.target, failed.details["tick"]) == (
+        "scheduler", "retired", minute(1).isoformat())
+    assert failed.details["error"].startswith("UnknownTaskType: ")
+    assert "'boom'" in failed.details["error"]
+    assert any("retired" in r.getMessage() and "'boom'" in r.getMessage()
+               for r in caplog.records)
+    assert Schedule.objects.get(pk=retired.pk).next_run_at == minute(2)
+    with pytest.raises(UnknownTaskType):
+        schedules.run_now(retired.pk, actor="carol")
+    assert Task.objects.count() == 1
+    assert Schedule.objects.get(pk=retired.pk).last_task_id is None
 
 
 @pytest.fixture
