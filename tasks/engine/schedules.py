@@ -28,10 +28,9 @@ from django.utils import timezone
 
 from plugins import registry
 from tasks import jsonsafe, ticks
-from tasks.conf import engine as engine_settings
 from tasks.engine.events import CHANNEL, SCHEDULE_FAILED, payload
+from tasks.engine.spec import prepare, with_default_limits
 from tasks.engine.sql import run
-from tasks.engine.submit import prepare
 from tasks.exceptions import InvalidInput, InvalidTask, NotFound
 from tasks.models import AuditEntry, MissedTicks, Schedule, Task
 from tasks.states import parse_id
@@ -198,21 +197,17 @@ def _enqueue(schedule: Mapping[str, Any], tick: datetime.datetime, key: str,
     enqueued, when its type is no longer registered (whether the plugin can run in this
     process is not asked: workers elsewhere may run it)."""
     registry.get(schedule["type"])
-    cfg = engine_settings()
+    max_retries, timeout_seconds = with_default_limits(schedule["max_retries"],
+                                                       schedule["timeout_seconds"])
     stored = schedule["payload"]
     rows = run("enqueue_tick", {
         "name": schedule["name"], "type": schedule["type"],
         "payload": stored if isinstance(stored, str) else json.dumps(stored,
                                                                      separators=(",", ":")),
         "priority": schedule["priority"], "queue": schedule["queue"], "tick": tick,
-        "max_retries": _or(schedule["max_retries"], cfg.DEFAULT_MAX_RETRIES),
-        "timeout_seconds": _or(schedule["timeout_seconds"], cfg.DEFAULT_TIMEOUT),
+        "max_retries": max_retries, "timeout_seconds": timeout_seconds,
         "key": key, "owner_id": schedule["owner_id"], "details": details})
     return rows[0][0] if rows else None
-
-
-def _or(value: int | None, default: int) -> int:
-    return default if value is None else value
 
 
 def tick_key(schedule_id: int, tick: datetime.datetime) -> str:

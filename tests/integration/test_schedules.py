@@ -125,6 +125,18 @@ def test_run_now_enqueues_at_once_and_leaves_the_ticks_alone():
     assert s.last_task_id == task.pk and s.next_run_at == minute(1)
 
 
+def test_a_schedule_without_limits_fires_with_the_engines_defaults_as_enqueue_does(settings):
+    settings.TASKS_ENGINE = {**settings.TASKS_ENGINE, "DEFAULT_MAX_RETRIES": 7,
+                             "DEFAULT_TIMEOUT": 42}
+    every_minute(name="unset")
+    every_minute(name="zero", max_retries=0, timeout_seconds=5)
+    schedules.fire_due(now=minute(1))
+    engine.enqueue(name="direct", type="count")
+    limits = {name: (retries, timeout) for name, retries, timeout
+              in Task.objects.values_list("name", "max_retries", "timeout_seconds")}
+    assert limits == {"unset": (7, 42), "zero": (0, 5), "direct": (7, 42)}
+
+
 def test_next_runs_of_an_interval_schedule():
     s = schedules.create(name="often", type="count", interval_seconds=90)
     runs = schedules.next_runs(s, 3)
