@@ -65,6 +65,27 @@ def claim_ids(worker: str = WORKER, limit: int = 100, **kwargs: Any) -> list[int
     return [c.id for c in engine.claim(worker_id=worker, limit=limit, **kwargs)]
 
 
+def _run_one(task_id: int, end) -> None:
+    """Claim every due task, end the run of `task_id` with `end`, release the others."""
+    claimed = {c.id: c for c in engine.claim(worker_id=WORKER, limit=100)}
+    assert task_id in claimed, f"task {task_id} was not claimable"
+    end(claimed[task_id])
+    engine.release(worker_id=WORKER, outcomes=[outcome(c) for i, c in claimed.items()
+                                               if i != task_id])
+
+
+def run_ok(task_id: int, result: Any = None) -> None:
+    """Run `task_id` to success (with `result`); the other due tasks go back to the queue."""
+    _run_one(task_id, lambda run: engine.complete(worker_id=WORKER, outcomes=[
+        outcome(run, result=result)]))
+
+
+def run_fail(task_id: int) -> None:
+    """Fail the run of `task_id` ("boom"); the other due tasks go back to the queue."""
+    _run_one(task_id, lambda run: engine.fail(worker_id=WORKER, outcomes=[
+        outcome(run, error="boom")]))
+
+
 @pytest.fixture
 def counts():
     """Snapshot of (tasks, history rows) to prove that nothing was written."""

@@ -16,7 +16,15 @@ from tasks.exceptions import InvalidTask
 from tasks.listener import connect_kwargs
 from tasks.models import Task, TaskDependency, TaskHistory
 from tasks.states import Event, Status
-from tests.integration.conftest import WORKER, enqueue, events, outcome, sql
+from tests.integration.conftest import (
+    WORKER,
+    enqueue,
+    events,
+    outcome,
+    run_fail,
+    run_ok,
+    sql,
+)
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,22 +32,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def status(task_id: int) -> str:
     return Task.objects.get(pk=task_id).status
-
-
-def run_ok(task_id: int, result=None) -> None:
-    """Claim every due task, and complete `task_id` (the others go back to the queue)."""
-    claimed = {c.id: c for c in engine.claim(worker_id=WORKER, limit=100)}
-    assert task_id in claimed, f"task {task_id} was not claimable"
-    engine.complete(worker_id=WORKER, outcomes=[outcome(claimed[task_id], result=result)])
-    engine.release(worker_id=WORKER, outcomes=[outcome(c) for i, c in claimed.items()
-                                               if i != task_id])
-
-
-def run_fail(task_id: int) -> None:
-    claimed = {c.id: c for c in engine.claim(worker_id=WORKER, limit=100)}
-    engine.fail(worker_id=WORKER, outcomes=[outcome(claimed[task_id], error="boom")])
-    engine.release(worker_id=WORKER, outcomes=[outcome(c) for i, c in claimed.items()
-                                               if i != task_id])
 
 
 def spec(name: str, **extra) -> dict:
