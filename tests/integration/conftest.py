@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -63,6 +65,17 @@ def outcome(claimed: engine.ClaimedTask, **kwargs: Any) -> engine.Outcome:
 
 def claim_ids(worker: str = WORKER, limit: int = 100, **kwargs: Any) -> list[int]:
     return [c.id for c in engine.claim(worker_id=worker, limit=limit, **kwargs)]
+
+
+def next_events(conn: psycopg.Connection, count: int, timeout: float = 5) -> list[dict]:
+    """The payloads of the next `count` NOTIFYs on a LISTENing connection, in the order
+    they came; fewer if no more come within `timeout` seconds."""
+    got = []
+    for note in conn.notifies(timeout=timeout):
+        got.append(json.loads(note.payload))
+        if len(got) == count:
+            break
+    return got
 
 
 def _run_one(task_id: int, end) -> None:

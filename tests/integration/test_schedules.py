@@ -6,7 +6,6 @@ among others, the settings' sync."""
 from __future__ import annotations
 
 import datetime
-import json
 import threading
 
 import psycopg
@@ -22,7 +21,7 @@ from tasks.exceptions import InvalidInput, NotFound, UnknownTaskType
 from tasks.listener import connect_kwargs
 from tasks.maintenance.scheduler import Scheduler, SchedulerConfig
 from tasks.models import AuditEntry, Schedule, Task, TaskHistory
-from tests.integration.conftest import sql
+from tests.integration.conftest import next_events, sql
 from tests.support.plugins import CountRuns
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -342,7 +341,7 @@ def test_each_change_sends_an_event_naming_the_schedule_and_who():
         schedules.resume(s.pk, actor="bob")
         task = schedules.run_now(s.pk, actor="carol")
         schedules.delete(s.pk, actor="eve")
-        received = [json.loads(n.payload) for n in _take(conn, 7)]
+        received = next_events(conn, 7)
     about_schedule = [e for e in received if e["event"] in SCHEDULE_EVENTS]
     assert [(e["event"], e["actor"]) for e in about_schedule] == [
         ("schedule_created", "alice"), ("schedule_updated", "dan"), ("schedule_paused", "bob"),
@@ -358,15 +357,6 @@ def test_a_failed_schedule_sends_an_event_from_the_scheduler():
     with psycopg.connect(autocommit=True, **connect_kwargs()) as conn:
         conn.execute(f'LISTEN "{engine.CHANNEL}"')
         schedules.fire_due(now=minute(1))
-        (event,) = [json.loads(n.payload) for n in _take(conn, 1)]
+        (event,) = next_events(conn, 1)
     assert (event["event"], event["schedule"], event["actor"]) == (
         "schedule_failed", s.pk, "scheduler")
-
-
-def _take(conn, n):
-    got = []
-    for note in conn.notifies(timeout=5):
-        got.append(note)
-        if len(got) == n:
-            break
-    return got
