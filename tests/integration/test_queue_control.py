@@ -131,7 +131,7 @@ def test_the_queue_overview_shows_depth_running_age_pauses_and_limits():
     enqueue(queue="mail")
     enqueue(queue="mail", run_at=_later())
     running = enqueue(queue="api")
-    claim(1, queues=["api"])
+    assert [c.id for c in claim(1, queues=["api"])] == [running.pk]
     engine.pause_queue("mail")
     engine.set_queue_limits("idle", concurrency_limit=4)
     rows = {q["name"]: q for q in selectors.queues()}
@@ -142,7 +142,6 @@ def test_the_queue_overview_shows_depth_running_age_pauses_and_limits():
     assert rows["mail"]["oldest_due_age"] >= 0
     assert (rows["api"]["running"], rows["api"]["due"]) == (1, 0)
     assert rows["idle"]["concurrency_limit"] == 4 and rows["idle"]["due"] == 0
-    assert running.pk
 
 
 def _later():
