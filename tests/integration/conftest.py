@@ -20,6 +20,15 @@ WORKER = "host-a:101:aaaa"
 OTHER_WORKER = "host-b:202:bbbb"
 
 
+def spec(name: str, **extra: Any) -> dict:
+    """A task for enqueue_many: `name`, the `count` test type and `extra` fields."""
+    return {"name": name, "type": "count", **extra}
+
+
+def status(task_id: int) -> str:
+    return Task.objects.get(pk=task_id).status
+
+
 def enqueue(**spec: Any) -> Task:
     """engine.enqueue with a name and the session's `count` test type by default."""
     spec.setdefault("name", "job")
@@ -93,10 +102,10 @@ def run_ok(task_id: int, result: Any = None) -> None:
         outcome(run, result=result)]))
 
 
-def run_fail(task_id: int) -> None:
-    """Fail the run of `task_id` ("boom"); the other due tasks go back to the queue."""
+def run_fail(task_id: int, error: str = "boom") -> None:
+    """Fail the run of `task_id` with `error`; the other due tasks go back to the queue."""
     _run_one(task_id, lambda run: engine.fail(worker_id=WORKER, outcomes=[
-        outcome(run, error="boom")]))
+        outcome(run, error=error)]))
 
 
 @pytest.fixture

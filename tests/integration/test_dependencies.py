@@ -23,19 +23,13 @@ from tests.integration.conftest import (
     outcome,
     run_fail,
     run_ok,
+    spec,
     sql,
+    status,
 )
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def status(task_id: int) -> str:
-    return Task.objects.get(pk=task_id).status
-
-
-def spec(name: str, **extra) -> dict:
-    return {"name": name, "type": "count", **extra}
 
 
 def test_a_child_waits_for_every_parent_and_is_released_with_the_last():

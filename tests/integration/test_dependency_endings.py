@@ -21,20 +21,14 @@ from tests.integration.conftest import (
     outcome,
     run_fail,
     run_ok,
+    spec,
+    status,
 )
 from tests.integration.test_dependencies import _blocked_on_a_lock, _complete_elsewhere
 from tests.integration.test_engine_statements import listen  # noqa: F401 - the fixture
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def status(task_id: int) -> str:
-    return Task.objects.get(pk=task_id).status
-
-
-def spec(name: str, **extra) -> dict:
-    return {"name": name, "type": "count", **extra}
 
 
 def family() -> tuple[Task, Task, Task]:
