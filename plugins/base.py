@@ -205,7 +205,3 @@ class Plugin:
         a task of one it got anyway (NotRunnableHere) for a worker that can run it.
         Enqueueing is validate's business: a web process may refuse or accept regardless."""
         return None
-
-    def available(self) -> bool:
-        """This process can run the type (unavailable_reason() is None)."""
-        return self.unavailable_reason() is None

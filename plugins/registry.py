@@ -6,7 +6,7 @@ point group `taskservice.plugins` (third-party packages), and settings (TASKS_PL
 which maps a type name to a plugin (a built-in name or a dotted path) with options. The
 registry is frozen once loaded; an unknown type is a clear error at enqueue time. A worker
 claims only runnable_types(): the types whose plugin is available in its process
-(Plugin.available).
+(Plugin.unavailable_reason() is None).
 """
 
 from __future__ import annotations

@@ -73,6 +73,16 @@ def timestamp(value: datetime.datetime | None, *, precise: bool = False,
                        iso, mark_safe(flag), text)
 
 
+def date_display(field: str, description: str | None = None):
+    """A ModelAdmin's read-only column or field showing the object's date `field` in the one
+    date format (timestamp); described as the field's name with spaces by default."""
+    def show(self, obj: Any) -> str:
+        return timestamp(getattr(obj, field))
+    show.short_description = description or field.replace("_", " ")
+    show.__name__ = f"{field}_when"
+    return show
+
+
 def seconds_text(seconds: float) -> str:
     """A span of time, short: 4.2s, 3m 07s, 2h 05m, 3d 04h."""
     seconds = max(0.0, seconds)

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from tasks import authz, engine
-from tasks.admin.display import timestamp
+from tasks.admin.display import date_display, timestamp
 from tasks.exceptions import InvalidTask, TaskServiceError
 from tasks.models import Schedule, Task
 
@@ -78,17 +78,9 @@ class ScheduleAdmin(admin.ModelAdmin):
             return "paused"
         return format_html_join(", ", "{}", ((timestamp(t),) for t in runs))
 
-    @admin.display(description="last tick")
-    def last_tick_when(self, obj: Schedule) -> str:
-        return timestamp(obj.last_tick_at)
-
-    @admin.display(description="created")
-    def created_when(self, obj: Schedule) -> str:
-        return timestamp(obj.created_at)
-
-    @admin.display(description="updated")
-    def updated_when(self, obj: Schedule) -> str:
-        return timestamp(obj.updated_at)
+    last_tick_when = date_display("last_tick_at", "last tick")
+    created_when = date_display("created_at", "created")
+    updated_when = date_display("updated_at", "updated")
 
     @admin.display(description="last task")
     def last_task(self, obj: Schedule) -> str:

@@ -22,6 +22,7 @@ from tasks.admin import search
 from tasks.admin.actions import BulkActions
 from tasks.admin.buttons import TaskButtons
 from tasks.admin.display import (
+    date_display,
     duration,
     pretty,
     progress,
@@ -53,15 +54,6 @@ ENGINE_FIELDS = ("attempts", "retry_count", "max_retries", "timeout_seconds", "r
                  "locked_by", "locked_until_when", "cancel_requested_at_when",
                  "idempotency_key", "created_at_when", "updated_at_when", "started_at_when",
                  "finished_at_when")
-
-
-def _date_display(name: str):
-    """A read-only date of the task page, in the one date format (display.timestamp)."""
-    def show(self, task: Task) -> str:
-        return timestamp(getattr(task, name))
-    show.short_description = name.replace("_", " ")
-    show.__name__ = f"{name}_when"
-    return show
 
 
 @admin.register(Task)
@@ -329,5 +321,5 @@ class TaskAdmin(TaskButtons, FilteredActions, BulkActions, admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:tasks_task_change", args=[obj.pk]))
 
 
-for _name in DATE_FIELDS:
-    setattr(TaskAdmin, f"{_name}_when", _date_display(_name))
+for _name in DATE_FIELDS:  # the task page's read-only dates
+    setattr(TaskAdmin, f"{_name}_when", date_display(_name))

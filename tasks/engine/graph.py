@@ -3,10 +3,11 @@
 Parents that exist already are locked (queries.sql: lock_parents) and marked
 `has_dependents`, so a parent ending at the same moment either ended before (and is seen
 as ended here) or waits for this transaction and then sees its new children. Every new task
-gets its id first (allocate_task_ids), so edges can name tasks of the same request; then
-one statement (insert_graph) stores the tasks, `waiting` or `queued`, their edges, their
-history rows and their events. A parent that does not exist (or that the submitter may not
-see) is an InvalidTask naming the field, and nothing is written.
+gets its id first (reserve_task_ids, as a batch copied in does), so edges can name tasks of
+the same request; then one statement (insert_graph) stores the tasks, `waiting` or
+`queued`, their edges, their history rows and their events. A parent that does not exist
+(or that the submitter may not see) is an InvalidTask naming the field, and nothing is
+written.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def insert_graph(prepared: list[Prepared], who: Submitter, *, parent_scope: int 
                            "(retry that task first, or use on_parent_failure 'run').")
         if errors:
             raise InvalidTask(errors)  # the atomic block undoes lock_parents' marks
-        ids = [r[0] for r in run("allocate_task_ids", {"n": len(prepared)})]
+        # Its now() is the transaction's, which insert_graph stamps the tasks with anyway.
+        ((_now, ids),) = run("reserve_task_ids", {"n": len(prepared)})
         referenced = {i for p in prepared for i in p.after}
         statuses, children, edge_parents = [], [], []
         for index, p in enumerate(prepared):

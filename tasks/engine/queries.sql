@@ -68,7 +68,7 @@ WITH src AS (
 SELECT ins.* FROM ins LEFT JOIN note ON true
 
 -- name: reserve_task_ids --
--- Take `n` task ids from the tasks' sequence, and the transaction's now(): a copied batch's.
+-- Take `n` task ids from the tasks' sequence (a copied batch's, a graph's), and now().
 -- The sequence is looked up once (a lookup per id took ten times as long as the ids).
 SELECT now(), array(SELECT nextval(s.seq) FROM generate_series(1, %(n)s),
                            (SELECT pg_get_serial_sequence('tasks', 'id')::regclass AS seq
@@ -114,10 +114,6 @@ WITH locked AS MATERIALIZED (
 )
 UPDATE tasks t SET has_dependents = true FROM locked l WHERE t.id = l.id
 RETURNING t.id, t.status, t.owner_id
-
--- name: allocate_task_ids --
--- Take `n` task ids from the tasks' sequence, so a graph's edges can name its new tasks.
-SELECT nextval(pg_get_serial_sequence('tasks', 'id')) FROM generate_series(1, %(n)s)
 
 -- name: insert_workflow --
 -- Store one workflow (the tasks of a chain, a group or a list of steps); its id.

@@ -7,8 +7,10 @@ the scheduler service runs: in one transaction it locks the due schedules (skipp
 another maintainer holds), enqueues one task per schedule for its latest due tick
 (queries.sql: enqueue_tick, keyed `schedule:<id>:<tick>`, so nothing doubles it) and moves
 each schedule to its next tick. The task is the stored, already validated one: firing asks
-no plugin, so a leader without a type's plugin still fires it for the workers that have
-it. Each schedule fires in a savepoint of its own: one that fails is logged, audited
+no plugin, so a leader where a type's plugin cannot run (unavailable here) still fires it
+for the workers that can. Its type must still be registered: a task of a type no longer
+registered would wait for a worker that never comes, so that tick fails instead. Each
+schedule fires in a savepoint of its own: one that fails is logged, audited
 (`schedule_failed`) and moved on, and the others fire.
 """
 
@@ -24,11 +26,11 @@ from typing import Any
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
+from plugins import registry
 from tasks import jsonsafe, ticks
-from tasks.conf import engine as engine_settings
 from tasks.engine.events import CHANNEL, SCHEDULE_FAILED, payload
+from tasks.engine.spec import prepare, with_default_limits
 from tasks.engine.sql import run
-from tasks.engine.submit import prepare
 from tasks.exceptions import InvalidInput, InvalidTask, NotFound
 from tasks.models import AuditEntry, MissedTicks, Schedule, Task
 from tasks.states import parse_id
@@ -191,22 +193,21 @@ def _enqueue(schedule: Mapping[str, Any], tick: datetime.datetime, key: str,
              details: str) -> int | None:
     """enqueue_tick for one schedule (a model's fields or a select_due_schedules row as a
     dict): its stored task, validated when it was saved, so no plugin is asked again; the
-    task's id, or None when that key's task exists already."""
-    cfg = engine_settings()
+    task's id, or None when that key's task exists already. UnknownTaskType, and nothing
+    enqueued, when its type is no longer registered (whether the plugin can run in this
+    process is not asked: workers elsewhere may run it)."""
+    registry.get(schedule["type"])
+    max_retries, timeout_seconds = with_default_limits(schedule["max_retries"],
+                                                       schedule["timeout_seconds"])
     stored = schedule["payload"]
     rows = run("enqueue_tick", {
         "name": schedule["name"], "type": schedule["type"],
         "payload": stored if isinstance(stored, str) else json.dumps(stored,
                                                                      separators=(",", ":")),
         "priority": schedule["priority"], "queue": schedule["queue"], "tick": tick,
-        "max_retries": _or(schedule["max_retries"], cfg.DEFAULT_MAX_RETRIES),
-        "timeout_seconds": _or(schedule["timeout_seconds"], cfg.DEFAULT_TIMEOUT),
+        "max_retries": max_retries, "timeout_seconds": timeout_seconds,
         "key": key, "owner_id": schedule["owner_id"], "details": details})
     return rows[0][0] if rows else None
-
-
-def _or(value: int | None, default: int) -> int:
-    return default if value is None else value
 
 
 def tick_key(schedule_id: int, tick: datetime.datetime) -> str:
@@ -220,7 +221,8 @@ def _as_dict(schedule: Schedule) -> dict[str, Any]:
 
 @transaction.atomic
 def run_now(schedule_id: Any, *, actor: str = "") -> Task:
-    """Enqueue the schedule's task at once, besides its ticks (which stay as they are)."""
+    """Enqueue the schedule's task at once, besides its ticks (which stay as they are);
+    UnknownTaskType when its type is no longer registered."""
     schedule = get(schedule_id)
     now = timezone.now()
     key = f"schedule:{schedule.pk}:run-now:{secrets.token_hex(8)}"

@@ -19,7 +19,7 @@ from django.utils import timezone
 from plugins import registry
 from plugins.base import PayloadError, Plugin
 from tasks import jsonsafe
-from tasks.conf import engine
+from tasks.conf import EngineSettings, engine
 from tasks.exceptions import IdempotencyConflict, InvalidTask, UnknownTaskType
 from tasks.models import Origin, Status, Task
 from tasks.states import ON_PARENT_FAILURE, parse_id
@@ -158,6 +158,15 @@ def _payload_json(errors: dict, plugin: Plugin, payload: dict,
     return cleaned, text
 
 
+def with_default_limits(max_retries: Any, timeout_seconds: Any,
+                        cfg: EngineSettings | None = None) -> tuple[Any, Any]:
+    """max_retries and timeout_seconds with the engine's defaults for those not set (None):
+    what a submitted task is validated with, and what a schedule's ticks are enqueued with."""
+    cfg = cfg or engine()
+    return (cfg.DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
+            cfg.DEFAULT_TIMEOUT if timeout_seconds is None else timeout_seconds)
+
+
 def prepare(
     *,
     name: str,
@@ -201,9 +210,8 @@ def prepare(
                 payload, payload_json = _payload_json(errors, plugin, payload,
                                                       cfg.MAX_PAYLOAD_BYTES)
     priority = _int_in(errors, "priority", priority, cfg.MIN_PRIORITY, cfg.MAX_PRIORITY)
-    max_retries = cfg.DEFAULT_MAX_RETRIES if max_retries is None else max_retries
+    max_retries, timeout_seconds = with_default_limits(max_retries, timeout_seconds, cfg)
     max_retries = _int_in(errors, "max_retries", max_retries, 0, cfg.MAX_RETRIES_LIMIT)
-    timeout_seconds = cfg.DEFAULT_TIMEOUT if timeout_seconds is None else timeout_seconds
     timeout_seconds = _int_in(errors, "timeout_seconds", timeout_seconds, 1, cfg.MAX_TIMEOUT)
     if not isinstance(queue, str) or not QUEUE_NAME_RE.match(queue):
         errors["queue"] = ["Must be 1-100 characters of letters, digits, '_', '-', '.', ':'."]

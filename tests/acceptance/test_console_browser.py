@@ -10,26 +10,17 @@ import datetime
 import os
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
-from django.db import connections
 from django.utils import timezone
 
-from tests.acceptance.test_dashboard_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    OUTPUT,
-    PASSWORD,
-    Daphne,
-    free_port,
-)
+from tests.support.browser import CHROMIUM, MISSING, OUTPUT, Daphne, db, free_port, login
 
 if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing", allow_module_level=True)
+    pytest.skip(MISSING, allow_module_level=True)
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
 
@@ -58,52 +49,13 @@ OVERFLOW = """() => {
 
 @pytest.fixture
 def server(tmp_path, monkeypatch):
+    """A daphne whose workers' liveness window is the short one above."""
     monkeypatch.setenv("TASKS_HEARTBEAT_INTERVAL", str(HEARTBEAT))
     monkeypatch.setenv("TASKS_LEASE_SECONDS", str(LEASE))
     daphne = Daphne(free_port(), tmp_path / "daphne.log")
     daphne.start()
     yield daphne
     daphne.stop()
-
-
-def db(fn):
-    """Run `fn` (ORM work) in a thread of its own: Playwright's sync API keeps an event loop
-    in the test's thread, where Django refuses database calls. Its connection is closed
-    after, so the test database can be dropped at the end."""
-    def call():
-        try:
-            return fn()
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(call).result()
-
-
-@pytest.fixture
-def browser():
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                      headless=True)
-        yield chromium
-        chromium.close()
-
-
-def login(browser, server, django_user_model, size=(1440, 900), javascript=True):
-    def create():
-        if not django_user_model.objects.filter(username="operator").exists():
-            django_user_model.objects.create_superuser("operator", "op@example.com", PASSWORD)
-    db(create)
-    context = browser.new_context(viewport={"width": size[0], "height": size[1]},
-                                  java_script_enabled=javascript)
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{server.url}/admin/login/?next=/admin/")
-    page.fill("#id_username", "operator")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url("**/admin/")
-    return page
 
 
 def mixed_tasks():

@@ -11,33 +11,23 @@ import pytest
 from django.utils import timezone
 
 from tasks import engine
+from tests.support.browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    MISSING,
+    PASSWORD,
+    WATCH_VIOLATIONS,
+)
 
-CHROMIUM = "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (.ci/run does) "
-                "to run the browser test", allow_module_level=True)
+    pytest.skip(MISSING, allow_module_level=True)
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from tests.acceptance.test_dashboard_browser import (  # noqa: E402
-    CHROMIUM_ARGS,
-    PASSWORD,
-    daphne,  # noqa: F401 - the fixture: a real daphne on a free port
-)
-
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
 
-# Reported by the page itself; Playwright's init script is not subject to the policy.
-WATCH_VIOLATIONS = """
-window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", (e) => {
-  window.__cspViolations.push(
-    `${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}:${e.lineNumber}`);
-});
-"""
 
-
-def test_admin_dashboard_and_api_docs_work_under_the_policy(daphne, django_user_model):  # noqa: F811
+def test_admin_dashboard_and_api_docs_work_under_the_policy(daphne, django_user_model):
     django_user_model.objects.create_superuser("operator", "op@example.com", PASSWORD)
     # Committed at once (a transactional test), so daphne's connection sees it.
     engine.enqueue(name="csp check", type="noop", queue="later",

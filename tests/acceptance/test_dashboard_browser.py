@@ -8,79 +8,20 @@ the websocket -> our JavaScript. Screenshots go to test-output/ (git-ignored).
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from tests.support import processes
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-OUTPUT = processes.ROOT / "test-output"
-PASSWORD = "browser-test-pw-81723"
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, MISSING, OUTPUT, PASSWORD
 
 if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (.ci/run does) "
-                "to run the browser test", allow_module_level=True)
+    pytest.skip(MISSING, allow_module_level=True)
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Daphne:
-    """A daphne process on a fixed port, restartable (the 'server comes back' case)."""
-
-    def __init__(self, port: int, log: Path):
-        self.port, self.log, self.proc = port, log, None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-                 "taskservice.asgi:application"],
-                cwd=processes.ROOT, env=processes.process_env(), stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True)
-        end = time.monotonic() + 30
-        while time.monotonic() < end:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"daphne did not start:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            processes.stop(self.proc, signal.SIGTERM, timeout=10)
-
-
-@pytest.fixture
-def daphne(tmp_path):
-    server = Daphne(free_port(), tmp_path / "daphne.log")
-    server.start()
-    yield server
-    server.stop()
 
 
 def run_python(code: str) -> str:

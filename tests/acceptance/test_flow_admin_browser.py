@@ -10,25 +10,23 @@ import pytest
 
 from tasks import engine
 from tasks.models import AuditEntry, Queue, Schedule, Task
+from tests.support.browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    MISSING,
+    PASSWORD,
+    WATCH_VIOLATIONS,
+)
 
-CHROMIUM = "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (.ci/run does) "
-                "to run the browser test", allow_module_level=True)
+    pytest.skip(MISSING, allow_module_level=True)
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
-
-from tests.acceptance.test_csp_browser import WATCH_VIOLATIONS  # noqa: E402
-from tests.acceptance.test_dashboard_browser import (  # noqa: E402
-    CHROMIUM_ARGS,
-    PASSWORD,
-    daphne,  # noqa: F401 - the fixture: a real daphne on a free port
-)
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
 
 
-def test_queues_and_schedules_pages_steer_through_the_engine(daphne, django_user_model):  # noqa: F811
+def test_queues_and_schedules_pages_steer_through_the_engine(daphne, django_user_model):
     django_user_model.objects.create_superuser("operator", "op@example.com", PASSWORD)
     engine.enqueue(name="waiting", type="noop", queue="mail")
     schedule = engine.schedules.create(name="often", type="noop", interval_seconds=600)

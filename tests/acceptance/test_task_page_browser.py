@@ -8,16 +8,10 @@ import os
 
 import pytest
 
-from tests.acceptance.test_console_browser import (  # noqa: F401 - fixtures
-    browser,
-    db,
-    login,
-    server,
-)
-from tests.acceptance.test_dashboard_browser import CHROMIUM
+from tests.support.browser import CHROMIUM, MISSING, db, login
 
 if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing", allow_module_level=True)
+    pytest.skip(MISSING, allow_module_level=True)
 
 from playwright.sync_api import expect  # noqa: E402
 
@@ -27,7 +21,7 @@ WORKER = "page-host:1:abcd"
 
 
 def test_the_task_page_shows_progress_live_and_clears_it_for_a_new_attempt(
-        server, browser, django_user_model):  # noqa: F811
+        daphne, browser, django_user_model):
     from tasks import engine
 
     def start():
@@ -38,8 +32,8 @@ def test_the_task_page_shows_progress_live_and_clears_it_for_a_new_attempt(
         return claimed
 
     claimed = db(start)
-    page = login(browser, server, django_user_model)
-    page.goto(f"{server.url}/admin/tasks/task/{claimed.id}/change/")
+    page = login(browser, daphne, django_user_model)
+    page.goto(f"{daphne.url}/admin/tasks/task/{claimed.id}/change/")
     field = page.locator(f'[data-task-progress="{claimed.id}"]')
     expect(field).to_have_text("—")
     expect(page.locator("#live-status")).to_have_attribute("data-state", "ok")

@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
+import psycopg
 import pytest
+from django.conf import settings
 from django.db import connection
 
+from plugins import registry
 from tasks import engine
 from tasks.models import Task, TaskHistory
+from tests.support.plugins import TEST_PLUGINS
 
 WORKER = "host-a:101:aaaa"
 OTHER_WORKER = "host-b:202:bbbb"
+
+
+def spec(name: str, **extra: Any) -> dict:
+    """A task for enqueue_many: `name`, the `count` test type and `extra` fields."""
+    return {"name": name, "type": "count", **extra}
+
+
+def status(task_id: int) -> str:
+    return Task.objects.get(pk=task_id).status
 
 
 def enqueue(**spec: Any) -> Task:
@@ -62,6 +76,38 @@ def claim_ids(worker: str = WORKER, limit: int = 100, **kwargs: Any) -> list[int
     return [c.id for c in engine.claim(worker_id=worker, limit=limit, **kwargs)]
 
 
+def next_events(conn: psycopg.Connection, count: int, timeout: float = 5) -> list[dict]:
+    """The payloads of the next `count` NOTIFYs on a LISTENing connection, in the order
+    they came; fewer if no more come within `timeout` seconds."""
+    got = []
+    for note in conn.notifies(timeout=timeout):
+        got.append(json.loads(note.payload))
+        if len(got) == count:
+            break
+    return got
+
+
+def _run_one(task_id: int, end) -> None:
+    """Claim every due task, end the run of `task_id` with `end`, release the others."""
+    claimed = {c.id: c for c in engine.claim(worker_id=WORKER, limit=100)}
+    assert task_id in claimed, f"task {task_id} was not claimable"
+    end(claimed[task_id])
+    engine.release(worker_id=WORKER, outcomes=[outcome(c) for i, c in claimed.items()
+                                               if i != task_id])
+
+
+def run_ok(task_id: int, result: Any = None) -> None:
+    """Run `task_id` to success (with `result`); the other due tasks go back to the queue."""
+    _run_one(task_id, lambda run: engine.complete(worker_id=WORKER, outcomes=[
+        outcome(run, result=result)]))
+
+
+def run_fail(task_id: int, error: str = "boom") -> None:
+    """Fail the run of `task_id` with `error`; the other due tasks go back to the queue."""
+    _run_one(task_id, lambda run: engine.fail(worker_id=WORKER, outcomes=[
+        outcome(run, error=error)]))
+
+
 @pytest.fixture
 def counts():
     """Snapshot of (tasks, history rows) to prove that nothing was written."""
@@ -70,3 +116,18 @@ def counts():
         return Task.objects.count(), TaskHistory.objects.count()
 
     return take
+
+
+@pytest.fixture
+def plugins_here():
+    """`load(without=..., **types)` reloads this process's registry with the tests' types
+    changed (some left out, some added or replaced by a plugin path); the tests' types are
+    loaded again afterwards."""
+    tests_types = {**settings.TASKS_ENGINE.get("PLUGINS", {}), **TEST_PLUGINS}
+
+    def load(without=(), **types: Any) -> None:
+        registry.load({**{name: spec for name, spec in tests_types.items()
+                          if name not in without}, **types})
+
+    yield load
+    registry.load(tests_types)

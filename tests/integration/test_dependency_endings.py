@@ -12,22 +12,23 @@ from django.db import connection, transaction
 from django.urls import reverse
 
 from tasks import engine
-from tasks.models import Task, TaskHistory
+from tasks.models import Task
 from tasks.states import Event, Status
-from tests.integration.conftest import WORKER, events, outcome
+from tests.integration.conftest import (
+    WORKER,
+    events,
+    last_history,
+    outcome,
+    run_fail,
+    run_ok,
+    spec,
+    status,
+)
 from tests.integration.test_dependencies import _blocked_on_a_lock, _complete_elsewhere
 from tests.integration.test_engine_statements import listen  # noqa: F401 - the fixture
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def status(task_id: int) -> str:
-    return Task.objects.get(pk=task_id).status
-
-
-def spec(name: str, **extra) -> dict:
-    return {"name": name, "type": "count", **extra}
 
 
 def family() -> tuple[Task, Task, Task]:
@@ -37,7 +38,7 @@ def family() -> tuple[Task, Task, Task]:
 
 def assert_cancelled_by(child: Task, parent: Task, grandchild: Task) -> None:
     assert (status(child.pk), status(grandchild.pk)) == (Status.CANCELLED, Status.CANCELLED)
-    last = TaskHistory.objects.filter(task=child.pk).order_by("-id").first()
+    last = last_history(child.pk)
     assert (last.event_type, last.details) == (Event.DEPENDENCY_FAILED,
                                                f"parent task {parent.pk} cancelled")
     assert Task.objects.get(pk=child.pk).failed_parent_id == parent.pk
@@ -62,7 +63,7 @@ def test_a_run_snoozed_after_a_cancel_was_asked_ends_cancelled_with_its_children
     row = Task.objects.get(pk=p.pk)
     assert (row.status, row.locked_by) == (Status.CANCELLED, None)
     assert row.finished_at is not None and row.cancel_requested_at is not None
-    last = TaskHistory.objects.filter(task=p.pk).order_by("-id").first()
+    last = last_history(p.pk)
     assert (last.event_type, last.status, last.worker_id) == (
         Event.TASK_CANCELLED, Status.CANCELLED, WORKER)
     assert_cancelled_by(c, p, g)
@@ -116,24 +117,6 @@ def test_settling_and_rewaiting_children_send_their_events_with_the_child_ids(li
 # --- a person retries a child whose parents have not all succeeded ----------------------
 
 
-def run_ok(task_id: int) -> None:
-    claimed = {c.id: c for c in engine.claim(worker_id=WORKER, limit=100)}
-    engine.complete(worker_id=WORKER, outcomes=[outcome(claimed[task_id])])
-    engine.release(worker_id=WORKER, outcomes=[outcome(c) for i, c in claimed.items()
-                                               if i != task_id])
-
-
-def run_fail(task_id: int) -> None:
-    claimed = {c.id: c for c in engine.claim(worker_id=WORKER, limit=100)}
-    engine.fail(worker_id=WORKER, outcomes=[outcome(claimed[task_id], error="boom")])
-    engine.release(worker_id=WORKER, outcomes=[outcome(c) for i, c in claimed.items()
-                                               if i != task_id])
-
-
-def last(task_id: int) -> TaskHistory:
-    return TaskHistory.objects.filter(task=task_id).order_by("-id").first()
-
-
 def test_a_retried_child_whose_parent_failed_waits_until_that_parent_is_retried():
     a, b, c = engine.enqueue_many([spec("a", max_retries=0), spec("b"),
                                    spec("c", after=[0, 1])])
@@ -141,7 +124,7 @@ def test_a_retried_child_whose_parent_failed_waits_until_that_parent_is_retried(
     assert status(c.pk) == Status.CANCELLED
     engine.retry(c.pk)
     assert status(c.pk) == Status.WAITING
-    row = last(c.pk)
+    row = last_history(c.pk)
     assert (row.event_type, row.status, row.details) == (
         Event.TASK_WAITING, Status.WAITING, "requeued by a person; waiting for its parents")
     assert Task.objects.get(pk=c.pk).failed_parent_id is None
@@ -161,8 +144,8 @@ def test_a_retried_child_is_cancelled_again_when_its_parent_fails_again():
     engine.retry(a.pk)
     run_fail(a.pk)
     assert status(c.pk) == Status.CANCELLED
-    assert (last(c.pk).event_type, last(c.pk).details) == (Event.DEPENDENCY_FAILED,
-                                                           f"parent task {a.pk} failed")
+    row = last_history(c.pk)
+    assert (row.event_type, row.details) == (Event.DEPENDENCY_FAILED, f"parent task {a.pk} failed")
 
 
 def test_a_child_that_failed_itself_after_its_parents_succeeded_is_queued_by_a_retry():
@@ -170,7 +153,7 @@ def test_a_child_that_failed_itself_after_its_parents_succeeded_is_queued_by_a_r
     run_ok(p.pk)
     run_fail(c.pk)
     engine.retry(c.pk)
-    assert status(c.pk) == Status.QUEUED and last(c.pk).event_type == Event.TASK_REQUEUED
+    assert status(c.pk) == Status.QUEUED and last_history(c.pk).event_type == Event.TASK_REQUEUED
 
 
 def test_a_retried_child_that_runs_anyway_waits_only_until_its_parents_end():
@@ -237,4 +220,4 @@ def test_a_retry_while_the_last_parent_completes_sees_it_succeeded():
         wait_until(_blocked_on_a_lock, timeout=10, message="the retry never waited")
     thread.join(timeout=10)
     assert retried == [Status.QUEUED]
-    assert last(c.pk).event_type == Event.TASK_REQUEUED
+    assert last_history(c.pk).event_type == Event.TASK_REQUEUED

@@ -15,27 +15,11 @@ from tasks.listener import connect_kwargs
 from tasks.maintenance.pruner import Pruner, PrunerConfig
 from tasks.models import Task, TaskDependency, TaskHistory, Workflow
 from tasks.states import Status
-from tests.integration.conftest import WORKER, outcome, sql
+from tests.integration.conftest import WORKER, outcome, run_fail, run_ok, spec, sql
 
 pytestmark = pytest.mark.django_db
 
 HOUR, DAY = 3600, 86400
-
-
-def spec(name: str, **extra) -> dict:
-    return {"name": name, "type": "count", **extra}
-
-
-def run(task_id: int, *, result=None, error: str | None = None) -> None:
-    """Claim every due task; complete `task_id` (or fail it), release the others."""
-    claimed = {c.id: c for c in engine.claim(worker_id=WORKER, limit=100)}
-    assert task_id in claimed, f"task {task_id} was not claimable"
-    if error is None:
-        engine.complete(worker_id=WORKER, outcomes=[outcome(claimed[task_id], result=result)])
-    else:
-        engine.fail(worker_id=WORKER, outcomes=[outcome(claimed[task_id], error=error)])
-    engine.release(worker_id=WORKER, outcomes=[outcome(c) for i, c in claimed.items()
-                                               if i != task_id])
 
 
 def age(*tasks: Task, by: str = "2 hours") -> None:
@@ -59,13 +43,13 @@ def pruner(**retention: float) -> Pruner:
 
 def test_a_parent_stays_while_its_child_waits_on_another_parent():
     a, b, c = engine.enqueue_many([spec("a"), spec("b"), spec("c", after=[0, 1])])
-    run(a.pk, result={"from": "a"})
+    run_ok(a.pk, {"from": "a"})
     age(a)
     p = pruner(succeeded=HOUR)
     assert p.run_once() == 0 and remaining() == {a.pk, b.pk, c.pk}
-    run(b.pk, result={"from": "b"})
+    run_ok(b.pk, {"from": "b"})
     assert engine.parent_results(c.pk) == {a.pk: {"from": "a"}, b.pk: {"from": "b"}}
-    run(c.pk)
+    run_ok(c.pk)
     age(a, b, c)
     # The walk went on past `a`; the child's parents go with it now that all may go.
     assert p.run_once() == 3 and remaining() == set()
@@ -74,14 +58,14 @@ def test_a_parent_stays_while_its_child_waits_on_another_parent():
 
 def test_a_parent_stays_while_a_failed_child_may_still_be_retried():
     a, c = engine.enqueue_many([spec("a"), spec("c", after=[0], max_retries=0)])
-    run(a.pk, result={"from": "a"})
-    run(c.pk, error="boom")
+    run_ok(a.pk, {"from": "a"})
+    run_fail(c.pk)
     age(a, c)
     p = pruner(succeeded=HOUR, failed=30 * DAY)
     assert p.run_once() == 0  # `a` is past its retention, but its child is not
     engine.retry(c.pk)
     assert engine.parent_results(c.pk) == {a.pk: {"from": "a"}}
-    run(c.pk, error="boom again")
+    run_fail(c.pk, "boom again")
     age(a, c, by="31 days")
     assert p.run_once() == 2 and remaining() == set()
     assert p.last.tasks == {"succeeded": 1, "failed": 1}
@@ -90,8 +74,8 @@ def test_a_parent_stays_while_a_failed_child_may_still_be_retried():
 def test_a_parent_stays_while_its_child_is_kept_by_the_failure_of_another_parent():
     q, p, c = engine.enqueue_many([spec("q"), spec("p", max_retries=0),
                                    spec("c", after=[0, 1])])
-    run(q.pk, result={"from": "q"})
-    run(p.pk, error="boom")
+    run_ok(q.pk, {"from": "q"})
+    run_fail(p.pk)
     assert status(c) == Status.CANCELLED
     age(q, p, c)
     prune = pruner(succeeded=HOUR, failed=30 * DAY, cancelled=HOUR)
@@ -99,14 +83,14 @@ def test_a_parent_stays_while_its_child_is_kept_by_the_failure_of_another_parent
     # cancelled (a retry brings it back) and the child keeps both its parents.
     assert prune.run_once() == 0 and remaining() == {q.pk, p.pk, c.pk}
     engine.retry(p.pk)
-    run(p.pk, result={"from": "p"})
+    run_ok(p.pk, {"from": "p"})
     assert engine.parent_results(c.pk) == {q.pk: {"from": "q"}, p.pk: {"from": "p"}}
 
 
 def test_a_succeeded_child_does_not_keep_its_parent():
     a, c = engine.enqueue_many([spec("a"), spec("c", after=[0])])
-    run(a.pk)
-    run(c.pk)
+    run_ok(a.pk)
+    run_ok(c.pk)
     age(a)
     assert pruner(succeeded=HOUR).run_once() == 1 and remaining() == {c.pk}
 
@@ -114,8 +98,8 @@ def test_a_succeeded_child_does_not_keep_its_parent():
 def test_a_chain_is_pruned_from_its_old_end_while_its_newest_task_runs():
     t1, t2, t3 = engine.enqueue_many([spec("t1"), spec("t2", after=[0]),
                                       spec("t3", after=[1])])
-    run(t1.pk)
-    run(t2.pk)
+    run_ok(t1.pk)
+    run_ok(t2.pk)
     (running,) = engine.claim(worker_id=WORKER, limit=10)
     assert running.id == t3.pk
     age(t1, t2)
@@ -130,14 +114,14 @@ def test_tasks_a_failure_cancelled_stay_until_it_goes_so_that_its_retry_brings_t
     workflow, (root, middle, leaf) = engine.enqueue_workflow(
         [spec("root", max_retries=0), spec("middle", after=[0]), spec("leaf", after=[1])],
         name="chain")
-    run(root.pk, error="boom")
+    run_fail(root.pk)
     assert [status(middle), status(leaf)] == [Status.CANCELLED] * 2
     age(root, middle, leaf)
     p = pruner(failed=30 * DAY, cancelled=HOUR)
     assert p.run_once() == 0  # cancelled past their retention, but their root is kept
     engine.retry(root.pk)
     assert [status(middle), status(leaf)] == [Status.WAITING] * 2
-    run(root.pk, error="boom again")
+    run_fail(root.pk, "boom again")
     age(root, middle, leaf, by="31 days")
     assert p.run_once() == 3 and remaining() == set()
     assert p.last.tasks == {"failed": 1, "cancelled": 2} and p.last.workflows == 1
@@ -147,7 +131,7 @@ def test_tasks_a_failure_cancelled_stay_until_it_goes_so_that_its_retry_brings_t
 def test_a_failure_goes_with_the_tasks_it_cancelled_when_they_pass_their_retention_last():
     root, middle, leaf = engine.enqueue_many(
         [spec("root", max_retries=0), spec("middle", after=[0]), spec("leaf", after=[1])])
-    run(root.pk, error="boom")
+    run_fail(root.pk)
     age(root, middle, leaf)
     p = pruner(failed=HOUR, cancelled=30 * DAY)
     assert p.run_once() == 0  # the root is past its retention, the tasks it cancelled not
@@ -158,12 +142,12 @@ def test_a_failure_goes_with_the_tasks_it_cancelled_when_they_pass_their_retenti
 def test_a_workflow_goes_with_its_last_task():
     workflow, (first, second) = engine.enqueue_workflow([spec("first"), spec("second")])
     other, (alone,) = engine.enqueue_workflow([spec("alone")])
-    run(first.pk)
+    run_ok(first.pk)
     age(first)
     p = pruner(succeeded=HOUR)
     assert p.run_once() == 1 and p.last.workflows == 0
     assert set(Workflow.objects.values_list("pk", flat=True)) == {workflow.pk, other.pk}
-    run(second.pk)
+    run_ok(second.pk)
     age(second)
     assert p.run_once() == 1 and p.last.workflows == 1
     assert list(Workflow.objects.values_list("pk", flat=True)) == [other.pk]
@@ -186,8 +170,8 @@ def test_a_running_parent_is_not_locked_with_its_cancelled_child():
 @pytest.mark.django_db(transaction=True)
 def test_a_parent_stays_while_someone_holds_its_child():
     a, c = engine.enqueue_many([spec("a"), spec("c", after=[0])])
-    run(a.pk)
-    run(c.pk)
+    run_ok(a.pk)
+    run_ok(c.pk)
     age(a, c)
     with psycopg.connect(**connect_kwargs()) as other:  # e.g. a person retrying the child
         other.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", [c.pk])
@@ -199,7 +183,7 @@ def test_a_parent_stays_while_someone_holds_its_child():
 
 def test_prunetasks_counts_a_parent_kept_for_its_child_as_kept():
     a, _c = engine.enqueue_many([spec("a"), spec("c", after=[0])])
-    run(a.pk)
+    run_ok(a.pk)
     age(a)
     assert pruner(succeeded=HOUR).count().tasks == {"succeeded": 0}
 

@@ -4,7 +4,6 @@ each change leaves an audit row and sends an event. Real PostgreSQL, no worker p
 
 from __future__ import annotations
 
-import json
 import threading
 
 import psycopg
@@ -15,7 +14,7 @@ from tasks import engine, selectors
 from tasks.exceptions import InvalidInput
 from tasks.listener import connect_kwargs
 from tasks.models import AuditEntry, Queue, Task
-from tests.integration.conftest import OTHER_WORKER, WORKER, enqueue, outcome
+from tests.integration.conftest import OTHER_WORKER, WORKER, enqueue, next_events, outcome
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -122,26 +121,17 @@ def test_each_change_sends_an_event_naming_the_queue_and_who():
         conn.execute(f'LISTEN "{engine.CHANNEL}"')
         engine.pause_queue("mail", actor="alice")
         engine.set_queue_limits("mail", rate_limit=5, actor="alice")
-        received = [json.loads(n.payload) for n in _take(conn, 2)]
+        received = next_events(conn, 2)
     assert [(e["event"], e["queue"], e["actor"]) for e in received] == [
         ("queue_paused", "mail", "alice"), ("queue_limits_changed", "mail", "alice")]
     assert received[1]["rate_limit"] == 5.0 and received[1]["paused"] is True
-
-
-def _take(conn, n):
-    got = []
-    for note in conn.notifies(timeout=5):
-        got.append(note)
-        if len(got) == n:
-            break
-    return got
 
 
 def test_the_queue_overview_shows_depth_running_age_pauses_and_limits():
     enqueue(queue="mail")
     enqueue(queue="mail", run_at=_later())
     running = enqueue(queue="api")
-    claim(1, queues=["api"])
+    assert [c.id for c in claim(1, queues=["api"])] == [running.pk]
     engine.pause_queue("mail")
     engine.set_queue_limits("idle", concurrency_limit=4)
     rows = {q["name"]: q for q in selectors.queues()}
@@ -152,7 +142,6 @@ def test_the_queue_overview_shows_depth_running_age_pauses_and_limits():
     assert rows["mail"]["oldest_due_age"] >= 0
     assert (rows["api"]["running"], rows["api"]["due"]) == (1, 0)
     assert rows["idle"]["concurrency_limit"] == 4 and rows["idle"]["due"] == 0
-    assert running.pk
 
 
 def _later():

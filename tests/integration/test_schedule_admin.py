@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from tasks import engine
+from tasks.admin.display import timestamp
 from tasks.models import AuditEntry, Schedule, Task
 
 pytestmark = pytest.mark.django_db
@@ -76,3 +79,31 @@ def test_enable_disable_and_run_now_actions(admin_client):
     assert Task.objects.get().origin == "schedule"
     assert [a for (a,) in AuditEntry.objects.values_list("action")][-3:] == [
         "schedule_paused", "schedule_resumed", "schedule_run_now"]
+
+
+def test_a_schedule_whose_type_is_no_longer_registered_is_listed_and_not_run(
+        admin_client, plugins_here):
+    s = engine.schedules.create(name="retired", type="boom", interval_seconds=60)
+    plugins_here(without=["boom"])
+    assert "retired" in admin_client.get(CHANGELIST).content.decode()
+    change = reverse("admin:tasks_schedule_change", args=[s.pk])
+    assert admin_client.get(change).status_code == 200
+    saved = admin_client.post(change, {**FORM, "name": "retired", "type": "boom"})
+    assert "Unknown task type 'boom'" in saved.context["adminform"].form.errors["type"][0]
+    run = admin_client.post(CHANGELIST, {"_selected_action": [s.pk],
+                                         "action": "run_selected_now"}, follow=True)
+    shown = [str(m) for m in run.context["messages"]]
+    assert any(m.startswith("retired: ") and "Unknown task type 'boom'" in m for m in shown)
+    assert not Task.objects.exists()
+
+
+def test_the_change_page_shows_its_dates_in_the_one_format(admin_client):
+    s = engine.schedules.create(name="often", type="simulate", interval_seconds=60)
+    engine.schedules.fire_due(now=s.next_run_at)
+    s.refresh_from_db()
+    html = admin_client.get(reverse("admin:tasks_schedule_change", args=[s.pk])).content.decode()
+    shown = dict(re.findall(r'field-\w+_when">.*?<label>([^<]+):</label>.*?'
+                            r'<div class="readonly">(.*?)</div>', html, re.S))
+    assert shown == {"Last tick": timestamp(s.last_tick_at), "Created": timestamp(s.created_at),
+                     "Updated": timestamp(s.updated_at)}
+    assert all('<time class="task-time"' in value for value in shown.values())

@@ -102,3 +102,20 @@ def test_permissions(client):
     assert viewer.post(f"/api/schedules/{schedule.pk}/run-now").status_code == 403
     assert viewer.delete(f"/api/schedules/{schedule.pk}").status_code == 403
     assert not Task.objects.exists()
+
+
+def test_a_schedule_whose_type_is_no_longer_registered_is_shown_and_steered_not_run(
+        api, plugins_here):
+    schedule = engine.schedules.create(name="retired", type="boom", interval_seconds=60)
+    plugins_here(without=["boom"])
+    url = f"/api/schedules/{schedule.pk}"
+    assert api.get(url).json()["type"] == "boom"
+    assert [s["name"] for s in api.get("/api/schedules").json()] == ["retired"]
+    run = api.post(f"{url}/run-now")
+    assert run.status_code == 400 and "Unknown task type 'boom'" in run.json()["type"][0]
+    assert not Task.objects.exists()
+    assert api.post(f"{url}/pause").json()["next_runs"] == []
+    unchanged_type = send(api, "patch", url, {"priority": 2})
+    assert unchanged_type.status_code == 400 and list(unchanged_type.json()) == ["type"]
+    fixed = send(api, "patch", url, {"type": "noop"})
+    assert fixed.status_code == 200 and fixed.json()["type"] == "noop"

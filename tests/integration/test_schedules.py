@@ -1,28 +1,28 @@
 """Schedules in the engine against real PostgreSQL: validation on save, ticks fired once
 each with an injected clock, missed ticks, run now, pause and resume, audit and events, a
-leader without the type's plugin, a failing schedule among others, the settings' sync."""
+leader where the type's plugin cannot run, a type no longer registered, a failing schedule
+among others, the settings' sync."""
 
 from __future__ import annotations
 
 import datetime
-import json
 import threading
 
 import psycopg
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from plugins import registry
+from plugins.base import NotRunnableHere
 from tasks import engine
 from tasks.engine.events import SCHEDULE_EVENTS
-from tasks.exceptions import InvalidInput, InvalidTask, NotFound
+from tasks.exceptions import InvalidInput, NotFound, UnknownTaskType
 from tasks.listener import connect_kwargs
 from tasks.maintenance.scheduler import Scheduler, SchedulerConfig
 from tasks.models import AuditEntry, Schedule, Task, TaskHistory
-from tests.integration.conftest import sql
-from tests.support.plugins import TEST_PLUGINS
+from tests.integration.conftest import next_events, sql
+from tests.support.plugins import CountRuns
 
 pytestmark = pytest.mark.django_db(transaction=True)
 schedules = engine.schedules
@@ -124,6 +124,18 @@ def test_run_now_enqueues_at_once_and_leaves_the_ticks_alone():
     assert s.last_task_id == task.pk and s.next_run_at == minute(1)
 
 
+def test_a_schedule_without_limits_fires_with_the_engines_defaults_as_enqueue_does(settings):
+    settings.TASKS_ENGINE = {**settings.TASKS_ENGINE, "DEFAULT_MAX_RETRIES": 7,
+                             "DEFAULT_TIMEOUT": 42}
+    every_minute(name="unset")
+    every_minute(name="zero", max_retries=0, timeout_seconds=5)
+    schedules.fire_due(now=minute(1))
+    engine.enqueue(name="direct", type="count")
+    limits = {name: (retries, timeout) for name, retries, timeout
+              in Task.objects.values_list("name", "max_retries", "timeout_seconds")}
+    assert limits == {"unset": (7, 42), "zero": (0, 5), "direct": (7, 42)}
+
+
 def test_next_runs_of_an_interval_schedule():
     s = schedules.create(name="often", type="count", interval_seconds=90)
     runs = schedules.next_runs(s, 3)
@@ -218,21 +230,19 @@ def test_sync_leaves_an_operators_pause_unless_the_setting_states_enabled():
         ("schedule_updated", "settings"), ("schedule_updated", "settings")]
 
 
-@pytest.fixture
-def without_test_plugins():
-    """This process's registry without the tests' plugin types, as on a leader whose
-    deployment lacks a type that workers elsewhere run."""
-    registry.load()
-    yield
-    registry.load({**settings.TASKS_ENGINE.get("PLUGINS", {}), **TEST_PLUGINS})
+class CountsElsewhere(CountRuns):
+    """`count` where its plugin cannot run, as on a leader that lacks what it needs."""
+
+    def unavailable_reason(self):
+        return "its licence is on the workers' machines"
 
 
-def test_a_leader_without_the_types_plugin_still_fires_the_schedule(without_test_plugins):
-    registry.load({**settings.TASKS_ENGINE.get("PLUGINS", {}), **TEST_PLUGINS})
+def test_a_leader_where_the_types_plugin_cannot_run_still_fires_the_schedule(plugins_here):
     s = every_minute(payload={"sleep": 0})
-    registry.load()
-    with pytest.raises(InvalidTask):
-        engine.prepare(name="x", type="count")  # this process cannot run it
+    plugins_here(count=f"{__name__}.CountsElsewhere")
+    assert "count" not in registry.runnable_types()
+    with pytest.raises(NotRunnableHere):
+        registry.runnable("count")
     assert schedules.fire_due(now=minute(1)) == {s.pk: Task.objects.get().pk}
     task = Task.objects.get()
     assert (task.type, task.payload, task.run_at, task.status) == (
@@ -240,6 +250,29 @@ def test_a_leader_without_the_types_plugin_still_fires_the_schedule(without_test
     run = schedules.run_now(s.pk, actor="carol")
     assert (run.type, run.payload) == ("count", {"sleep": 0})
     assert not AuditEntry.objects.filter(action="schedule_failed").exists()
+
+
+def test_a_schedule_whose_type_is_no_longer_registered_fails_its_tick_and_enqueues_nothing(
+        plugins_here, caplog):
+    kept = every_minute(name="kept")
+    retired = schedules.create(name="retired", type="boom", cron="* * * * *")
+    plugins_here(without=["boom"])  # the project dropped the type after it was scheduled
+    with caplog.at_level("ERROR", logger="tasks.engine.schedules"):
+        fired = schedules.fire_due(now=minute(1))
+    assert fired == {kept.pk: Task.objects.get().pk, retired.pk: None}
+    assert list(Task.objects.values_list("name", flat=True)) == ["kept"]
+    (failed,) = AuditEntry.objects.filter(action="schedule_failed")
+    assert (failed.actor, failed.target, failed.details["tick"]) == (
+        "scheduler", "retired", minute(1).isoformat())
+    assert failed.details["error"].startswith("UnknownTaskType: ")
+    assert "'boom'" in failed.details["error"]
+    assert any("retired" in r.getMessage() and "'boom'" in r.getMessage()
+               for r in caplog.records)
+    assert Schedule.objects.get(pk=retired.pk).next_run_at == minute(2)
+    with pytest.raises(UnknownTaskType):
+        schedules.run_now(retired.pk, actor="carol")
+    assert Task.objects.count() == 1
+    assert Schedule.objects.get(pk=retired.pk).last_task_id is None
 
 
 @pytest.fixture
@@ -308,7 +341,7 @@ def test_each_change_sends_an_event_naming_the_schedule_and_who():
         schedules.resume(s.pk, actor="bob")
         task = schedules.run_now(s.pk, actor="carol")
         schedules.delete(s.pk, actor="eve")
-        received = [json.loads(n.payload) for n in _take(conn, 7)]
+        received = next_events(conn, 7)
     about_schedule = [e for e in received if e["event"] in SCHEDULE_EVENTS]
     assert [(e["event"], e["actor"]) for e in about_schedule] == [
         ("schedule_created", "alice"), ("schedule_updated", "dan"), ("schedule_paused", "bob"),
@@ -324,15 +357,6 @@ def test_a_failed_schedule_sends_an_event_from_the_scheduler():
     with psycopg.connect(autocommit=True, **connect_kwargs()) as conn:
         conn.execute(f'LISTEN "{engine.CHANNEL}"')
         schedules.fire_due(now=minute(1))
-        (event,) = [json.loads(n.payload) for n in _take(conn, 1)]
+        (event,) = next_events(conn, 1)
     assert (event["event"], event["schedule"], event["actor"]) == (
         "schedule_failed", s.pk, "scheduler")
-
-
-def _take(conn, n):
-    got = []
-    for note in conn.notifies(timeout=5):
-        got.append(note)
-        if len(got) == n:
-            break
-    return got

@@ -1,4 +1,5 @@
-"""The loader of tasks/engine/queries.sql, and the statements' agreement with events.py."""
+"""The loader of tasks/engine/queries.sql, the statements' agreement with events.py, and one
+statement for each job (task ids are taken by one)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,11 @@ def test_payload_counts_every_id_and_sends_at_most_the_limit():
     body = json.loads(events.payload("task_queued", range(1, 251), queue="mail"))
     assert body == {"event": "task_queued", "count": 250,
                     "ids": list(range(1, events.NOTIFY_MAX_IDS + 1)), "queue": "mail"}
+
+
+def test_one_statement_takes_task_ids_from_the_sequence():
+    # A graph's edges and a copied batch both need ids before their rows exist.
+    takers = [name for name, statement in sql.QUERIES.items()
+              if "nextval(" in statement
+              and re.search(r"pg_get_serial_sequence\('tasks',\s*'id'\)", statement)]
+    assert takers == ["reserve_task_ids"]

@@ -4,6 +4,7 @@ third-party entry points, and clear errors for everything that cannot be loaded.
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -35,6 +36,7 @@ def shout(payload, ctx):
 
 
 NOT_A_PLUGIN = 42
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture
@@ -224,6 +226,15 @@ def test_a_worker_runs_only_the_types_whose_plugin_is_available_here(restore_reg
     with configured("postgresql://reader@db.example.com:5432/reports"):
         assert "run_query" in registry.runnable_types()
         assert type(registry.runnable("run_query")) is RunQuery
+
+
+def test_the_plugin_contract_is_the_documented_methods_and_no_others():
+    # Whether a type runs here has one question, unavailable_reason(): the registry's.
+    methods = {name for name, value in vars(Plugin).items()
+               if callable(value) and not name.startswith("_")}
+    assert methods == {"validate", "run", "unavailable_reason"}
+    readme = README.read_text()
+    assert all(f"{name}(" in readme for name in methods)
 
 
 # --- third-party packages through the `taskservice.plugins` entry point group ---------
