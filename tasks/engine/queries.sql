@@ -471,6 +471,10 @@ SELECT ins.id, pg_notify('taskservice', json_build_object(
     'queue', ins.queue, 'type', ins.type)::text)
 FROM ins
 
+-- name: worker_runs_type --
+-- Whether a worker online (a task_workers row: the reaper removes lost ones) runs `type`.
+SELECT EXISTS (SELECT 1 FROM task_workers WHERE types @> jsonb_build_array(%(type)s::text))
+
 -- name: advance_schedule --
 -- Move a schedule to its next tick, recording the tick enqueued and its task (if any).
 UPDATE task_schedules

@@ -8,8 +8,9 @@ another maintainer holds), enqueues one task per schedule for its latest due tic
 (queries.sql: enqueue_tick, keyed `schedule:<id>:<tick>`, so nothing doubles it) and moves
 each schedule to its next tick. The task is the stored, already validated one: firing asks
 no plugin, so a leader where a type's plugin cannot run (unavailable here) still fires it
-for the workers that can. Its type must still be registered: a task of a type no longer
-registered would wait for a worker that never comes, so that tick fails instead. Each
+for the workers that can. Its type must still be registered, here or by a worker online:
+a task of a type nobody registers would wait for a worker that never comes, so that tick
+fails instead. Each
 schedule fires in a savepoint of its own: one that fails is logged, audited
 (`schedule_failed`) and moved on, and the others fire.
 """
@@ -31,7 +32,7 @@ from tasks import jsonsafe, ticks
 from tasks.engine.events import CHANNEL, SCHEDULE_FAILED, payload
 from tasks.engine.spec import prepare, with_default_limits
 from tasks.engine.sql import run
-from tasks.exceptions import InvalidInput, InvalidTask, NotFound
+from tasks.exceptions import InvalidInput, InvalidTask, NotFound, UnknownTaskType
 from tasks.models import AuditEntry, MissedTicks, Schedule, Task
 from tasks.states import parse_id
 
@@ -194,9 +195,9 @@ def _enqueue(schedule: Mapping[str, Any], tick: datetime.datetime, key: str,
     """enqueue_tick for one schedule (a model's fields or a select_due_schedules row as a
     dict): its stored task, validated when it was saved, so no plugin is asked again; the
     task's id, or None when that key's task exists already. UnknownTaskType, and nothing
-    enqueued, when its type is no longer registered (whether the plugin can run in this
-    process is not asked: workers elsewhere may run it)."""
-    registry.get(schedule["type"])
+    enqueued, when its type is registered neither here nor by a worker online (whether
+    the plugin can run in this process is not asked: workers elsewhere may run it)."""
+    _known_somewhere(schedule["type"])
     max_retries, timeout_seconds = with_default_limits(schedule["max_retries"],
                                                        schedule["timeout_seconds"])
     stored = schedule["payload"]
@@ -208,6 +209,16 @@ def _enqueue(schedule: Mapping[str, Any], tick: datetime.datetime, key: str,
         "max_retries": max_retries, "timeout_seconds": timeout_seconds,
         "key": key, "owner_id": schedule["owner_id"], "details": details})
     return rows[0][0] if rows else None
+
+
+def _known_somewhere(task_type: str) -> None:
+    """UnknownTaskType unless this process registers `task_type` or a worker online
+    (task_workers) runs it: a worker whose image has a plugin this one lacks."""
+    try:
+        registry.get(task_type)
+    except UnknownTaskType:
+        if not run("worker_runs_type", {"type": task_type})[0][0]:
+            raise
 
 
 def tick_key(schedule_id: int, tick: datetime.datetime) -> str:

@@ -275,6 +275,19 @@ def test_a_schedule_whose_type_is_no_longer_registered_fails_its_tick_and_enqueu
     assert Schedule.objects.get(pk=retired.pk).last_task_id is None
 
 
+def test_a_type_this_process_lacks_fires_while_a_worker_online_runs_it(plugins_here):
+    s = schedules.create(name="elsewhere", type="boom", cron="* * * * *")
+    plugins_here(without=["boom"])  # the leader's image lacks it; a worker's has it
+    engine.register_worker(worker_id="w-boom", hostname="h", pid=1, queues=[],
+                           concurrency=1, types=["boom", "count"])
+    assert schedules.fire_due(now=minute(1)) == {s.pk: Task.objects.get().pk}
+    assert Task.objects.get().type == "boom"
+    engine.unregister_worker(worker_id="w-boom")
+    assert schedules.fire_due(now=minute(2)) == {s.pk: None}  # nobody runs it now
+    assert Task.objects.count() == 1
+    assert AuditEntry.objects.filter(action="schedule_failed").count() == 1
+
+
 @pytest.fixture
 def poison_trigger():
     """A statement that fails for one schedule's task: a trigger refusing tasks named
