@@ -179,12 +179,15 @@ class Task(models.Model):
 
 
 class TaskDependency(models.Model):
-    """`child` runs after `parent` (each edge once); indexed both ways."""
+    """`child` runs after `parent` (each edge once); indexed both ways. Each column's
+    foreign key is the database's own ON DELETE CASCADE (migrations 0006 and 0012):
+    deleting a task in SQL deletes its edges."""
 
     id = models.BigAutoField(primary_key=True)
     child = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="+",
-                              db_index=False)
-    parent = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="+")
+                              db_index=False, db_constraint=False)
+    parent = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="+",
+                               db_constraint=False)
 
     class Meta:
         db_table = "task_dependencies"

@@ -63,3 +63,13 @@ def test_the_history_index_exists():
     # The event index leaves out the three events every task writes.
     event = indexes["idx_history_event_id"]
     assert "(event_type, id)" in event and "task_started" in event and "WHERE" in event
+
+
+def test_each_dependency_column_has_one_foreign_key_that_cascades():
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            SELECT a.attname, c.confdeltype, c.condeferrable FROM pg_constraint c
+            JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)
+            WHERE c.conrelid = 'task_dependencies'::regclass AND c.contype = 'f'
+            ORDER BY a.attname""")
+        assert cursor.fetchall() == [("child_id", "c", True), ("parent_id", "c", True)]
