@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, Daphne, free_port
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, Daphne
+from tests.support.processes import free_port
 
 
 @pytest.fixture

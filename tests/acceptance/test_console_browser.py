@@ -15,7 +15,8 @@ from types import SimpleNamespace
 import pytest
 from django.utils import timezone
 
-from tests.support.browser import CHROMIUM, MISSING, OUTPUT, Daphne, db, free_port, login
+from tests.support.browser import CHROMIUM, MISSING, OUTPUT, Daphne, db, login
+from tests.support.processes import free_port
 
 if not os.path.exists(CHROMIUM):
     pytest.skip(MISSING, allow_module_level=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
 from typing import Any
 
 import psycopg
@@ -13,6 +14,8 @@ from django.db import connection
 
 from plugins import registry
 from tasks import engine
+from tasks.engine.sql import QUERIES
+from tasks.listener import connect_kwargs
 from tasks.models import Task, TaskHistory
 from tests.support.plugins import TEST_PLUGINS
 
@@ -131,3 +134,54 @@ def plugins_here():
 
     yield load
     registry.load(tests_types)
+
+
+# --- events and sessions of their own ------------------------------------------------------
+
+SENTINEL = "test_sentinel"
+
+
+def until_sentinel(conn: psycopg.Connection, timeout: float = 10.0) -> list[dict]:
+    """Send a committed sentinel event; the events the LISTENing `conn` received before it
+    (NOTIFYs arrive in commit order)."""
+    engine.notify(SENTINEL, [])
+    received: list[dict] = []
+    for note in conn.notifies(timeout=timeout):
+        event = json.loads(note.payload)
+        if event["event"] == SENTINEL:
+            return received
+        received.append(event)
+    raise AssertionError(f"sentinel not received within {timeout}s; got {received}")
+
+
+@pytest.fixture
+def listen():
+    """A LISTENing session of its own; calling the value returns the events it has received
+    since (until_sentinel)."""
+    with psycopg.connect(autocommit=True, **connect_kwargs()) as conn:
+        conn.execute(f'LISTEN "{engine.CHANNEL}"')
+        yield lambda: until_sentinel(conn)
+
+
+def blocked_on_a_lock() -> bool:
+    """Whether a session of the test database is waiting for a lock."""
+    with connection.cursor() as cursor:
+        # Inside a transaction pg_stat_activity keeps its first snapshot: clear it.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                       "current_database() AND wait_event_type = 'Lock'")
+        return cursor.fetchone()[0] > 0
+
+
+def complete_elsewhere(claimed: engine.ClaimedTask) -> threading.Thread:
+    """complete_runs for one run, from a session of its own, in a thread (it may wait)."""
+    params = {"worker": WORKER, "ids": [claimed.id], "attempts": [claimed.attempt],
+              "results": ["null"]}
+
+    def body():
+        with psycopg.connect(autocommit=True, **connect_kwargs()) as other:
+            other.execute(QUERIES["complete_runs"], params)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    return thread

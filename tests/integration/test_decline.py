@@ -8,14 +8,12 @@ import threading
 import pytest
 from django.conf import settings as django_settings
 
-from plugins import registry
 from plugins.base import Plugin
 from tasks import engine
 from tasks.models import Task, TaskHistory
 from tasks.worker.slots import DECLINE
 from tasks.worker.testing import WorkerThread
 from tests.integration.conftest import OTHER_WORKER, WORKER, claim_ids, enqueue, outcome
-from tests.support.plugins import TEST_PLUGINS
 
 pytestmark = pytest.mark.django_db
 
@@ -110,13 +108,10 @@ class GoneBeforeRun(Plugin):
 
 
 @pytest.fixture
-def gone_before_run(settings):
+def gone_before_run(settings, plugins_here):
     settings.TASKS_ENGINE = {**django_settings.TASKS_ENGINE, "HEARTBEAT_INTERVAL": 0.2,
                              "POLL_INTERVAL": 0.2}
-    base = {**django_settings.TASKS_ENGINE.get("PLUGINS", {}), **TEST_PLUGINS}
-    registry.load({**base, "licensed": f"{__name__}.GoneBeforeRun"})
-    yield
-    registry.load(base)
+    plugins_here(licensed=f"{__name__}.GoneBeforeRun")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import threading
 
-import psycopg
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 
 from tasks import engine
 from tasks.engine import steering
-from tasks.engine.sql import QUERIES
 from tasks.exceptions import InvalidTask
-from tasks.listener import connect_kwargs
 from tasks.models import Task, TaskDependency, TaskHistory
 from tasks.states import Event, Status
 from tests.integration.conftest import (
     WORKER,
+    blocked_on_a_lock,
+    complete_elsewhere,
     enqueue,
     events,
     outcome,
@@ -232,36 +231,13 @@ def test_progress_is_stored_fenced_on_the_run():
 # --- two transactions at once ------------------------------------------------------------
 
 
-def _blocked_on_a_lock() -> bool:
-    with connection.cursor() as cursor:
-        # Inside a transaction pg_stat_activity keeps its first snapshot: clear it.
-        cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                       "current_database() AND wait_event_type = 'Lock'")
-        return cursor.fetchone()[0] > 0
-
-
-def _complete_elsewhere(claimed: engine.ClaimedTask) -> threading.Thread:
-    """complete_runs for one run, from a session of its own, in a thread (it may wait)."""
-    params = {"worker": WORKER, "ids": [claimed.id], "attempts": [claimed.attempt],
-              "results": ["null"]}
-
-    def body():
-        with psycopg.connect(autocommit=True, **connect_kwargs()) as other:
-            other.execute(QUERIES["complete_runs"], params)
-
-    thread = threading.Thread(target=body)
-    thread.start()
-    return thread
-
-
 def test_a_child_enqueued_while_its_parent_completes_is_released():
     parent = enqueue()
     (claimed,) = engine.claim(worker_id=WORKER, limit=1)
     with transaction.atomic():
         child = enqueue(depends_on=[parent.pk])  # holds the parent's row until commit
-        completing = _complete_elsewhere(claimed)
-        wait_until(_blocked_on_a_lock, timeout=10, message="the completion never waited")
+        completing = complete_elsewhere(claimed)
+        wait_until(blocked_on_a_lock, timeout=10, message="the completion never waited")
     completing.join(timeout=10)
     assert status(parent.pk) == Status.SUCCEEDED
     assert status(child.pk) == Status.QUEUED, "the completion did not see its new child"
@@ -272,8 +248,8 @@ def test_two_parents_completing_at_once_in_two_transactions_release_their_child(
     claimed = {t.id: t for t in engine.claim(worker_id=WORKER, limit=2)}
     with transaction.atomic():
         engine.complete(worker_id=WORKER, outcomes=[outcome(claimed[a.pk])])  # locks c
-        completing = _complete_elsewhere(claimed[b.pk])
-        wait_until(_blocked_on_a_lock, timeout=10, message="the second completion never waited")
+        completing = complete_elsewhere(claimed[b.pk])
+        wait_until(blocked_on_a_lock, timeout=10, message="the second completion never waited")
         assert status(c.pk) == Status.WAITING  # b has not succeeded as this transaction sees
     completing.join(timeout=10)
     assert status(b.pk) == Status.SUCCEEDED
@@ -300,7 +276,7 @@ def test_two_retries_of_a_parent_with_its_child_at_once_queue_behind_each_other(
         steering.lock_for_retry(ids)  # this retry's first step
         other = threading.Thread(target=body)
         other.start()
-        wait_until(_blocked_on_a_lock, timeout=10, message="the other retry never waited")
+        wait_until(blocked_on_a_lock, timeout=10, message="the other retry never waited")
         mine = engine.retry_many(ids)
     other.join(timeout=10)
     assert "error" not in elsewhere, elsewhere.get("error")

@@ -16,6 +16,8 @@ from tasks.models import Task
 from tasks.states import Event, Status
 from tests.integration.conftest import (
     WORKER,
+    blocked_on_a_lock,
+    complete_elsewhere,
     events,
     last_history,
     outcome,
@@ -24,8 +26,6 @@ from tests.integration.conftest import (
     spec,
     status,
 )
-from tests.integration.test_dependencies import _blocked_on_a_lock, _complete_elsewhere
-from tests.integration.test_engine_statements import listen  # noqa: F401 - the fixture
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -88,7 +88,7 @@ def test_a_person_cancelling_a_queued_parent_cancels_its_children():
     assert_cancelled_by(c, p, g)
 
 
-def test_settling_and_rewaiting_children_send_their_events_with_the_child_ids(listen):  # noqa: F811
+def test_settling_and_rewaiting_children_send_their_events_with_the_child_ids(listen):
     p, c, g, q, d = engine.enqueue_many([
         spec("p", max_retries=0), spec("c", after=[0]), spec("g", after=[1]), spec("q"),
         spec("d", after=[3])])
@@ -193,8 +193,8 @@ def test_a_retry_while_the_last_parent_completes_elsewhere_is_released_by_it():
     (claimed,) = engine.claim(worker_id=WORKER, limit=1)
     with transaction.atomic():
         engine.retry(c.pk)  # holds p's row (shared) until commit
-        completing = _complete_elsewhere(claimed)
-        wait_until(_blocked_on_a_lock, timeout=10, message="the completion never waited")
+        completing = complete_elsewhere(claimed)
+        wait_until(blocked_on_a_lock, timeout=10, message="the completion never waited")
         assert status(c.pk) == Status.WAITING
     completing.join(timeout=10)
     assert status(p.pk) == Status.SUCCEEDED
@@ -217,7 +217,7 @@ def test_a_retry_while_the_last_parent_completes_sees_it_succeeded():
         engine.complete(worker_id=WORKER, outcomes=[outcome(claimed)])  # holds p's row
         thread = threading.Thread(target=retry_elsewhere)
         thread.start()
-        wait_until(_blocked_on_a_lock, timeout=10, message="the retry never waited")
+        wait_until(blocked_on_a_lock, timeout=10, message="the retry never waited")
     thread.join(timeout=10)
     assert retried == [Status.QUEUED]
     assert last_history(c.pk).event_type == Event.TASK_REQUEUED

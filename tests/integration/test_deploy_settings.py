@@ -7,7 +7,6 @@ import json
 import logging
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -18,7 +17,7 @@ import pytest
 
 from taskservice.logging import JsonFormatter
 from tests.support import processes
-from tests.support.processes import ROOT, wait_until
+from tests.support.processes import ROOT, free_port, wait_until
 
 SECRET = "Zq4-" + "production-secret-key-for-tests-only-" + "x7Kp9mW2vB8nR3tY"
 PRODUCTION = {
@@ -164,11 +163,6 @@ def test_json_formatter_keeps_tracebacks_and_odd_extras_on_one_line():
 
 # --- a production web process ----------------------------------------------------------
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def healthcheck_code() -> str:

@@ -9,10 +9,8 @@ A new transition statement without a case here fails `test_every_transition_is_c
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Callable
 
-import psycopg
 import pytest
 from django.db.models import Count
 from django.utils import timezone
@@ -20,14 +18,12 @@ from django.utils import timezone
 from tasks import engine
 from tasks.engine.sql import QUERIES
 from tasks.engine.submit import COPY_MIN_TASKS
-from tasks.listener import connect_kwargs
 from tasks.models import Task, TaskHistory, Workflow
 from tasks.states import FINISHED, Event, Status
 from tests.integration.conftest import WORKER, enqueue, expire_lease, outcome, sql
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SENTINEL = "test_sentinel"
 TRANSITIONS = {name for name, text in QUERIES.items() if "INSERT INTO task_history" in text}
 
 
@@ -184,24 +180,6 @@ CASES: dict[str, Case] = {f.__name__: f for f in (
     insert_task, insert_tasks, record_queued, insert_graph, enqueue_tick, claim_any, claim_queues,
     claim_limited, complete_runs, fail_runs, cancel_runs, release_runs, decline_runs,
     snooze_runs, rescue_expired, cancel_tasks, retry_tasks, run_now_tasks)}
-
-
-@pytest.fixture
-def listen():
-    with psycopg.connect(autocommit=True, **connect_kwargs()) as conn:
-        conn.execute(f'LISTEN "{engine.CHANNEL}"')
-
-        def until_sentinel() -> list[dict]:
-            engine.notify(SENTINEL, [])  # NOTIFYs arrive in commit order
-            received = []
-            for note in conn.notifies(timeout=10):
-                event = json.loads(note.payload)
-                if event["event"] == SENTINEL:
-                    return received
-                received.append(event)
-            raise AssertionError(f"sentinel not received; got {received}")
-
-        yield until_sentinel
 
 
 def _history_counts() -> dict[int, int]:

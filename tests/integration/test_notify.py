@@ -17,11 +17,9 @@ from tasks import engine
 from tasks.exceptions import InvalidTask
 from tasks.listener import connect_kwargs
 from tasks.models import Task
-from tests.integration.conftest import WORKER, enqueue, expire_lease, outcome
+from tests.integration.conftest import WORKER, enqueue, expire_lease, outcome, until_sentinel
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-SENTINEL = "test_sentinel"
 
 
 class Listener:
@@ -34,14 +32,7 @@ class Listener:
 
     def until_sentinel(self, timeout: float = 10.0) -> list[dict]:
         """Send a committed sentinel and return the events received before it."""
-        engine.notify(SENTINEL, [])  # autocommit: its own transaction
-        received: list[dict] = []
-        for note in self.conn.notifies(timeout=timeout):
-            event = json.loads(note.payload)
-            if event["event"] == SENTINEL:
-                return received
-            received.append(event)
-        raise AssertionError(f"sentinel not received within {timeout}s; got {received}")
+        return until_sentinel(self.conn, timeout)
 
 
 @pytest.fixture

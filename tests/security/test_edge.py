@@ -33,11 +33,6 @@ PROMPT = 5.0  # seconds; the servers would otherwise wait for the body until the
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 class Server:
     def __init__(self, argv: list[str], port: int, log: Path):
@@ -66,7 +61,7 @@ class Server:
 # One process of each for the module: each test makes its own user and token.
 @pytest.fixture(scope="module")
 def daphne(django_db_setup, django_db_blocker, tmp_path_factory):
-    port = free_port()
+    port = processes.free_port()
     with django_db_blocker.unblock():
         server = Server([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
                          "taskservice.asgi:application"], port,
@@ -77,7 +72,7 @@ def daphne(django_db_setup, django_db_blocker, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gunicorn(django_db_setup, django_db_blocker, tmp_path_factory):
-    port = free_port()
+    port = processes.free_port()
     with django_db_blocker.unblock():
         server = Server([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w",
                          "1", "--timeout", "60", "taskservice.wsgi:application"], port,

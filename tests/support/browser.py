@@ -5,7 +5,6 @@ The fixtures built on them (daphne, browser) are in tests/acceptance/conftest.py
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,11 +33,6 @@ document.addEventListener("securitypolicyviolation", (e) => {
 });
 """
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Daphne:
