@@ -89,6 +89,10 @@ def test_two_leaders_at_once_enqueue_each_tick_once():
         t.join(30)
     assert Task.objects.count() == 20
     assert len(set(Task.objects.values_list("idempotency_key", flat=True))) == 20
+    assert len(results) == 2  # both leaders fired, neither failed
+    fired = [(sid, tid) for result in results for sid, tid in result.items() if tid]
+    assert len({sid for sid, _ in fired}) == len(fired) == 20  # each schedule by one leader
+    assert {tid for _, tid in fired} == set(Task.objects.values_list("pk", flat=True))
 
 
 @pytest.mark.parametrize("policy,expected", [("catch_up_once", 1), ("skip", 0)])
@@ -329,7 +333,7 @@ def test_one_failing_schedule_does_not_stop_the_others(request, caplog, break_it
     assert sorted(Task.objects.values_list("name", flat=True)) == ["a", "a", "z", "z"]
 
 
-def test_the_due_index_serves_the_scheduler():
+def test_the_due_index_holds_enabled_schedules_only():
     with connection.cursor() as cursor:
         cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_schedule_due'")
         assert "WHERE enabled" in cursor.fetchone()[0]
