@@ -101,6 +101,8 @@ def test_kill_9_of_a_parents_worker_the_child_waits_then_runs(worker_factory, co
         {"name": "child", "type": "count", "after": [0]}])
     doomed = worker_factory("--worker-id", "doomed", COUNT_FILE=str(count_file), **FAST)
     wait_until(lambda: running_on(parent, "doomed"), timeout=20)
+    # Claimed is not yet started: kill once the plugin has recorded its run.
+    wait_until(lambda: runs(count_file), timeout=20)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(timeout=10)
     assert status(child.pk) == "waiting"
