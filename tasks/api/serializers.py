@@ -63,7 +63,7 @@ class BuiltOnce:
     output. A field reading a plain model attribute gets it directly, and writes a value
     of its own type as it is (an int, a str, a choice, JSON) or a datetime as DRF does,
     in ISO 8601 in the current time zone; anything else goes through DRF (get_attribute,
-    to_representation). tests/unit/test_api_representation.py holds the two equal.
+    to_representation). tests/unit/test_api_fast_paths.py holds the two equal.
     """
 
     _plans: dict[type, list[tuple]] = {}
@@ -99,7 +99,6 @@ class BuiltOnce:
             else:
                 ret[name] = field.to_representation(value)
         return ret
-
 
 
 class TaskSerializer(BuiltOnce, serializers.ModelSerializer):
@@ -203,6 +202,11 @@ def _text(value: Any) -> bool:
     return type(value) is str and value.isascii() and "\x00" not in value
 
 
+def _filled(value: Any) -> bool:
+    """A str a CharField that does not allow blanks keeps as it is."""
+    return _text(value) and value != ""
+
+
 def _int(value: Any) -> bool:
     return type(value) is int
 
@@ -212,15 +216,16 @@ def _int(value: Any) -> bool:
 # run_at only when null: a string is parsed by its field).
 _PLAIN = {
     "name": _text, "type": _text,
-    "queue": lambda v: _text(v) and v != "",
-    "idempotency_key": lambda v: v is None or (_text(v) and v != ""),
-    "on_parent_failure": lambda v: v is None or (_text(v) and v != ""),
+    "queue": _filled,
+    "idempotency_key": lambda v: v is None or _filled(v),
+    "on_parent_failure": lambda v: v is None or _filled(v),
     "priority": _int,
     "max_retries": lambda v: v is None or _int(v),
     "timeout_seconds": lambda v: v is None or _int(v),
     "payload": lambda v: True, "depends_on": lambda v: True, "after": lambda v: True,
     "run_at": lambda v: v is None,
 }
+
 
 def spec_from(values: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments for tasks.engine.enqueue from a TaskCreateSerializer's validated

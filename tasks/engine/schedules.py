@@ -10,9 +10,8 @@ each schedule to its next tick. The task is the stored, already validated one: f
 no plugin, so a leader where a type's plugin cannot run (unavailable here) still fires it
 for the workers that can. Its type must still be registered, here or by a worker online:
 a task of a type nobody registers would wait for a worker that never comes, so that tick
-fails instead. Each
-schedule fires in a savepoint of its own: one that fails is logged, audited
-(`schedule_failed`) and moved on, and the others fire.
+fails instead. Each schedule fires in a savepoint of its own: one that fails is logged,
+audited (`schedule_failed`) and moved on, and the others fire.
 """
 
 from __future__ import annotations
@@ -233,7 +232,7 @@ def _as_dict(schedule: Schedule) -> dict[str, Any]:
 @transaction.atomic
 def run_now(schedule_id: Any, *, actor: str = "") -> Task:
     """Enqueue the schedule's task at once, besides its ticks (which stay as they are);
-    UnknownTaskType when its type is no longer registered."""
+    UnknownTaskType when its type is registered neither here nor by a worker online."""
     schedule = get(schedule_id)
     now = timezone.now()
     key = f"schedule:{schedule.pk}:run-now:{secrets.token_hex(8)}"

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from tests.support import processes
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, MISSING, OUTPUT, PASSWORD
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, MISSING, OUTPUT, PASSWORD, sign_in
 
 if not os.path.exists(CHROMIUM):
     pytest.skip(MISSING, allow_module_level=True)
@@ -45,11 +45,7 @@ def test_dashboard_updates_live_and_survives_a_server_restart(
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1100})
             page.set_default_timeout(15_000)
-            page.goto(f"{daphne.url}/admin/login/?next=/admin/dashboard/")
-            page.fill("#id_username", "operator")
-            page.fill("#id_password", PASSWORD)
-            page.click("input[type=submit]")
-            page.wait_for_url("**/admin/dashboard/")
+            sign_in(page, daphne.url, "/admin/dashboard/")
             status = page.locator("#live-status")
             expect(status).to_have_attribute("data-state", "ok")
             expect(page.locator("#count-queued")).to_have_text("0")

@@ -92,9 +92,14 @@ def login(browser, server, django_user_model, size=(1440, 900), javascript=True)
                                   java_script_enabled=javascript)
     page = context.new_page()
     page.set_default_timeout(15_000)
-    page.goto(f"{server.url}/admin/login/?next=/admin/")
+    sign_in(page, server.url)
+    return page
+
+
+def sign_in(page, base_url: str, next_path: str = "/admin/") -> None:
+    """Sign in as the operator on the admin's login page, landing on `next_path`."""
+    page.goto(f"{base_url}/admin/login/?next={next_path}")
     page.fill("#id_username", "operator")
     page.fill("#id_password", PASSWORD)
     page.click("input[type=submit]")
-    page.wait_for_url("**/admin/")
-    return page
+    page.wait_for_url(f"**{next_path}")
